@@ -1,0 +1,32 @@
+"""The project's own error type: every problem with user input surfaces as one of these.
+
+The CLI turns an :class:`NnfitError` into a one-line message and exit status 2; the Python API
+lets it propagate so callers can catch it. Anything else escaping is a bug in nnfit.
+"""
+
+from __future__ import annotations
+
+
+class NnfitError(Exception):
+    """A problem with user input (data, arguments, config, checkpoints), stated in one line.
+
+    Args:
+        message: what is wrong, naming the file, column, key or value at fault.
+
+    Example:
+        >>> raise NnfitError("data.csv: column 'age' not found")  # doctest: +SKIP
+    """
+
+    exit_code = 2
+
+
+class ConfigError(NnfitError, ValueError):
+    """An unknown key, a wrong type or an invalid value in a config, a flag or an argument."""
+
+
+class DataError(NnfitError, ValueError):
+    """Malformed or unusable data: missing file or column, non-numeric feature, bad labels."""
+
+
+class CheckpointError(NnfitError):
+    """A run directory, weights file or checkpoint that cannot be read or does not fit the model."""
