@@ -1,0 +1,152 @@
+"""Model families, and building a model from its JSON-serialisable spec.
+
+Every built-in model has a ``spec()`` method returning a plain dict such as
+``{"name": "mlp", "in_features": 4, "hidden": [16], "out_features": 3, ...}``;
+:func:`build_model` turns that dict back into the same architecture. Names resolve through the
+closed :data:`MODELS` registry, never through import strings, and every key is checked against
+the model's constructor.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .activations import ACTIVATIONS, make_activation
+from .mlp import MLP
+from .multi_input import MultiInput
+from .residual import ResidualBlock, ResidualMLP
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "MODELS",
+    "MultiInput",
+    "ResidualBlock",
+    "ResidualMLP",
+    "build_model",
+    "make_activation",
+    "model_spec",
+]
+
+MODELS: Registry[type[nn.Module]] = Registry("model")
+MODELS.register("mlp", MLP, "multilayer perceptron: Linear layers with optional batchnorm/dropout")
+MODELS.register("resmlp", ResidualMLP, "residual MLP: two-layer skip-connection blocks + head")
+MODELS.register("multi_input", MultiInput, "one branch per named input, concatenated into a head")
+
+
+def _check_keys(cls: type, name: str, kwargs: Mapping[str, Any], where: str) -> None:
+    """Raise ConfigError for keys ``cls`` does not accept and required keys that are absent."""
+    params = [
+        p
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    valid = [p.name for p in params]
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        s = "s" if len(unknown) > 1 else ""
+        raise ConfigError(
+            f"{where}: unknown key{s} {', '.join(repr(k) for k in unknown)} for {name!r} "
+            f"(valid: name, {', '.join(valid)})"
+        )
+    missing = [p.name for p in params if p.default is p.empty and p.name not in kwargs]
+    if missing:
+        s = "s" if len(missing) > 1 else ""
+        raise ConfigError(
+            f"{where}: missing key{s} {', '.join(repr(k) for k in missing)} for {name!r}"
+        )
+
+
+def _build(spec: Any, path: str) -> nn.Module:
+    """Build one model from ``spec``; ``path`` locates it inside the top-level spec."""
+    where = f"model spec at {path}" if path else "model spec"
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {spec!r}")
+    if "name" not in spec:
+        raise ConfigError(f"{where}: missing key 'name' (choose from: {', '.join(MODELS.names())})")
+    name = spec["name"]
+    try:
+        cls = MODELS.get(name)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    _check_keys(cls, name, kwargs, where)
+
+    if cls is MultiInput:
+        # Branches and head are themselves specs: build them first, each with its own path so
+        # an error deep inside says where it is.
+        branches = kwargs["branches"]
+        if not isinstance(branches, Mapping) or not branches:
+            raise ConfigError(
+                f"{where}: 'branches' must be a non-empty mapping of name -> model spec, "
+                f"got {branches!r}"
+            )
+        prefix = f"{path}." if path else ""
+        kwargs["branches"] = {b: _build(s, f"{prefix}branches.{b}") for b, s in branches.items()}
+        kwargs["head"] = _build(kwargs["head"], f"{prefix}head")
+    if isinstance(kwargs.get("hidden"), (list, tuple)):
+        # The constructor checks each entry; JSON/YAML give lists, Python callers tuples.
+        kwargs["hidden"] = list(kwargs["hidden"])
+
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def build_model(spec: Mapping[str, Any]) -> nn.Module:
+    """Build a freshly initialised model from a spec dict such as ``model.spec()`` returns.
+
+    Args:
+        spec: a mapping with ``"name"`` (a key of :data:`MODELS`) and that model's constructor
+            arguments. For ``"multi_input"``, ``"branches"`` maps names to specs and
+            ``"head"`` is a spec; they are built recursively.
+
+    Returns:
+        The model, with new random weights: load trained ones with ``load_state_dict``.
+
+    Raises:
+        ConfigError: ``spec`` is not a mapping, lacks ``"name"``, names an unknown model, has
+            an unknown or a missing key, or holds an invalid value. The message starts with
+            ``model spec`` and the location of the offending part, e.g.
+            ``model spec: unknown key 'hiden' for 'mlp' (valid: ...)``.
+
+    Example:
+        >>> model = build_model({"name": "mlp", "in_features": 4, "hidden": [8], "out_features": 2})
+        >>> type(model).__name__, model.spec()["activation"]
+        ('MLP', 'relu')
+        >>> build_model(model.spec()).spec() == model.spec()
+        True
+    """
+    return _build(spec, "")
+
+
+def model_spec(model: nn.Module) -> dict[str, Any] | None:
+    """Return ``model.spec()``, or ``None`` when the model cannot be described by a spec.
+
+    ``None`` means "rebuild this model in code": the model has no callable ``spec``, or its
+    ``spec()`` raises ConfigError because a part is not spec-buildable (a :class:`MultiInput`
+    with a hand-written branch, say).
+
+    Args:
+        model: any module.
+
+    Example:
+        >>> model_spec(MLP(4, [], 2))["name"]
+        'mlp'
+        >>> model_spec(nn.Linear(4, 2)) is None
+        True
+    """
+    spec = getattr(model, "spec", None)
+    if not callable(spec):
+        return None
+    try:
+        return spec()
+    except ConfigError:
+        return None

@@ -1,0 +1,338 @@
+"""Typed configuration: frozen dataclasses are the schema for flags, files and keyword arguments.
+
+Three sections, each owning distinct keys so a config file can stay flat:
+
+* :class:`ModelConfig` – the built-in model to build from data (``nnfit train``).
+* :class:`TrainConfig` – the loop: optimizer, schedule, epochs, early stopping, device, seed.
+* :class:`DataConfig` – where the data comes from and how it is split.
+
+A file (YAML or TOML) and ``key=value`` overrides map onto them by field name; an unknown key or
+a value of the wrong type is a :class:`~nnfit.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A built-in model: which family and its shape (the input/output sizes come from the data).
+
+    Args:
+        model: registered model name (``nnfit ls`` lists them): "mlp" or "resmlp".
+        hidden: hidden layer sizes (for "resmlp", one residual block per entry). Default (64, 64).
+        activation: activation name (relu, gelu, tanh, sigmoid, leaky_relu, silu). Default relu.
+        dropout: dropout probability after each hidden activation. Default 0.0.
+        batchnorm: batch normalisation after each hidden linear layer. Default False.
+    """
+
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "relu"
+    dropout: float = 0.0
+    batchnorm: bool = False
+
+    def __post_init__(self) -> None:
+        _check(all(h > 0 for h in self.hidden), f"hidden sizes must be positive, got {self.hidden}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained: the loop's settings, all with working defaults.
+
+    Args:
+        epochs: maximum number of passes over the training data. Default 100.
+        batch_size: training batch size. Default 32.
+        optimizer: sgd, adam, adamw or rmsprop. Default adam.
+        lr: learning rate (the peak rate for the one-cycle schedule). Default 1e-3.
+        momentum: momentum for sgd and rmsprop. Default 0.0 (torch's default).
+        nesterov: Nesterov momentum for sgd (needs momentum > 0). Default False.
+        weight_decay: L2 penalty (decoupled for adamw). Default 0.0 (0.01 is usual for adamw).
+        scheduler: none, step, multistep, exponential, cosine, onecycle or plateau.
+        step_size: epochs between decays for "step". Default 10.
+        gamma: decay factor for step/multistep/exponential, reduction factor for plateau.
+        milestones: epochs at which "multistep" decays.
+        warmup_epochs: linear warm-up epochs for "cosine". Default 0.
+        min_lr: the floor of "cosine" and "plateau". Default 0.0.
+        sched_patience: epochs without improvement before "plateau" reduces the rate. Default 5.
+        loss: auto (the task's default), mse, l1, huber, cross_entropy or bce.
+        val_split: fraction of the training data held out for validation when no validation
+            data is given (stratified for classification). 0 disables. Default 0.2.
+        patience: early stopping after this many epochs without improvement of ``monitor``;
+            0 disables. Default 10 (only active when there is validation data).
+        monitor: the metric early stopping, the best checkpoint and "plateau" watch. Default
+            val_loss (train_loss when there is no validation data).
+        min_delta: the smallest change of ``monitor`` that counts as an improvement.
+        restore_best: load the best weights when training ends early or finishes. Default True.
+        grad_clip: clip the global gradient norm to this value; 0 disables. Default 0.
+        accumulate: number of batches whose gradients are summed before a step. Default 1.
+        eval_batch_size: batch size for validation, evaluation and prediction. Default 4096.
+        seed: seeds initialisation, dropout and data order; a CPU run is bitwise reproducible.
+        device: auto, cpu, cuda or cuda:N. Default auto.
+        quiet: no progress display or tables. Default False.
+        standardize: standardise numeric features with training-split statistics. Default True.
+        scale_target: standardise regression targets for training (predictions are returned in
+            the original units). Default True.
+        checkpoint_every: write the last checkpoint every N epochs when a run directory is
+            given; 0 disables. Default 1.
+    """
+
+    epochs: int = 100
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    step_size: int = 10
+    gamma: float = 0.1
+    milestones: tuple[int, ...] = ()
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    sched_patience: int = 5
+    loss: str = "auto"
+    val_split: float = 0.2
+    patience: int = 10
+    monitor: str = "val_loss"
+    min_delta: float = 0.0
+    restore_best: bool = True
+    grad_clip: float = 0.0
+    accumulate: int = 1
+    eval_batch_size: int = 4096
+    seed: int | None = 0
+    device: str = "auto"
+    quiet: bool = False
+    standardize: bool = True
+    scale_target: bool = True
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(0.0 <= self.val_split < 1.0, f"val_split must be in [0, 1), got {self.val_split}")
+        _check(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
+        _check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
+        _check(self.accumulate >= 1, f"accumulate must be >= 1, got {self.accumulate}")
+        _check(self.step_size >= 1, f"step_size must be >= 1, got {self.step_size}")
+        _check(self.gamma > 0, f"gamma must be > 0, got {self.gamma}")
+        _check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        _check(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
+        _check(not (self.nesterov and self.momentum <= 0), "nesterov needs momentum > 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where ``nnfit train`` reads its data and how it holds some back.
+
+    Args:
+        data: a CSV or Parquet file; None trains on the bundled ``dataset``.
+        dataset: a bundled dataset name (``nnfit ls``). Default breast_cancer.
+        target: the target column of ``data`` (bundled datasets know theirs).
+        task: auto, binary, multiclass or regression. Default auto (inferred from the target).
+        test_split: fraction held out as a test set, scored once at the end and saved as
+            ``test.csv`` in the run. Default: 0.2 for bundled datasets, 0 for files.
+    """
+
+    data: str | None = None
+    dataset: str = "breast_cancer"
+    target: str | None = None
+    task: str = "auto"
+    test_split: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self.test_split is None or 0.0 <= self.test_split < 1.0,
+            f"test_split must be in [0, 1), got {self.test_split}",
+        )
+
+
+SECTIONS: tuple[type, ...] = (ModelConfig, TrainConfig, DataConfig)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a ``nnfit train`` run was started with; saved as ``config.json`` in the run."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A flat, JSON-serialisable dict of every key."""
+        out: dict[str, Any] = {}
+        for section in (self.model, self.train, self.data):
+            for f in fields(section):
+                v = getattr(section, f.name)
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+def _owner(key: str) -> type:
+    for cls in SECTIONS:
+        if key in {f.name for f in fields(cls)}:
+            return cls
+    valid = sorted(f.name for cls in SECTIONS for f in fields(cls))
+    raise ConfigError(f"unknown config key {key!r} (valid keys: {', '.join(valid)})")
+
+
+def coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert ``value`` to the field type ``annotation`` or raise a ConfigError naming ``key``.
+
+    Strings are accepted for every type, so ``key=value`` overrides and CSV-style lists
+    (``hidden=64,32``) work.
+    """
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return coerce(key, value, inner)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(coerce(key, v, args[0]) for v in value)
+    bad = ConfigError(f"{key}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise bad
+    if annotation is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value))
+        except ValueError:
+            raise bad from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+        if out != out:
+            raise bad
+        return out
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    return value
+
+
+def build(cls: type, values: dict[str, Any], base: Any = None) -> Any:
+    """Construct ``cls`` from ``values`` (coerced by field type), starting from ``base``.
+
+    Raises:
+        ConfigError: a key ``cls`` does not have, a value of the wrong type or out of range.
+    """
+    names = {f.name: f for f in fields(cls)}
+    for key in values:
+        if key not in names:
+            valid = ", ".join(sorted(names))
+            raise ConfigError(f"unknown {cls.__name__} key {key!r} (valid keys: {valid})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: coerce(k, v, hints[k]) for k, v in values.items()}
+    try:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    except TypeError as e:  # a value that survived coercion but not the comparison checks
+        raise ConfigError(str(e)) from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a flat YAML (.yaml/.yml) or TOML (.toml) config file into a dict.
+
+    Tables/mappings named ``model``, ``train`` or ``data`` are flattened, so both a flat file and
+    one grouped by section are accepted.
+
+    Raises:
+        ConfigError: missing file, unknown extension, a syntax error, or a non-mapping document.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    suffix = p.suffix.lower()
+    try:
+        text = p.read_text(encoding="utf-8")
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            doc = yaml.safe_load(text)
+        elif suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            doc = tomllib.loads(text)
+        elif suffix == ".json":
+            doc = json.loads(text)
+        else:
+            raise ConfigError(f"{p}: config files must be .yaml, .yml, .toml or .json")
+    except ConfigError:
+        raise
+    except Exception as e:  # yaml/toml/json/unicode errors all mean "not a valid config file"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{p}: invalid config file: {first}") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: a config file must hold a mapping of keys to values")
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in ("model", "train", "data") and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def make_run_config(values: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """Split flat ``values`` into sections and build a RunConfig on top of ``base``.
+
+    Example:
+        >>> make_run_config({"hidden": "32,16", "epochs": 5}).model.hidden
+        (32, 16)
+    """
+    base = base or RunConfig()
+    by_section: dict[type, dict[str, Any]] = {cls: {} for cls in SECTIONS}
+    for key, value in values.items():
+        by_section[_owner(key)][key] = value
+    return RunConfig(
+        model=build(ModelConfig, by_section[ModelConfig], base.model),
+        train=build(TrainConfig, by_section[TrainConfig], base.train),
+        data=build(DataConfig, by_section[DataConfig], base.data),
+    )
+
+
+def train_config(config: TrainConfig | None = None, **overrides: Any) -> TrainConfig:
+    """A TrainConfig from an optional base plus keyword overrides (names checked)."""
+    return build(TrainConfig, overrides, config or TrainConfig())

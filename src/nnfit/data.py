@@ -1,0 +1,221 @@
+"""Data sources: the one small interface the loop draws batches from.
+
+A source yields ``(inputs, target)`` pairs where ``inputs`` is a tuple of tensors (the model is
+called as ``model(*inputs)``) or a dict of tensors (``model(**inputs)``). Two sources exist today:
+
+* :class:`TensorData` – preloaded tensors, batched by indexing with one permutation per epoch;
+  no per-sample Python, no collate. This is the fast path for anything that fits in memory.
+* :class:`LoaderData` – a user ``Dataset`` or ``DataLoader``, for data that needs per-sample code.
+
+A streaming or sharded (DDP) source only has to implement the same three members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import DataError
+
+Inputs = Union[tuple[Tensor, ...], dict[str, Tensor]]
+Batch = tuple[Inputs, Union[Tensor, None]]
+
+
+class DataSource(Protocol):
+    """What the trainer needs from data: a length and batches on a device."""
+
+    def __len__(self) -> int:
+        """Number of samples."""
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False,
+        generator: torch.Generator | None = None, drop_single: bool = False,
+    ) -> Iterator[Batch]:
+        """Yield ``(inputs, target)`` batches; ``target`` is None for unlabelled data."""
+
+    def to(self, device: torch.device) -> DataSource:
+        """This source with its batches delivered on ``device``."""
+
+
+def _map(inputs: Inputs, fn: Any) -> Inputs:
+    if isinstance(inputs, dict):
+        return {k: fn(v) for k, v in inputs.items()}
+    return tuple(fn(v) for v in inputs)
+
+
+def first_input(inputs: Inputs) -> Tensor:
+    """The first input tensor (for batch sizes)."""
+    return next(iter(inputs.values())) if isinstance(inputs, dict) else inputs[0]
+
+
+class TensorData:
+    """In-memory data as preloaded tensors, batched by indexing.
+
+    Args:
+        inputs: one tensor, a tuple of tensors (positional model inputs) or a dict of tensors
+            (keyword model inputs); all with the same first dimension.
+        target: the training target, or None.
+
+    Shape:
+        every tensor: (n, ...), n samples.
+
+    Example:
+        >>> d = TensorData(torch.zeros(10, 3), torch.arange(10))
+        >>> [len(t) for _, t in d.batches(4)]
+        [4, 4, 2]
+    """
+
+    def __init__(self, inputs: Tensor | Sequence[Tensor] | Mapping[str, Tensor],
+                 target: Tensor | None = None) -> None:
+        if isinstance(inputs, Tensor):
+            inputs = (inputs,)
+        self.inputs: Inputs = dict(inputs) if isinstance(inputs, Mapping) else tuple(inputs)
+        self.target = target
+        lengths = {len(t) for t in (self.inputs.values() if isinstance(self.inputs, dict)
+                                    else self.inputs)}
+        if target is not None:
+            lengths.add(len(target))
+        if len(lengths) != 1:
+            raise DataError(f"inputs and target have different numbers of rows: {sorted(lengths)}")
+        self._n = lengths.pop()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def to(self, device: torch.device) -> TensorData:
+        """Move every tensor to ``device`` once, so batches are sliced where they are used."""
+        move = lambda t: t.to(device)  # noqa: E731
+        return TensorData(_map(self.inputs, move), None if self.target is None else move(self.target))
+
+    def subset(self, idx: np.ndarray | Tensor) -> TensorData:
+        """The rows ``idx`` as a new TensorData."""
+        idx_t = torch.as_tensor(idx, dtype=torch.long)
+        take = lambda t: t[idx_t.to(t.device)]  # noqa: E731
+        return TensorData(_map(self.inputs, take), None if self.target is None else take(self.target))
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False,
+        generator: torch.Generator | None = None, drop_single: bool = False,
+    ) -> Iterator[Batch]:
+        """Batches in order, or in one random permutation drawn from ``generator``.
+
+        ``drop_single`` drops a trailing batch of one sample (BatchNorm cannot train on it).
+        """
+        n = self._n
+        stop = n - 1 if drop_single and n > 1 and n % batch_size == 1 else n
+        if not shuffle:
+            for i in range(0, stop, batch_size):
+                yield _map(self.inputs, lambda t, i=i: t[i:i + batch_size]), (
+                    None if self.target is None else self.target[i:i + batch_size])
+            return
+        # One permutation per epoch, drawn on the CPU generator (checkpointable), moved once.
+        device = first_input(self.inputs).device
+        perm = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        for i in range(0, stop, batch_size):
+            idx = perm[i:i + batch_size]
+            yield _map(self.inputs, lambda t, idx=idx: t[idx]), (
+                None if self.target is None else self.target[idx])
+
+
+def _split_item(item: Any) -> Batch:
+    """A DataLoader batch as (inputs, target): the last element of a tuple is the target; a
+    dict's "target" (or "y") key is the target and the other keys are keyword inputs."""
+    if isinstance(item, Mapping):
+        key = "target" if "target" in item else "y" if "y" in item else None
+        inputs = {k: v for k, v in item.items() if k != key}
+        return inputs, (item[key] if key else None)
+    if isinstance(item, (tuple, list)):
+        if len(item) == 1:
+            return (item[0],), None
+        return tuple(item[:-1]), item[-1]
+    if isinstance(item, Tensor):
+        return (item,), None
+    raise DataError(f"a DataLoader batch must be a tuple, list, dict or tensor, got {type(item).__name__}")
+
+
+class LoaderData:
+    """A user ``DataLoader`` (used as is) or ``Dataset`` (wrapped in a DataLoader per epoch).
+
+    Args:
+        data: a DataLoader, or a map-style Dataset whose items are ``(x, y)``,
+            ``(x1, x2, ..., y)`` or a dict with a ``"target"`` key.
+        device: where batches are delivered.
+    """
+
+    def __init__(self, data: DataLoader | Dataset, device: torch.device | None = None) -> None:
+        self.data = data
+        self.device = device
+
+    def __len__(self) -> int:
+        ds = self.data.dataset if isinstance(self.data, DataLoader) else self.data
+        return len(ds)  # type: ignore[arg-type]
+
+    def to(self, device: torch.device) -> LoaderData:
+        return LoaderData(self.data, device)
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False,
+        generator: torch.Generator | None = None, drop_single: bool = False,
+    ) -> Iterator[Batch]:
+        if isinstance(self.data, DataLoader):
+            loader = self.data  # the user's loader decides batching and order
+        else:
+            loader = DataLoader(self.data, batch_size=batch_size, shuffle=shuffle,
+                                generator=generator)
+        non_blocking = self.device is not None and self.device.type == "cuda"
+        move = (lambda t: t.to(self.device, non_blocking=non_blocking)) if self.device else (lambda t: t)
+        for item in loader:
+            inputs, target = _split_item(item)
+            yield _map(inputs, move), (None if target is None else move(target))
+
+
+def as_source(data: Any, target: Tensor | None = None) -> DataSource:
+    """Wrap tensors, a Dataset, a DataLoader or an existing source as a DataSource."""
+    if isinstance(data, (TensorData, LoaderData)):
+        return data
+    if isinstance(data, (DataLoader, Dataset)):
+        return LoaderData(data)
+    if isinstance(data, (Tensor, tuple, list, dict)):
+        return TensorData(data, target)
+    raise DataError(f"cannot use {type(data).__name__} as training data")
+
+
+def split_indices(
+    n: int, fraction: float, seed: int | None, stratify: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random (stratified when ``stratify`` is given) split of ``range(n)``.
+
+    Returns:
+        (kept, held_out) index arrays, each sorted; ``held_out`` has about ``fraction * n``
+        rows, at least one when ``fraction > 0`` and ``n >= 2``. Per class, the held-out count
+        is the rounded share, leaving at least one row of each class in ``kept``.
+
+    Example:
+        >>> kept, held = split_indices(10, 0.2, seed=0)
+        >>> len(kept), len(held)
+        (8, 2)
+    """
+    rng = np.random.default_rng(seed)
+    if fraction <= 0 or n < 2:
+        return np.arange(n), np.arange(0)
+    if stratify is None:
+        groups = [np.arange(n)]
+    else:
+        _, inverse = np.unique(np.asarray(stratify).astype(str), return_inverse=True)
+        groups = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+    held: list[np.ndarray] = []
+    for g in groups:
+        g = rng.permutation(g)
+        k = min(int(round(fraction * len(g))), len(g) - 1)
+        held.append(g[:k])
+    out = np.concatenate(held) if held else np.arange(0)
+    if len(out) == 0:
+        out = rng.permutation(n)[:1]
+    mask = np.zeros(n, dtype=bool)
+    mask[out] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)

@@ -1,0 +1,369 @@
+"""The user-facing workflow: ``fit`` a model on arrays, tables or files, then evaluate, predict,
+save, load and inspect it through the returned :class:`Learner`.
+
+A Learner is a plain ``nn.Module`` plus what is needed to use it on new raw data: the task
+(label vocabulary or target scaling), the input preprocessing fitted on the training split, the
+model's spec (so a saved built-in model is rebuilt without user code) and the training history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import __version__
+from .callbacks import Callback, History
+from .checkpoint import (atomic_write_json, load_state_dict_strict, load_tensors, read_json,
+                         save_weights, split_prefix)
+from .config import TrainConfig, train_config
+from .data import LoaderData, TensorData, split_indices
+from .errors import CheckpointError, ConfigError, DataError
+from .models import build_model, model_spec
+from .summary import ModelSummary, summarize
+from .tables import Columns, Preprocessor, RawInputs, columns_from_frame, is_frame, raw_inputs, read_columns
+from .tasks import ClassificationTask, Task, infer_task, make_task, task_from_dict
+from .trainer import Trainer
+
+MODEL_FILE = "model.safetensors"
+META_FILE = "model.json"
+
+
+class Learner:
+    """A trained (or trainable) model with its task, preprocessing, spec and history.
+
+    Args:
+        model: the ``nn.Module``; nnfit never wraps or changes it.
+        task: a fitted task (label map or target scaling).
+        preprocessor: the input schema and standardisation, or None for DataLoader-fed models.
+        spec: the model's declarative spec when it is a built-in model, else None.
+        config: the TrainConfig used for training (and evaluation batch size, device).
+        history: per-epoch training records.
+
+    Example:
+        >>> import nnfit
+        >>> x, y = np.random.rand(80, 4), np.random.rand(80) > 0.5
+        >>> learner = nnfit.fit(nnfit.models.MLP(4, [8], 1), x, y, epochs=2, quiet=True)
+        >>> learner.predict(x[:3]).shape
+        (3,)
+    """
+
+    def __init__(self, model: nn.Module, *, task: Task, preprocessor: Preprocessor | None,
+                 spec: dict | None = None, config: TrainConfig | None = None,
+                 history: History | None = None, trainer: Trainer | None = None) -> None:
+        self.model = model
+        self.task = task
+        self.preprocessor = preprocessor
+        self.spec = spec
+        self.config = config or TrainConfig()
+        self.history = history or History()
+        self._trainer = trainer
+
+    # ------------------------------------------------------------------ use
+    @property
+    def trainer(self) -> Trainer:
+        """A quiet Trainer on the learner's device, for evaluation and prediction."""
+        if self._trainer is None:
+            self._trainer = Trainer(self.config, quiet=True)
+            self._trainer.task = self.task
+        return self._trainer
+
+    @property
+    def classes(self) -> list | None:
+        """The label vocabulary (classification) in index order, or None (regression)."""
+        return list(self.task.labels.classes) if isinstance(self.task, ClassificationTask) else None
+
+    def _inputs(self, x: Any, source: str = "input") -> Any:
+        if isinstance(x, (Dataset, DataLoader)):
+            return LoaderData(x)
+        if self.preprocessor is None:
+            raise ConfigError("this model was trained from a DataLoader: pass a Dataset or DataLoader")
+        return TensorData(self.preprocessor.transform(_raw(x, source), source))
+
+    def outputs(self, x: Any) -> Tensor:
+        """Raw model outputs (logits or scaled values) for ``x``, on the CPU."""
+        return self.trainer.predict_outputs(self.model, self._inputs(x))
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Predicted labels (in the training label space) or values (original units)."""
+        return self.task.decode(self.outputs(x))
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Class probabilities, columns in :attr:`classes` order. Shape: (n, C)."""
+        if not isinstance(self.task, ClassificationTask):
+            raise ConfigError("predict_proba needs a classification model")
+        return self.task.proba(self.outputs(x)).double().numpy()
+
+    def evaluate(self, x: Any, y: Any = None, *, target: str | None = None) -> dict[str, Any]:
+        """Loss and metrics on labelled data (arrays + ``y``, or a table/file + ``target``)."""
+        data = self.labelled(x, y, target, "evaluation data")
+        return self.trainer.evaluate(self.model, data, task=self.task)
+
+    def labelled(self, x: Any, y: Any, target: str | None, source: str) -> Any:
+        """``x`` and ``y`` as a model-ready labelled source, checked against the schema."""
+        if isinstance(x, (Dataset, DataLoader)):
+            return LoaderData(x)
+        raw, y_arr = _xy(x, y, target or self.target_name, source)
+        inputs = self.preprocessor.transform(raw, source)
+        return TensorData(inputs, self.task.encode_target(y_arr, f"{source} target"))
+
+    @property
+    def target_name(self) -> str | None:
+        return getattr(self, "_target_name", None)
+
+    def summary(self, sample_input: Any = None) -> ModelSummary:
+        """Layer table with output shapes from a forward pass on ``sample_input`` (default: a
+        batch of zeros shaped like the training inputs)."""
+        if sample_input is None and self.preprocessor is not None:
+            zeros = [torch.zeros([2, *s.shape], dtype=torch.float32 if s.dtype == "float32"
+                                 else torch.long) for s in self.preprocessor.inputs]
+            names = [s.name for s in self.preprocessor.inputs]
+            sample_input = (dict(zip(names, zeros)) if self.preprocessor.style == "named"
+                            else zeros[0] if self.preprocessor.style == "single" else tuple(zeros))
+        dev = next(self.model.parameters(), torch.zeros(0)).device
+        if isinstance(sample_input, Tensor):
+            sample_input = sample_input.to(dev)
+        elif isinstance(sample_input, dict):
+            sample_input = {k: v.to(dev) for k, v in sample_input.items()}
+        elif isinstance(sample_input, tuple):
+            sample_input = tuple(v.to(dev) for v in sample_input)
+        return summarize(self.model, sample_input)
+
+    # ------------------------------------------------------------------ persistence
+    def meta(self) -> dict[str, Any]:
+        """Everything but the weights, as JSON-able data."""
+        return {
+            "format": 1, "nnfit_version": __version__, "spec": self.spec,
+            "task": self.task.to_dict(), "target": self.target_name,
+            "preprocess": None if self.preprocessor is None else self.preprocessor.to_dict(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.safetensors`` (weights) and ``model.json`` (everything else) into the
+        directory ``path``; returns it. No pickle: reloading runs no code from the files."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        save_weights(self.model, out / MODEL_FILE)
+        atomic_write_json(out / META_FILE, self.meta())
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module | None = None, *,
+             device: str = "auto") -> Learner:
+        """Load a saved model or run directory.
+
+        Args:
+            path: a directory written by :meth:`save` or ``nnfit train``.
+            model: an instance of your own module class, for models without a spec; the
+                weights are loaded into it strictly.
+            device: where the model runs predictions.
+
+        Raises:
+            CheckpointError: missing or damaged files, a newer format, or weights that do not
+                fit the model (missing/unexpected keys, shape differences named).
+        """
+        p = Path(path)
+        if not p.is_dir():
+            raise CheckpointError(f"{p}: not a run or model directory")
+        meta = read_json(p / META_FILE, "model metadata (model.json)")
+        if not isinstance(meta, dict) or "task" not in meta:
+            raise CheckpointError(f"{p / META_FILE}: not an nnfit model file")
+        if meta.get("format", 0) > 1:
+            raise CheckpointError(f"{p}: written by a newer nnfit (format {meta['format']}); upgrade nnfit")
+        if model is None:
+            if meta.get("spec") is None:
+                raise CheckpointError(f"{p}: the model is a user-defined module; pass model=YourModule(...)")
+            model = build_model(meta["spec"])
+        tensors, _ = load_tensors(p / MODEL_FILE)
+        load_state_dict_strict(model, tensors, str(p / MODEL_FILE))
+        pre = meta.get("preprocess")
+        learner = cls(model, task=task_from_dict(meta["task"]),
+                      preprocessor=None if pre is None else Preprocessor.from_dict(pre),
+                      spec=meta.get("spec"), config=TrainConfig(device=device, quiet=True))
+        learner._target_name = meta.get("target")
+        learner.model.to(learner.trainer.runtime.device).eval()
+        return learner
+
+
+def _raw(x: Any, source: str) -> RawInputs:
+    if isinstance(x, (str, Path)):
+        return raw_inputs(read_columns(x), source)
+    return raw_inputs(x, source)
+
+
+def _xy(x: Any, y: Any, target: str | None, source: str) -> tuple[RawInputs, np.ndarray]:
+    """Split user data into raw inputs and a target array."""
+    if isinstance(x, (str, Path)) or is_frame(x):
+        cols = read_columns(x) if isinstance(x, (str, Path)) else columns_from_frame(x, source)
+        if y is None:
+            if target is None:
+                raise DataError(f"{cols.source}: name the target column (target=...)")
+            y = cols.pop(target)
+        if not cols.arrays:
+            raise DataError(f"{cols.source}: no feature columns besides the target")
+        raw = raw_inputs(cols, cols.source)
+    else:
+        if y is None:
+            raise DataError(f"{source}: targets are missing (pass y)")
+        raw = raw_inputs(x, source)
+    y_arr = _target_array(y)
+    if len(y_arr) != len(raw):
+        raise DataError(f"{source}: {len(raw)} rows of inputs but {len(y_arr)} targets")
+    return raw, y_arr
+
+
+def _target_array(y: Any) -> np.ndarray:
+    if isinstance(y, Tensor):
+        return y.detach().cpu().numpy()
+    if hasattr(y, "to_numpy"):
+        y = y.to_numpy()
+    a = np.asarray(y)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    return a
+
+
+def _loader_task(name: str | Task, data: Any, loss: str) -> Task:
+    """A task for DataLoader-fed training: targets are already indices or float values."""
+    if not isinstance(name, str):
+        return name
+    if name == "auto":
+        raise ConfigError("with a Dataset/DataLoader, pass task='binary', 'multiclass' or 'regression'")
+    ys = [np.asarray(t.cpu()) for _, t in LoaderData(data).batches(4096)]
+    y = np.concatenate(ys) if ys else np.zeros(0)
+    if name == "regression":
+        return make_task(name, y, loss=loss, scale_target=False)
+    classes = np.arange(int(y.max()) + 1 if len(y) else 0)
+    return make_task(name, classes, loss=loss)
+
+
+def _build(model: Any, pre: Preprocessor | None, task: Task) -> tuple[nn.Module, dict | None]:
+    """The module to train and its spec: a module as given, or one built from a spec dict whose
+    input and output sizes default to the data's."""
+    if isinstance(model, nn.Module):
+        return model, model_spec(model)
+    if isinstance(model, str):
+        model = {"name": model}
+    if not isinstance(model, Mapping):
+        raise ConfigError(f"model must be an nn.Module or a spec dict, got {type(model).__name__}")
+    spec = dict(model)
+    if spec.get("name") in ("mlp", "resmlp"):
+        spec.setdefault("hidden", [64, 64])
+        if "in_features" not in spec:
+            if pre is None or pre.style != "single" or len(pre.inputs[0].shape) != 1:
+                raise ConfigError("give in_features in the model spec for non-tabular inputs")
+            spec["in_features"] = pre.inputs[0].shape[0]
+        spec.setdefault("out_features", task.out_features)
+    built = build_model(spec)
+    return built, model_spec(built)
+
+
+def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str | None = None,
+        val: Any = None, task: str | Task = "auto", callbacks: Sequence[Callback] = (),
+        config: TrainConfig | None = None, run_dir: str | Path | None = None,
+        resume: str | Path | None = None, **overrides: Any) -> Learner:
+    """Train ``model`` on ``x``/``y`` and return a :class:`Learner` ready to evaluate, predict
+    and save.
+
+    Args:
+        model: any ``nn.Module`` (trained unchanged), or a spec such as
+            ``{"name": "mlp", "hidden": [64, 64]}`` whose sizes default to the data's.
+        x: a NumPy array, tensor, DataFrame, CSV/Parquet path, a tuple (positional model
+            inputs) or dict (keyword inputs) of arrays, or a Dataset/DataLoader yielding
+            ``(inputs..., target)``.
+        y: targets of any label type; omit when ``target`` names a column of ``x``.
+        target: the target column of a DataFrame or file.
+        val: validation data: ``(x_val, y_val)``, a DataFrame/file with the target column, or
+            a Dataset/DataLoader. When omitted, ``val_split`` of the training data is held out.
+        task: "auto", "binary", "multiclass", "regression", or a fitted task.
+        callbacks: extra callbacks.
+        config: a TrainConfig; ``overrides`` are applied on top of it.
+        run_dir: when given, checkpoints, history.csv and the final model are written there.
+        resume: a run directory to continue training from its last checkpoint.
+        **overrides: TrainConfig fields, e.g. ``epochs=20, lr=3e-4, optimizer="adamw"``.
+
+    Returns:
+        The trained :class:`Learner`; ``learner.history`` holds the per-epoch records.
+
+    Raises:
+        ConfigError, DataError: bad arguments or data, named in one line.
+    """
+    from .run import RunWriter
+
+    cfg = train_config(config, **overrides)
+    trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
+    ckpt = RunWriter.read_last(resume) if resume is not None else None
+    if isinstance(x, (Dataset, DataLoader)):
+        pre, loss_name = None, cfg.loss
+        fitted_task = _loader_task(task, x, loss_name)
+        train_src: Any = LoaderData(x)
+        val_src = None if val is None else LoaderData(val)
+        target_name = None
+    else:
+        raw, y_arr = _xy(x, y, target, "training data")
+        fitted_task, pre, train_src, val_src = _prepare(raw, y_arr, val, target, task, cfg, ckpt)
+        target_name = target
+    module, spec = _build(model, pre, fitted_task)
+    learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
+                      trainer=trainer)
+    learner._target_name = target_name
+    writer = RunWriter(run_dir, learner) if run_dir is not None else None
+    history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
+                          checkpoint_fn=writer.checkpoint if writer else None)
+    learner.history = history
+    learner.stop_reason = trainer.state.stop_reason
+    learner.val_data = val_src
+    if writer is not None:
+        writer.finish(trainer, val_src)
+    return learner
+
+
+def _prepare(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,
+             cfg: TrainConfig, ckpt: Any) -> tuple[Task, Preprocessor, TensorData, TensorData | None]:
+    """Split, fit the task and preprocessing on the training part, and build tensors."""
+    name = task if isinstance(task, str) else task.name
+    if len(raw) == 0:
+        raise DataError("training data has no rows")
+    stratify = None
+    if name in ("binary", "multiclass") or (name == "auto" and infer_task(y) != "regression"):
+        stratify = y
+    if val is None and cfg.val_split > 0:
+        tr_idx, va_idx = split_indices(len(raw), cfg.val_split, cfg.seed, stratify)
+        raw_tr, y_tr, raw_va, y_va = raw.take(tr_idx), y[tr_idx], raw.take(va_idx), y[va_idx]
+    else:
+        raw_tr, y_tr, raw_va, y_va = raw, y, None, None
+        if val is not None:
+            vx, vy = (val if isinstance(val, tuple) and len(val) == 2 else (val, None))
+            raw_va, y_va = _xy(vx, vy, target, "validation data")
+    if ckpt is not None:  # a resumed run keeps the task and preprocessing it started with
+        meta = ckpt[1]
+        fitted: Task = task_from_dict(meta["learner"]["task"])
+        pre = Preprocessor.from_dict(meta["learner"]["preprocess"])
+    else:
+        fitted = task if not isinstance(task, str) else make_task(
+            task, y_tr, loss=cfg.loss, scale_target=cfg.scale_target)
+        pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize)
+    train = TensorData(pre.transform(raw_tr, "training data"), fitted.encode_target(y_tr))
+    val_src = None
+    if raw_va is not None:
+        val_src = TensorData(pre.transform(raw_va, "validation data"),
+                             fitted.encode_target(y_va, "validation target"))
+    return fitted, pre, train, val_src
+
+
+def load(path: str | Path, model: nn.Module | None = None, *, device: str = "auto") -> Learner:
+    """Load a model saved by :meth:`Learner.save` or a ``nnfit train`` run directory.
+
+    Example:
+        >>> learner = nnfit.load("runs/breast_cancer-1")  # doctest: +SKIP
+        >>> learner.predict(x)  # doctest: +SKIP
+    """
+    return Learner.load(path, model, device=device)
+
+
+__all__ = ["Learner", "fit", "load"]

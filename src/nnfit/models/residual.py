@@ -1,0 +1,187 @@
+"""Residual MLPs: two-layer blocks with a skip connection, stacked and followed by a head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .activations import make_activation
+from .mlp import _check_hidden, _check_options, _check_size
+
+
+class ResidualBlock(nn.Module):
+    """A two-layer block with a skip connection: ``act(fc2(act(fc1(x))) + skip(x))``.
+
+    The main path is ``fc1 -> [bn1] -> act -> [drop] -> fc2 -> [bn2]``. The skip is the input
+    itself when ``in_features == out_features``, otherwise a bias-free Linear named ``proj``
+    (the main path's ``fc2`` already carries a bias). One parameter-free ``act`` module serves
+    both places the activation is applied.
+
+    Args:
+        in_features: width of each input row.
+        out_features: width of each output row. Default: ``None``, meaning ``in_features``.
+        activation: name from ``ACTIVATIONS``. Default: ``"relu"``.
+        dropout: Dropout probability after the first activation, in ``[0, 1)``; ``0`` adds no
+            Dropout layer. Default: ``0.0``.
+        batchnorm: add BatchNorm1d after ``fc1`` and after ``fc2``. Default: ``False``.
+
+    Raises:
+        ConfigError: a size is not a positive int, ``dropout`` is outside ``[0, 1)``,
+            ``batchnorm`` is not a bool, or ``activation`` is not registered.
+
+    Shape:
+        - Input: ``(N, in_features)``.
+        - Output: ``(N, out_features)``.
+
+    Example:
+        >>> import torch
+        >>> block = ResidualBlock(4, 8)
+        >>> block(torch.randn(5, 4)).shape
+        torch.Size([5, 8])
+        >>> block.proj
+        Linear(in_features=4, out_features=8, bias=False)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int | None = None,
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        in_features = _check_size(owner, "in_features", in_features)
+        if out_features is None:
+            out_features = in_features
+        out_features = _check_size(owner, "out_features", out_features)
+        activation, dropout, batchnorm = _check_options(
+            owner, activation=activation, dropout=dropout, batchnorm=batchnorm
+        )
+        self.in_features = in_features
+        self.out_features = out_features
+
+        self.fc1 = nn.Linear(in_features, out_features)
+        self.bn1 = nn.BatchNorm1d(out_features) if batchnorm else None
+        self.act = make_activation(activation)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
+        self.fc2 = nn.Linear(out_features, out_features)
+        self.bn2 = nn.BatchNorm1d(out_features) if batchnorm else None
+        self.proj = (
+            nn.Linear(in_features, out_features, bias=False)
+            if in_features != out_features
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if self.bn1 is not None:
+            h = self.bn1(h)
+        h = self.act(h)
+        if self.drop is not None:
+            h = self.drop(h)
+        h = self.fc2(h)
+        if self.bn2 is not None:
+            h = self.bn2(h)
+        skip = x if self.proj is None else self.proj(x)
+        return self.act(h + skip)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class ResidualMLP(nn.Module):
+    """A stack of :class:`ResidualBlock` followed by a Linear ``head``.
+
+    ``blocks[0]`` maps ``in_features -> hidden[0]`` (with a ``proj`` skip if they differ), then
+    ``blocks[i]`` maps ``hidden[i-1] -> hidden[i]``; ``head`` maps ``hidden[-1] ->
+    out_features`` with no activation, so the output is logits or raw regression values.
+
+    Args:
+        in_features: width of each input row.
+        hidden: output widths of the blocks, in order; at least one.
+        out_features: width of each output row.
+        activation: name from ``ACTIVATIONS``. Default: ``"relu"``.
+        dropout: Dropout probability inside each block, in ``[0, 1)``. Default: ``0.0``.
+        batchnorm: add BatchNorm1d inside each block. Default: ``False``.
+
+    Raises:
+        ConfigError: ``hidden`` is empty, a size is not a positive int, ``dropout`` is outside
+            ``[0, 1)``, ``batchnorm`` is not a bool, or ``activation`` is not registered.
+
+    Shape:
+        - Input: ``(N, in_features)``.
+        - Output: ``(N, out_features)``.
+
+    Example:
+        >>> import torch
+        >>> model = ResidualMLP(4, [16, 16], 3)
+        >>> model(torch.randn(5, 4)).shape
+        torch.Size([5, 3])
+        >>> "blocks.0.proj.weight" in model.state_dict()
+        True
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        in_features = _check_size(owner, "in_features", in_features)
+        widths = _check_hidden(owner, hidden, allow_empty=False)
+        out_features = _check_size(owner, "out_features", out_features)
+        activation, dropout, batchnorm = _check_options(
+            owner, activation=activation, dropout=dropout, batchnorm=batchnorm
+        )
+        self.in_features = in_features
+        self.hidden = widths
+        self.out_features = out_features
+        self.activation = activation
+        self.dropout = dropout
+        self.batchnorm = batchnorm
+
+        options = {"activation": activation, "dropout": dropout, "batchnorm": batchnorm}
+        sizes = [in_features, *widths]
+        pairs = zip(sizes[:-1], sizes[1:], strict=True)
+        self.blocks = nn.Sequential(*(ResidualBlock(a, b, **options) for a, b in pairs))
+        self.head = nn.Linear(widths[-1], out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+    def spec(self) -> dict[str, Any]:
+        """Return a JSON-serialisable description that ``build_model`` turns back into this model.
+
+        The weights are not included: load them with ``load_state_dict``.
+
+        Example:
+            >>> ResidualMLP(4, [8], 2).spec()["name"]
+            'resmlp'
+        """
+        return {
+            "name": "resmlp",
+            "in_features": self.in_features,
+            "hidden": list(self.hidden),
+            "out_features": self.out_features,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "batchnorm": self.batchnorm,
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, hidden={self.hidden}, "
+            f"out_features={self.out_features}"
+        )

@@ -1,0 +1,103 @@
+"""Device, precision and seeding: decided once at start-up and passed to everything else.
+
+Nothing outside this module branches on the device type. A later DDP backend resolves its
+rank, world size and device here too, and the trainer only asks the :class:`Runtime`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a run executes.
+
+    Attributes:
+        device: the torch device tensors and the model live on.
+        dtype: floating dtype of features and model parameters.
+        seed: the run's seed, or None for a non-deterministic run.
+        rank: this process's rank (0 without distribution).
+        world_size: number of processes (1 without distribution).
+    """
+
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    seed: int | None = None
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that logs, prints and writes files."""
+        return self.rank == 0
+
+    @property
+    def is_cuda(self) -> bool:
+        """True when tensors live on a CUDA device."""
+        return self.device.type == "cuda"
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator for data order, seeded from the run's seed plus ``offset``.
+
+        Shuffling uses its own generator so that user code drawing from torch's global RNG does
+        not change the data order, and the order can be checkpointed on its own.
+        """
+        g = torch.Generator()
+        if self.seed is None:
+            g.seed()
+        else:
+            g.manual_seed(self.seed + offset)
+        return g
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a device, checking that it exists.
+
+    Raises:
+        ConfigError: an unknown device name, or CUDA asked for where none is available.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (isinstance(name, str) and name.startswith("cuda:")):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available here")
+        return torch.device(name)
+    raise ConfigError(f"unknown device {name!r} (choose from: {', '.join(DEVICES)})")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, and torch's global (CPU and CUDA) random generators."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_runtime(device: str | torch.device = "auto", seed: int | None = 0) -> Runtime:
+    """Resolve the device and seed for a run; call once at start-up.
+
+    Args:
+        device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+        seed: seeds torch's global RNG (dropout, init) and the data-order generator. None
+            leaves both unseeded.
+
+    Example:
+        >>> make_runtime("cpu", seed=0).device
+        device(type='cpu')
+    """
+    dev = resolve_device(device)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        seed_everything(seed)
+    return Runtime(device=dev, seed=seed)

@@ -1,0 +1,313 @@
+"""Tasks: what the model's outputs mean, which loss trains them, and how they become answers.
+
+A task is fitted state saved with the model: the label vocabulary of a classifier (labels of any
+type mapped to indices 0..C-1) and the target scaling of a regressor. It owns three conversions:
+raw targets -> training tensors, (outputs, targets) -> loss, and outputs -> probabilities or
+predictions in the user's label space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ConfigError, DataError
+from .metrics import ClassificationMetrics, Metric, RegressionMetrics
+from .registry import Registry
+
+TASKS = ("auto", "binary", "multiclass", "regression")
+LOSSES: Registry[str] = Registry("loss")
+LOSSES.register("auto", "auto", "the task's default: bce (binary), cross_entropy, mse")
+LOSSES.register("bce", "bce", "binary cross-entropy on logits (BCEWithLogitsLoss)")
+LOSSES.register("cross_entropy", "cross_entropy", "softmax cross-entropy (CrossEntropyLoss)")
+LOSSES.register("mse", "mse", "mean squared error (MSELoss)")
+LOSSES.register("l1", "l1", "mean absolute error (L1Loss)")
+LOSSES.register("huber", "huber", "Huber loss, delta 1 (HuberLoss)")
+
+# Integer targets with more distinct values than this are taken as a regression target.
+MAX_AUTO_CLASSES = 20
+
+
+def _py(v: Any) -> Any:
+    """A NumPy scalar as the plain Python value JSON can hold."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def infer_task(y: np.ndarray) -> str:
+    """Guess binary / multiclass / regression from a target column.
+
+    Strings, booleans and categories are classes; integers are classes unless there are more
+    than 20 distinct values; floats are a regression target unless they only take two integral
+    values (a 0/1 column stored as floats).
+    """
+    if y.ndim == 2 and y.shape[1] > 1:
+        return "regression"
+    y = y.reshape(-1)
+    kind = y.dtype.kind
+    if kind in "OUSb":
+        n = len(np.unique(y.astype(str) if kind == "O" else y))
+        return "binary" if n <= 2 else "multiclass"
+    uniq = np.unique(y)
+    if kind in "iu":
+        if len(uniq) <= 2:
+            return "binary"
+        return "multiclass" if len(uniq) <= MAX_AUTO_CLASSES else "regression"
+    if kind == "f" and len(uniq) <= 2 and np.all(np.mod(uniq, 1) == 0):
+        return "binary"
+    return "regression"
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """The sorted label vocabulary of a classifier: label <-> index.
+
+    Example:
+        >>> lm = LabelMap.fit(np.array(["b", "a", "b"]))
+        >>> lm.encode(np.array(["a", "b"])).tolist(), lm.decode(np.array([1])).tolist()
+        ([0, 1], ['b'])
+    """
+
+    classes: tuple
+
+    @classmethod
+    def fit(cls, y: np.ndarray) -> LabelMap:
+        y = np.asarray(y).reshape(-1)
+        if y.dtype.kind == "O":
+            if any(v is None or (isinstance(v, float) and v != v) for v in y):
+                raise DataError("target has missing values")
+            kinds = {type(v) for v in y}
+            if len(kinds) > 1:  # mixed types sort badly: compare as text
+                y = y.astype(str)
+        elif y.dtype.kind == "f" and np.isnan(y).any():
+            raise DataError("target has missing values")
+        return cls(tuple(_py(v) for v in np.unique(y)))
+
+    def encode(self, y: np.ndarray, source: str = "target") -> np.ndarray:
+        """Indices of ``y``'s labels; labels never seen at training are an error naming them."""
+        y = np.asarray(y).reshape(-1)
+        index = {c: i for i, c in enumerate(self.classes)}
+        text_index = {str(c): i for i, c in enumerate(self.classes)}
+        out = np.empty(len(y), dtype=np.int64)
+        unseen: list = []
+        for i, v in enumerate(y.tolist()):
+            j = index.get(v)
+            if j is None:
+                j = text_index.get(str(v))  # "1" in a CSV read as text matches the int label 1
+            if j is None:
+                unseen.append(v)
+                j = 0
+            out[i] = j
+        if unseen:
+            shown = ", ".join(repr(v) for v in list(dict.fromkeys(unseen))[:5])
+            raise DataError(
+                f"{source} has labels unseen at training: {shown} "
+                f"(known: {', '.join(repr(c) for c in self.classes[:10])})"
+            )
+        return out
+
+    def decode(self, idx: np.ndarray) -> np.ndarray:
+        """Original labels for indices."""
+        return np.asarray(list(self.classes))[np.asarray(idx)]
+
+
+@dataclass
+class ClassificationTask:
+    """Binary or multiclass classification over a fixed label vocabulary.
+
+    Binary models may have one output (a logit, trained with BCE) or two (softmax,
+    cross-entropy): the loss follows the output's width, so a user model written either way
+    trains unchanged. Multiclass models have one output per class.
+
+    Args:
+        labels: the label vocabulary.
+        loss: "auto", "bce" (binary, one output) or "cross_entropy".
+    """
+
+    labels: LabelMap
+    loss_name: str = "auto"
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = "binary" if len(self.labels.classes) == 2 else "multiclass"
+        if self.loss_name not in ("auto", "bce", "cross_entropy"):
+            raise ConfigError(f"loss {self.loss_name!r} does not fit a {self.name} task")
+        if self.loss_name == "bce" and self.name != "binary":
+            raise ConfigError("loss 'bce' needs a binary task")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels.classes)
+
+    @property
+    def out_features(self) -> int:
+        """Output width of a model built for this task."""
+        return 1 if self.name == "binary" and self.loss_name != "cross_entropy" else self.num_classes
+
+    def encode_target(self, y: np.ndarray, source: str = "target") -> Tensor:
+        """Label indices as the training tensor: float 0/1 for binary, int64 otherwise."""
+        idx = torch.from_numpy(self.labels.encode(y, source))
+        return idx.float() if self.name == "binary" else idx
+
+    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+        """Mean loss of a batch. Shape: out (n,), (n, 1) or (n, C); target (n,)."""
+        if out.ndim == 1 or out.shape[-1] == 1:
+            return F.binary_cross_entropy_with_logits(out.reshape(-1), target.to(out.dtype))
+        if target.dtype != torch.long:  # a binary target kept as floats for the one-logit path
+            target = target.long()
+        return F.cross_entropy(out, target)
+
+    def proba(self, out: Tensor) -> Tensor:
+        """Class probabilities. Shape: (n, C)."""
+        if out.ndim == 1 or out.shape[-1] == 1:
+            p = torch.sigmoid(out.reshape(-1))
+            return torch.stack([1 - p, p], dim=1)
+        return torch.softmax(out, dim=-1)
+
+    def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        return self.proba(out), target
+
+    def make_metrics(self) -> Metric:
+        return ClassificationMetrics(self.num_classes)
+
+    def decode(self, out: Tensor) -> np.ndarray:
+        """Predicted labels in the user's label space."""
+        idx = self.proba(out).argmax(dim=1).cpu().numpy()
+        return self.labels.decode(idx)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "classes": list(self.labels.classes), "loss": self.loss_name}
+
+
+@dataclass
+class RegressionTask:
+    """Regression on one or more float targets, optionally trained on standardised targets.
+
+    Args:
+        n_targets: number of target columns.
+        loss_name: "auto" (= mse), "mse", "l1" or "huber".
+        mean, std: target statistics from the training split, or None for no scaling.
+    """
+
+    n_targets: int = 1
+    loss_name: str = "auto"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    name: str = "regression"
+
+    def __post_init__(self) -> None:
+        if self.loss_name not in ("auto", "mse", "l1", "huber"):
+            raise ConfigError(f"loss {self.loss_name!r} does not fit a regression task")
+        self._fn = {"auto": F.mse_loss, "mse": F.mse_loss, "l1": F.l1_loss,
+                    "huber": F.huber_loss}[self.loss_name]
+        self._scale: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def out_features(self) -> int:
+        return self.n_targets
+
+    def fit_scaling(self, y: np.ndarray) -> None:
+        """Take the target mean and standard deviation from the training split."""
+        y = y.reshape(len(y), -1).astype(np.float64)
+        std = y.std(axis=0)
+        self.mean = y.mean(axis=0).tolist()
+        self.std = np.where(std > 0, std, 1.0).tolist()
+        self._scale = None
+
+    def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        # Cached per device and dtype so the hot path does not rebuild them.
+        if self._scale is None or self._scale[0].device != like.device:
+            m = torch.tensor(self.mean, dtype=like.dtype, device=like.device)
+            s = torch.tensor(self.std, dtype=like.dtype, device=like.device)
+            self._scale = (m, s)
+        return self._scale
+
+    def encode_target(self, y: np.ndarray, source: str = "target") -> Tensor:
+        """Targets as a float32 (n, k) tensor, standardised when scaling was fitted."""
+        y = np.asarray(y)
+        if y.dtype.kind not in "iufb":
+            raise DataError(f"{source} must be numeric for regression, got {y.dtype} values")
+        y = y.reshape(len(y), -1).astype(np.float64)
+        if not np.isfinite(y).all():
+            raise DataError(f"{source} has missing or infinite values")
+        if y.shape[1] != self.n_targets:
+            raise DataError(f"{source} has {y.shape[1]} columns, the model predicts {self.n_targets}")
+        if self.mean is not None:
+            y = (y - np.asarray(self.mean)) / np.asarray(self.std)
+        return torch.from_numpy(y.astype(np.float32))
+
+    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+        """Mean loss of a batch. Shape: out (n,) or (n, k); target (n, k)."""
+        if out.ndim == 1:
+            out = out.unsqueeze(-1)
+        return self._fn(out, target)
+
+    def unscale(self, t: Tensor) -> Tensor:
+        """Outputs or targets back in the original units. Shape: (n,) or (n, k) -> (n, k)."""
+        if t.ndim == 1:
+            t = t.unsqueeze(-1)
+        if self.mean is None:
+            return t
+        m, s = self._stats(t)
+        return t * s + m
+
+    def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        return self.unscale(out), self.unscale(target)
+
+    def make_metrics(self) -> Metric:
+        return RegressionMetrics()
+
+    def decode(self, out: Tensor) -> np.ndarray:
+        """Predictions in the original units. Shape: (n,) for one target, else (n, k)."""
+        pred = self.unscale(out).cpu().double().numpy()
+        return pred[:, 0] if self.n_targets == 1 else pred
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "n_targets": self.n_targets, "loss": self.loss_name,
+                "mean": self.mean, "std": self.std}
+
+
+Task = ClassificationTask | RegressionTask
+
+
+def make_task(name: str, y: np.ndarray, *, loss: str = "auto", scale_target: bool = True) -> Task:
+    """Build and fit the task for training targets ``y`` (the training split only).
+
+    Raises:
+        ConfigError: unknown task name or a loss that does not fit it.
+        DataError: a classification target with a single class, or a non-numeric regression target.
+    """
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r} (choose from: {', '.join(TASKS)})")
+    LOSSES.get(loss)
+    y = np.asarray(y)
+    if len(y) == 0:
+        raise DataError("no training rows")
+    if name == "auto":
+        name = infer_task(y)
+    if name == "regression":
+        if y.dtype.kind not in "iufb":
+            raise DataError(f"target must be numeric for regression, got {y.dtype} values")
+        task = RegressionTask(n_targets=y.reshape(len(y), -1).shape[1], loss_name=loss)
+        if scale_target:
+            task.fit_scaling(y.astype(np.float64))
+        return task
+    labels = LabelMap.fit(y)
+    if len(labels.classes) < 2:
+        raise DataError(f"target has a single class ({labels.classes[0]!r}): nothing to learn")
+    if name == "binary" and len(labels.classes) != 2:
+        raise DataError(f"task 'binary' needs 2 classes, the target has {len(labels.classes)}")
+    if name == "multiclass" and len(labels.classes) == 2 and loss == "auto":
+        loss = "cross_entropy"  # two classes asked for as multiclass: two outputs and softmax
+    return ClassificationTask(labels, loss)
+
+
+def task_from_dict(d: dict[str, Any]) -> Task:
+    """Rebuild a saved task (the inverse of ``to_dict``)."""
+    if d["name"] == "regression":
+        return RegressionTask(d["n_targets"], d.get("loss", "auto"), d.get("mean"), d.get("std"))
+    return ClassificationTask(LabelMap(tuple(d["classes"])), d.get("loss", "auto"))

@@ -1,0 +1,348 @@
+"""The one training loop: fit, evaluate and predict any ``nn.Module`` on any data source.
+
+Read :meth:`Trainer.fit` top to bottom: schedule, forward, loss, backward, clip, step, log,
+validate, checkpoint. Every feature is a visible branch in that loop. The step is split into
+small methods (:meth:`Trainer.forward`, :meth:`Trainer.compute_loss`,
+:meth:`Trainer.train_step`) that a subclass may override one at a time.
+
+Host syncs: none per step. Losses accumulate on the device; the loop reads them once per epoch
+(marked ``# sync``), and the progress display reads the running loss at most twice a second.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .callbacks import Callback, History, ProgressBar
+from .checkpoint import optimizer_from_parts, optimizer_to_parts, split_prefix
+from .config import TrainConfig, train_config
+from .data import DataSource, Inputs, as_source, first_input
+from .errors import ConfigError
+from .metrics import metric_direction
+from .optim import Schedule, build_optimizer, build_schedule
+from .runtime import Runtime, make_runtime
+from .tasks import Task
+
+
+@dataclass
+class FitState:
+    """Everything about a fit in progress that a checkpoint must hold besides tensors.
+
+    Attributes:
+        epoch: epochs completed (the 0-based index of the epoch running).
+        step: optimizer steps taken.
+        history: one record per completed epoch.
+        best: the best value of the monitored metric so far (None before the first epoch).
+        best_epoch: the 1-based epoch that reached ``best``.
+        best_weights: a copy of the model's state at ``best_epoch`` (kept on the device).
+        stop: set by early stopping or a callback to end training after this epoch.
+        stop_reason: why training stopped early, for the user.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    history: History = field(default_factory=History)
+    best: float | None = None
+    best_epoch: int = 0
+    best_weights: dict[str, Tensor] | None = None
+    stop: bool = False
+    stop_reason: str = ""
+
+
+def _overrides(cls: type, method: str) -> bool:
+    return getattr(cls, method) is not getattr(Callback, method)
+
+
+class Trainer:
+    """Train, evaluate and predict with one loop around a plain ``nn.Module``.
+
+    Args:
+        config: the loop's settings; defaults to :class:`~nnfit.config.TrainConfig()`.
+        callbacks: extra :class:`~nnfit.callbacks.Callback` objects, called in order after the
+            built-in progress display.
+        runtime: device and seed, resolved once; built from ``config`` when not given.
+        **overrides: any TrainConfig field, e.g. ``epochs=5, lr=3e-4``.
+
+    Attributes:
+        model, optimizer, schedule, task: set during :meth:`fit`.
+        state: the :class:`FitState` of the current or last fit.
+
+    Example:
+        >>> from nnfit.tasks import make_task
+        >>> x, y = torch.randn(64, 3), torch.randn(64)
+        >>> task = make_task("regression", y.numpy(), scale_target=False)
+        >>> t = Trainer(epochs=2, quiet=True, device="cpu")
+        >>> hist = t.fit(torch.nn.Linear(3, 1), (x,), task=task, target=task.encode_target(y.numpy()))
+        >>> len(hist)
+        2
+    """
+
+    def __init__(self, config: TrainConfig | None = None, *, callbacks: Sequence[Callback] = (),
+                 runtime: Runtime | None = None, **overrides: Any) -> None:
+        self.config = train_config(config, **overrides)
+        self.runtime = runtime or make_runtime(self.config.device, self.config.seed)
+        self.callbacks: list[Callback] = ([] if self.config.quiet else [ProgressBar()]) + list(callbacks)
+        self._batch_cbs = [c for c in self.callbacks if _overrides(type(c), "on_train_batch_end")]
+        self.state = FitState()
+        self.model: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.schedule: Schedule | None = None
+        self.task: Task | None = None
+        self.generator = self.runtime.generator()
+        self.last_loss: Tensor | None = None
+        self.batches_per_epoch = 0
+        self._loss_sum: Tensor | None = None
+        self._loss_n = 0
+
+    # ------------------------------------------------------------------ the step's seams
+    def forward(self, model: nn.Module, inputs: Inputs) -> Tensor:
+        """Call the model: ``model(*inputs)`` for a tuple, ``model(**inputs)`` for a dict."""
+        return model(**inputs) if isinstance(inputs, dict) else model(*inputs)
+
+    def compute_loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """The batch's mean loss; the task's loss unless overridden."""
+        return self.task.loss(output, target)
+
+    def train_step(self, inputs: Inputs, target: Tensor, scale: float) -> Tensor:
+        """Forward, loss and backward for one batch; returns the detached, unscaled loss.
+
+        ``scale`` is ``1 / accumulate``: gradients of an accumulation window add up to the
+        gradient of their mean.
+        """
+        output = self.forward(self.model, inputs)
+        loss = self.compute_loss(output, target)
+        (loss * scale if scale != 1.0 else loss).backward()
+        return loss.detach()
+
+    def optimizer_step(self) -> None:
+        """Clip (when configured), step the optimizer and clear the gradients."""
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        if self.schedule is not None and self.schedule.interval == "step":
+            self.schedule.scheduler.step()
+
+    def running_loss(self) -> float:
+        """Mean training loss of the epoch so far. Forces a host sync: use sparingly."""
+        if self._loss_sum is None or self._loss_n == 0:
+            return float("nan")
+        return (self._loss_sum / self._loss_n).item()  # sync: called by the display only
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, model: nn.Module, train: Any, val: Any = None, *, task: Task,
+            target: Tensor | None = None, val_target: Tensor | None = None,
+            resume: tuple[dict[str, Tensor], dict[str, Any]] | None = None,
+            checkpoint_fn: Any = None) -> History:
+        """Train ``model`` on ``train``, validating on ``val`` after every epoch.
+
+        Args:
+            model: any ``nn.Module``; moved to the runtime's device and trained in place.
+            train: a :class:`~nnfit.data.DataSource`, tensors, a Dataset or a DataLoader.
+            val: validation data in the same forms, or None.
+            task: the task giving the loss, the metrics and the output conversions.
+            target, val_target: targets when ``train``/``val`` are bare input tensors.
+            resume: ``(tensors, meta)`` of a checkpoint from :meth:`checkpoint_parts`.
+            checkpoint_fn: called as ``fn(trainer, is_best)`` after each epoch to persist state.
+
+        Returns:
+            The :class:`~nnfit.callbacks.History` of all epochs (resumed ones included).
+        """
+        c, rt = self.config, self.runtime
+        self.model, self.task = model.to(rt.device), task
+        train = as_source(train, target).to(rt.device)
+        val = None if val is None else as_source(val, val_target).to(rt.device)
+        self.batches_per_epoch = _num_batches(len(train), c.batch_size, self._drop_single())
+        if self.batches_per_epoch == 0:
+            raise ConfigError("no training batches: the training data is empty")
+        steps_per_epoch = math.ceil(self.batches_per_epoch / c.accumulate)
+        self.optimizer = build_optimizer(model.parameters(), c)
+        self.schedule = build_schedule(self.optimizer, c, steps_per_epoch)
+        self.state = FitState()
+        monitor = c.monitor if val is not None or not c.monitor.startswith("val_") else "train_loss"
+        if resume is not None:
+            self._restore(*resume)
+        self.optimizer.zero_grad(set_to_none=True)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        try:
+            while self.state.epoch < c.epochs and not self.state.stop:
+                t0 = time.perf_counter()
+                for cb in self.callbacks:
+                    cb.on_epoch_start(self)
+                train_loss = self._train_epoch(train)
+                logs = {"epoch": self.state.epoch + 1, "train_loss": train_loss}
+                if val is not None:
+                    logs.update({f"val_{k}": v for k, v in self.evaluate(model, val).items()
+                                 if not isinstance(v, list)})
+                logs["lr"] = self.optimizer.param_groups[0]["lr"]
+                self._step_epoch_schedule(logs, monitor)
+                improved = self._track_best(logs, monitor)
+                self.state.epoch += 1
+                logs["time"] = time.perf_counter() - t0
+                self.state.history.append(logs)
+                self._early_stop(monitor)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, logs)
+                if checkpoint_fn is not None:
+                    checkpoint_fn(self, improved)
+        finally:
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
+        if c.restore_best and self.state.best_weights is not None:
+            model.load_state_dict(self.state.best_weights)
+        return self.state.history
+
+    def _drop_single(self) -> bool:
+        # BatchNorm cannot normalise a batch of one sample in training mode.
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+
+    def _train_epoch(self, train: DataSource) -> float:
+        """One pass over ``train``; returns the epoch's mean training loss."""
+        model, c = self.model, self.config
+        model.train()
+        self._loss_sum = torch.zeros((), device=self.runtime.device)
+        self._loss_n = 0
+        scale = 1.0 / c.accumulate
+        n_batches = self.batches_per_epoch
+        for i, (inputs, target) in enumerate(
+            train.batches(c.batch_size, shuffle=True, generator=self.generator,
+                          drop_single=self._drop_single())
+        ):
+            loss = self.train_step(inputs, target, scale)
+            if (i + 1) % c.accumulate == 0 or i + 1 == n_batches:
+                self.optimizer_step()
+            n = len(target)
+            self._loss_sum.add_(loss, alpha=n)  # on device: no sync
+            self._loss_n += n
+            self.last_loss = loss
+            for cb in self._batch_cbs:
+                cb.on_train_batch_end(self, i)
+        return (self._loss_sum / max(1, self._loss_n)).item()  # sync: once per epoch
+
+    def _step_epoch_schedule(self, logs: dict[str, Any], monitor: str) -> None:
+        sched = self.schedule
+        if sched is None or sched.interval != "epoch":
+            return
+        if sched.needs_metric:
+            if monitor not in logs:
+                raise ConfigError(f"monitor {monitor!r} is not among the logged values: {', '.join(logs)}")
+            sched.scheduler.step(logs[monitor])
+        else:
+            sched.scheduler.step()
+
+    def _track_best(self, logs: dict[str, Any], monitor: str) -> bool:
+        if monitor not in logs:
+            raise ConfigError(f"monitor {monitor!r} is not among the logged values: {', '.join(logs)}")
+        value, st = logs[monitor], self.state
+        sign = 1.0 if metric_direction(monitor) == "min" else -1.0
+        if st.best is not None and not sign * (st.best - value) > self.config.min_delta:
+            return False
+        if math.isnan(value):
+            return False
+        st.best, st.best_epoch = value, st.epoch + 1
+        if self.config.restore_best:
+            st.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return True
+
+    def _early_stop(self, monitor: str) -> None:
+        p, st = self.config.patience, self.state
+        if p and monitor.startswith("val_") and st.epoch - st.best_epoch >= p:
+            st.stop = True
+            st.stop_reason = (f"early stopping: {monitor} did not improve for {p} epochs "
+                              f"(best {st.best:.4g} at epoch {st.best_epoch})")
+
+    # ------------------------------------------------------------------ evaluate / predict
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, data: Any, *, task: Task | None = None,
+                 target: Tensor | None = None) -> dict[str, Any]:
+        """Loss and task metrics of ``model`` on labelled ``data``, in eval mode, no autograd.
+
+        Returns:
+            ``{"loss": ..., <metric>: ...}``; one host sync at the end.
+        """
+        task = task or self.task
+        if task is None:
+            raise ConfigError("evaluate needs a task")
+        source = as_source(data, target).to(self.runtime.device)
+        was_training = model.training
+        model.eval()
+        metrics = task.make_metrics()
+        loss_sum, n = torch.zeros((), dtype=torch.float64, device=self.runtime.device), 0
+        try:
+            for inputs, tgt in source.batches(self.config.eval_batch_size):
+                out = self.forward(model, inputs)
+                loss_sum += task.loss(out, tgt).double() * len(tgt)
+                n += len(tgt)
+                metrics.update(*task.metric_inputs(out, tgt))
+        finally:
+            model.train(was_training)
+        if n == 0:
+            raise ConfigError("evaluate: the data is empty")
+        return {"loss": (loss_sum / n).item(), **metrics.compute()}  # sync: once per evaluation
+
+    @torch.inference_mode()
+    def predict_outputs(self, model: nn.Module, data: Any) -> Tensor:
+        """Raw model outputs for every row of ``data``, in order, on the CPU."""
+        source = as_source(data).to(self.runtime.device)
+        was_training = model.training
+        model.eval()
+        try:
+            outs = [self.forward(model, inputs) for inputs, _ in
+                    source.batches(self.config.eval_batch_size)]
+        finally:
+            model.train(was_training)
+        return torch.cat(outs).cpu()
+
+    # ------------------------------------------------------------------ checkpoint state
+    def checkpoint_parts(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Tensors and JSON state that let :meth:`fit` resume exactly where it is now."""
+        st = self.state
+        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        opt_tensors, opt_meta = optimizer_to_parts(self.optimizer)
+        tensors.update(opt_tensors)
+        tensors["rng/torch"] = torch.get_rng_state()
+        tensors["rng/data"] = self.generator.get_state()
+        if self.runtime.is_cuda:
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.runtime.device)
+        if st.best_weights is not None:
+            tensors.update({f"best/{k}": v for k, v in st.best_weights.items()})
+        meta = {
+            "epoch": st.epoch, "step": st.step, "history": st.history.records,
+            "best": st.best, "best_epoch": st.best_epoch, "stop": st.stop,
+            "stop_reason": st.stop_reason, "optimizer": opt_meta,
+            "scheduler": None if self.schedule is None else self.schedule.scheduler.state_dict(),
+        }
+        return tensors, meta
+
+    def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        dev = self.runtime.device
+        self.model.load_state_dict(split_prefix(tensors, "model/"))
+        optimizer_from_parts(self.optimizer, tensors, meta["optimizer"])
+        if self.schedule is not None and meta.get("scheduler") is not None:
+            self.schedule.scheduler.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(tensors["rng/torch"])
+        self.generator.set_state(tensors["rng/data"])
+        if self.runtime.is_cuda and "rng/cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng/cuda"], dev)
+        best = split_prefix(tensors, "best/")
+        self.state = FitState(
+            epoch=meta["epoch"], step=meta["step"], history=History(meta["history"]),
+            best=meta["best"], best_epoch=meta["best_epoch"],
+            best_weights={k: v.to(dev) for k, v in best.items()} or None,
+            stop=meta.get("stop", False), stop_reason=meta.get("stop_reason", ""),
+        )
+
+
+def _num_batches(n: int, batch_size: int, drop_single: bool) -> int:
+    full = math.ceil(n / batch_size)
+    return full - 1 if drop_single and n > 1 and n % batch_size == 1 else full
+
