@@ -144,12 +144,14 @@ class ProgressBar(Callback):
         loss = f"loss {trainer.running_loss():.4g}"  # deliberate sync, rate-limited
         self._progress.update(self._task, advance=1, loss=loss)
 
+    # The epoch line shows the headline numbers; every value is in the history.
+    SHOWN = ("train_loss", "val_loss", "val_accuracy", "val_f1", "val_r2", "val_rmse", "lr")
+
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         parts = [f"epoch {logs['epoch']}/{trainer.config.epochs}"]
-        parts += [f"{k} {_fmt(v)}" for k, v in logs.items()
-                  if k not in ("epoch", "time") and isinstance(v, (int, float))]
+        parts += [f"{k} {_fmt(logs[k])}" for k in self.SHOWN if k in logs]
         parts.append(f"{logs.get('time', 0.0):.2f}s")
-        self._progress.console.print("  ".join(parts), highlight=False)
+        self._progress.console.print("  ".join(parts), highlight=False, soft_wrap=True)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self._progress is not None:

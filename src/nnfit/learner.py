@@ -198,8 +198,10 @@ def _raw(x: Any, source: str) -> RawInputs:
 
 def _xy(x: Any, y: Any, target: str | None, source: str) -> tuple[RawInputs, np.ndarray]:
     """Split user data into raw inputs and a target array."""
-    if isinstance(x, (str, Path)) or is_frame(x):
-        cols = read_columns(x) if isinstance(x, (str, Path)) else columns_from_frame(x, source)
+    if isinstance(x, (str, Path, Columns)) or is_frame(x):
+        cols = (read_columns(x) if isinstance(x, (str, Path))
+                else Columns(x.source, dict(x.arrays)) if isinstance(x, Columns)
+                else columns_from_frame(x, source))
         if y is None:
             if target is None:
                 raise DataError(f"{cols.source}: name the target column (target=...)")
@@ -266,7 +268,8 @@ def _build(model: Any, pre: Preprocessor | None, task: Task) -> tuple[nn.Module,
 def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str | None = None,
         val: Any = None, task: str | Task = "auto", callbacks: Sequence[Callback] = (),
         config: TrainConfig | None = None, run_dir: str | Path | None = None,
-        resume: str | Path | None = None, **overrides: Any) -> Learner:
+        resume: str | Path | None = None, run_config: Mapping[str, Any] | None = None,
+        **overrides: Any) -> Learner:
     """Train ``model`` on ``x``/``y`` and return a :class:`Learner` ready to evaluate, predict
     and save.
 
@@ -285,6 +288,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         config: a TrainConfig; ``overrides`` are applied on top of it.
         run_dir: when given, checkpoints, history.csv and the final model are written there.
         resume: a run directory to continue training from its last checkpoint.
+        run_config: what to record as the run's ``config.json`` (default: the TrainConfig).
         **overrides: TrainConfig fields, e.g. ``epochs=20, lr=3e-4, optimizer="adamw"``.
 
     Returns:
@@ -312,7 +316,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
                       trainer=trainer)
     learner._target_name = target_name
-    writer = RunWriter(run_dir, learner) if run_dir is not None else None
+    writer = RunWriter(run_dir, learner, run_config) if run_dir is not None else None
     history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
                           checkpoint_fn=writer.checkpoint if writer else None)
     learner.history = history

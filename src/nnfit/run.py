@@ -52,17 +52,24 @@ class RunWriter:
             TrainConfig.
     """
 
-    def __init__(self, run_dir: str | Path, learner: Learner, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, run_dir: str | Path, learner: Learner, config: Any = None) -> None:
         self.dir = Path(run_dir)
         self.learner = learner
-        self.config = config if config is not None else asdict(learner.config)
-        (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.dir / "config.json", self.config)
+        self.config = dict(config) if config is not None else asdict(learner.config)
+        self._started = False
+
+    def _start(self) -> None:
+        # Created at the first write, so a run that fails while starting leaves nothing behind.
+        if not self._started:
+            (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.dir / "config.json", self.config)
+            self._started = True
 
     def checkpoint(self, trainer: Trainer, improved: bool) -> None:
         """Persist the state after an epoch: history always, the last checkpoint every
         ``checkpoint_every`` epochs (and at the end), the best checkpoint when improved."""
         c, st = trainer.config, trainer.state
+        self._start()
         atomic_write_text(self.dir / "history.csv", st.history.to_csv())
         due = c.checkpoint_every and (st.epoch % c.checkpoint_every == 0 or st.stop or st.epoch == c.epochs)
         if not (due or improved):
@@ -77,6 +84,7 @@ class RunWriter:
     def finish(self, trainer: Trainer, val: Any) -> dict[str, Any] | None:
         """Write the final model and ``metrics.json`` (validation metrics, when there is
         validation data); returns those metrics."""
+        self._start()
         self.learner.save(self.dir)
         if val is None:
             return None

@@ -232,7 +232,7 @@ class Preprocessor:
         for s in self.inputs:
             arr, features = raw.arrays[s.name]
             t = _as_tensor(arr)
-            _check_shape(s, t, features, source)
+            t = _check_shape(s, t, features, source)
             t = t.float() if s.dtype == "float32" else t.long()
             if s.mean is not None:
                 t = (t - torch.tensor(s.mean, dtype=t.dtype)) / torch.tensor(s.std, dtype=t.dtype)
@@ -247,17 +247,20 @@ class Preprocessor:
         return cls(d["style"], [InputSchema(**s) for s in d["inputs"]])
 
 
-def _check_shape(s: InputSchema, t: Tensor, features: list[str] | None, source: str) -> None:
+def _check_shape(s: InputSchema, t: Tensor, features: list[str] | None, source: str) -> Tensor:
+    """``t`` checked against the schema; table columns in another order are put in order."""
     if s.features is not None and features is not None and features != s.features:
-        if sorted(features) != sorted(s.features) or len(features) != len(s.features):
+        if sorted(features) != sorted(s.features):
             raise DataError(f"{source}: expected {len(s.features)} features [{_names(s.features)}], "
                             f"got {len(features)} [{_names(features)}]")
+        t = t[:, [features.index(f) for f in s.features]]
     if list(t.shape[1:]) != s.shape:
         if s.features is not None and t.ndim == 2:
             raise DataError(f"{source}: expected {len(s.features)} features [{_names(s.features)}], "
                             f"got {t.shape[1]}")
         raise DataError(f"{source}: input {s.name!r} expected per-sample shape {tuple(s.shape)}, "
                         f"got {tuple(t.shape[1:])}")
+    return t
 
 
 def _as_tensor(a: np.ndarray | Tensor) -> Tensor:

@@ -1,0 +1,23 @@
+# The README's commands. `make demo` and `make test` set everything up on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/nnfit train --dataset breast_cancer
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests examples
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

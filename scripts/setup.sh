@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv and install nnfit with its test tools. Safe to rerun.
+# Torch: the CPU build (torch==2.13.0) where no NVIDIA GPU is visible, otherwise the default
+# (CUDA) build; the package itself only asks for torch>=2.4.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+  || { echo "nnfit needs Python >= 3.10 (found $("$PYTHON" --version 2>&1))" >&2; exit 1; }
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    "${PIP[@]}" "torch>=2.4"
+  else
+    "${PIP[@]}" "torch==2.13.0"
+  fi
+fi
+"${PIP[@]}" -e ".[dev]"
+"$VENV/bin/python" -c "import nnfit, torch; print(f'nnfit {nnfit.__version__} with torch {torch.__version__} ready in $VENV')"

@@ -1,0 +1,146 @@
+"""The ``nnfit`` command: train, evaluate, predict, inspect, ls.
+
+Each subcommand is a thin layer over the Python API. Every user mistake ends in one line on
+stderr and exit status 2; nothing is written until the inputs have been checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, NnfitError
+
+EPILOG = "Docs and examples: README.md. Errors exit with status 2."
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"nnfit: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # absent flags stay absent, so a config file's values survive
+    add = p.add_argument
+    add("items", nargs="*", metavar="DATA | key=value",
+        help="a CSV/Parquet file to train on (omit for a bundled dataset) and any "
+             "key=value config overrides (e.g. eval_batch_size=2048)")
+    add("--target", default=S, help="target column of DATA")
+    add("--dataset", default=S, help="bundled dataset when no DATA is given (default breast_cancer)")
+    add("--task", default=S, choices=["auto", "binary", "multiclass", "regression"])
+    add("--model", default=S, help="mlp or resmlp (default mlp)")
+    add("--hidden", default=S, help="hidden sizes, comma separated (default 64,64)")
+    add("--activation", default=S, help="relu, gelu, tanh, sigmoid, leaky_relu, silu")
+    add("--dropout", default=S, type=float, help="dropout probability (default 0)")
+    add("--batchnorm", default=S, action="store_true", help="batch normalisation in hidden layers")
+    add("--optimizer", default=S, help="sgd, adam, adamw or rmsprop (default adam)")
+    add("--lr", default=S, type=float, help="learning rate (default 1e-3)")
+    add("--momentum", default=S, type=float, help="momentum for sgd/rmsprop (default 0)")
+    add("--weight-decay", dest="weight_decay", default=S, type=float, help="weight decay (default 0)")
+    add("--scheduler", default=S,
+        help="none, step, multistep, exponential, cosine, onecycle or plateau (default none)")
+    add("--epochs", default=S, type=int, help="maximum epochs (default 100)")
+    add("--batch-size", dest="batch_size", default=S, type=int, help="batch size (default 32)")
+    add("--val-split", dest="val_split", default=S, type=float,
+        help="fraction held out for validation (default 0.2)")
+    add("--test-split", dest="test_split", default=S, type=float,
+        help="fraction held out as a test set (default 0.2 for bundled datasets, else 0)")
+    add("--patience", default=S, type=int, help="early-stopping patience in epochs, 0 = off (default 10)")
+    add("--seed", default=S, type=int, help="random seed (default 0)")
+    add("--device", default=S, choices=["auto", "cpu", "cuda"], help="default auto")
+    add("--config", default=None, help="YAML or TOML config file; flags override it")
+    add("--out", default=None, help="run directory (default runs/NAME-N)")
+    add("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    add("--overwrite", action="store_true", help="allow --out to name an existing, non-empty directory")
+    add("--quiet", default=S, action="store_true", help="no progress display")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nnfit`` argument parser with all subcommands."""
+    from . import __version__
+
+    parser = _Parser(prog="nnfit", description="Train, evaluate, save and inspect PyTorch models.",
+                     epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"nnfit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model on a CSV/Parquet file or a bundled dataset",
+                       description="Train a model and write a run directory.", epilog=EPILOG)
+    _add_train_flags(p)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run on labelled data",
+                       description="Print the metrics of RUN on DATA (which holds the target column).")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--target", default=None, help="target column (default: the one trained on)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    p = sub.add_parser("predict", help="write predictions for DATA",
+                       description="Predict every row of DATA, in order.")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("-o", "--output", default=None, help="output CSV (default: standard output)")
+    p.add_argument("--proba", action="store_true", help="add one probability column per class")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    p = sub.add_parser("inspect", help="layer table and parameter counts of a run's model",
+                       description="Print the model summary of RUN.")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    sub.add_parser("ls", help="list models, optimizers, schedulers, losses and bundled datasets",
+                   description="List everything a config or flag can name.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nnfit`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        from . import cli_commands
+
+        return getattr(cli_commands, f"cmd_{args.command}")(args)
+    except NnfitError as e:
+        print(f"nnfit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("nnfit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not bad input: one line unless debugging
+        if os.environ.get("NNFIT_DEBUG"):
+            raise
+        print(f"nnfit: internal error: {type(e).__name__}: {e} (NNFIT_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def split_items(items: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """Split positional ``train`` arguments into DATA and ``key=value`` overrides."""
+    data, overrides = None, {}
+    for item in items:
+        if "=" in item and not Path(item).exists():
+            key, _, value = item.partition("=")
+            overrides[key.strip().replace("-", "_")] = value
+        elif data is None:
+            data = item
+        else:
+            raise ConfigError(f"more than one DATA argument: {data!r} and {item!r}")
+    return data, overrides
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys set by flags on the command line."""
+    skip = {"command", "items", "config", "out", "resume", "overwrite"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def dumps(obj: Any) -> str:
+    """JSON for the terminal."""
+    return json.dumps(obj, indent=2)

@@ -1,0 +1,235 @@
+"""The work behind each ``nnfit`` subcommand (imported only after arguments parse, so
+``--help`` stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import atomic_write_json, atomic_write_text, read_json
+from .cli import dumps, flag_values, split_items
+from .config import RunConfig, make_run_config, read_config_file
+from .data import split_indices
+from .errors import ConfigError, DataError
+from .learner import Learner, fit, load
+from .run import jsonable_metrics
+from .tables import Columns, read_columns
+from .tasks import infer_task
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------- train
+def _config(args: argparse.Namespace) -> RunConfig:
+    data_arg, overrides = split_items(args.items)
+    values: dict[str, Any] = {}
+    if args.resume:
+        values.update(read_json(Path(args.resume) / "config.json", "run config (config.json)"))
+    if args.config:
+        values.update(read_config_file(args.config))
+    values.update(overrides)
+    values.update(flag_values(args))
+    if data_arg is not None:
+        values["data"] = data_arg
+    return make_run_config(values)
+
+
+def _training_columns(cfg: RunConfig) -> tuple[Columns, str, str, str]:
+    """Columns, target name, task name and a short run name for the configured data."""
+    d = cfg.data
+    if d.data is not None:
+        if d.target is None:
+            raise ConfigError("--target is required with a data file")
+        cols = read_columns(d.data)
+        if d.target not in cols.arrays:
+            raise DataError(f"{d.data}: target column {d.target!r} not found "
+                            f"(columns: {', '.join(cols.names[:12])})")
+        return cols, d.target, d.task, Path(d.data).stem
+    from .datasets import load_dataset
+
+    cols, target, task = load_dataset(d.dataset)
+    if d.target is not None and d.target != target:
+        raise ConfigError(f"dataset {d.dataset!r} has target {target!r}, not {d.target!r}")
+    return cols, target, task if d.task == "auto" else d.task, d.dataset
+
+
+def take(cols: Columns, idx: np.ndarray) -> Columns:
+    """The rows ``idx`` of every column."""
+    return Columns(cols.source, {k: v[idx] for k, v in cols.arrays.items()})
+
+
+def _run_dir(args: argparse.Namespace, name: str) -> Path:
+    if args.resume:
+        return Path(args.resume)
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+            raise ConfigError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+        return out
+    root = Path("runs")
+    taken = [int(m.group(1)) for p in (root.iterdir() if root.is_dir() else [])
+             if (m := re.fullmatch(re.escape(name) + r"-(\d+)", p.name))]
+    return root / f"{name}-{max(taken, default=0) + 1}"
+
+
+def write_columns_csv(path: Path, cols: Columns) -> None:
+    """Write columns as CSV atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols.names)
+    w.writerows(zip(*[a.tolist() for a in cols.arrays.values()]))
+    atomic_write_text(path, buf.getvalue())
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if cfg.model.model not in ("mlp", "resmlp"):
+        raise ConfigError(f"--model must be mlp or resmlp for table data, got {cfg.model.model!r}")
+    cols, target, task, name = _training_columns(cfg)
+    test_split = cfg.data.test_split if cfg.data.test_split is not None else (
+        0.2 if cfg.data.data is None else 0.0)
+    y = cols.arrays[target]
+    classify = task in ("binary", "multiclass") or (task == "auto" and infer_task(y) != "regression")
+    train_idx, test_idx = split_indices(len(cols), test_split, cfg.train.seed,
+                                        y if classify else None)
+    # Draw the held-out test rows with a seed distinct from the validation split's.
+    train_cols, test_cols = take(cols, train_idx), take(cols, test_idx)
+    out = _run_dir(args, name)
+    m = cfg.model
+    spec = {"name": m.model, "hidden": list(m.hidden), "activation": m.activation,
+            "dropout": m.dropout, "batchnorm": m.batchnorm}
+    learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
+                  run_config=cfg.to_dict(), resume=out if args.resume else None)
+    val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
+    test = None
+    if len(test_idx):
+        write_columns_csv(out / "test.csv", test_cols)
+        test = learner.evaluate(test_cols, target=target)
+        test.pop("loss", None)
+        atomic_write_json(out / "test_metrics.json", jsonable_metrics(test))
+    if not cfg.train.quiet and learner.stop_reason:
+        _console().print(learner.stop_reason)
+    _print_metrics({"validation": val, "test": test})
+    _console().print(f"run written to {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------- evaluate/predict
+def _print_metrics(columns: dict[str, dict[str, Any] | None]) -> None:
+    from rich.table import Table
+
+    present = {k: v for k, v in columns.items() if v}
+    if not present:
+        return
+    table = Table(title="metrics")
+    table.add_column("metric")
+    for name in present:
+        table.add_column(name, justify="right")
+    keys = list(dict.fromkeys(k for v in present.values() for k in v if k != "confusion_matrix"))
+    for k in keys:
+        table.add_row(k, *[_fmt(v.get(k)) for v in present.values()])
+    con = _console()
+    con.print(table)
+    for name, v in present.items():
+        if "confusion_matrix" in v:
+            con.print(f"confusion matrix ({name}; rows = true, columns = predicted): "
+                      f"{v['confusion_matrix']}")
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    learner = load(args.run, device=args.device)
+    target = args.target or learner.target_name
+    if target is None:
+        raise ConfigError("name the target column with --target")
+    metrics = learner.evaluate(read_columns(args.data), target=target)
+    metrics.pop("loss", None)
+    if args.json:
+        print(dumps(jsonable_metrics(metrics)))
+    else:
+        _print_metrics({"value": metrics})
+    return 0
+
+
+def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list[str], list[list]]:
+    if learner.target_name in cols.arrays:
+        cols.pop(learner.target_name)
+    pred = learner.predict(cols)
+    name = learner.target_name or "prediction"
+    if pred.ndim == 2:
+        header = [f"{name}_{i}" for i in range(pred.shape[1])]
+        rows = pred.tolist()
+    else:
+        header, rows = [name], [[v] for v in pred.tolist()]
+    if proba:
+        p = learner.predict_proba(cols)
+        header += [f"proba_{c}" for c in learner.classes]
+        rows = [r + pr for r, pr in zip(rows, p.tolist())]
+    return header, rows
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    learner = load(args.run, device=args.device)
+    if args.proba and learner.classes is None:
+        raise ConfigError("--proba needs a classification model")
+    header, rows = _prediction_rows(learner, read_columns(args.data), args.proba)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    if args.output:
+        atomic_write_text(args.output, buf.getvalue())
+    else:
+        print(buf.getvalue(), end="")
+    return 0
+
+
+# --------------------------------------------------------------------------- inspect / ls
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .summary import parameter_shapes
+
+    learner = load(args.run, device="cpu")
+    summary = learner.summary()
+    if args.json:
+        d = summary.to_dict()
+        d["parameter_shapes"] = {k: list(v) for k, v in parameter_shapes(learner.model).items()}
+        print(dumps(d))
+        return 0
+    con = _console()
+    con.print(summary.table())
+    task = learner.task.to_dict()
+    con.print(f"task: {task['name']}" + (f", classes: {task['classes']}" if "classes" in task else ""))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .datasets import DATASETS
+    from .models import ACTIVATIONS, MODELS
+    from .optim import OPTIMIZERS, SCHEDULERS
+    from .tasks import LOSSES
+
+    con = _console()
+    for title, reg in [("models", MODELS), ("optimizers", OPTIMIZERS), ("schedulers", SCHEDULERS),
+                       ("losses", LOSSES), ("activations", ACTIVATIONS), ("datasets", DATASETS)]:
+        table = Table(title=title, title_justify="left")
+        table.add_column("name")
+        table.add_column("description")
+        for e in reg.entries():
+            table.add_row(e.name, e.help)
+        con.print(table)
+    return 0
