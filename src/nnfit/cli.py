@@ -53,7 +53,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         help="fraction held out as a test set (default 0.2 for bundled datasets, else 0)")
     add("--patience", default=S, type=int, help="early-stopping patience in epochs, 0 = off (default 10)")
     add("--seed", default=S, type=int, help="random seed (default 0)")
-    add("--device", default=S, choices=["auto", "cpu", "cuda"], help="default auto")
+    add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
     add("--config", default=None, help="YAML or TOML config file; flags override it")
     add("--out", default=None, help="run directory (default runs/NAME-N)")
     add("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA")
     p.add_argument("--target", default=None, help="target column (default: the one trained on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     p = sub.add_parser("predict", help="write predictions for DATA",
                        description="Predict every row of DATA, in order.")
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA")
     p.add_argument("-o", "--output", default=None, help="output CSV (default: standard output)")
     p.add_argument("--proba", action="store_true", help="add one probability column per class")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     p = sub.add_parser("inspect", help="layer table and parameter counts of a run's model",
                        description="Print the model summary of RUN.")
@@ -102,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nnfit`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "train" and not any(e.startswith("-") for e in extra):
+        # argparse fills nargs="*" only once: `train data.csv --target y lr=0.1` leaves lr=0.1
+        args.items += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         from . import cli_commands
 

@@ -102,14 +102,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     classify = task in ("binary", "multiclass") or (task == "auto" and infer_task(y) != "regression")
     train_idx, test_idx = split_indices(len(cols), test_split, cfg.train.seed,
                                         y if classify else None)
-    # Draw the held-out test rows with a seed distinct from the validation split's.
     train_cols, test_cols = take(cols, train_idx), take(cols, test_idx)
     out = _run_dir(args, name)
     m = cfg.model
     spec = {"name": m.model, "hidden": list(m.hidden), "activation": m.activation,
             "dropout": m.dropout, "batchnorm": m.batchnorm}
+    record = cfg.to_dict()
+    if record["data"] is not None:  # absolute, so `--resume` works from any directory
+        record["data"] = str(Path(record["data"]).resolve())
     learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
-                  run_config=cfg.to_dict(), resume=out if args.resume else None)
+                  run_config=record, resume=out if args.resume else None)
     val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
     test = None
     if len(test_idx):

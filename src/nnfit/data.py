@@ -165,8 +165,10 @@ class LoaderData:
         if isinstance(self.data, DataLoader):
             loader = self.data  # the user's loader decides batching and order
         else:
+            n = len(self)  # drop a trailing batch of one sample, as TensorData does
             loader = DataLoader(self.data, batch_size=batch_size, shuffle=shuffle,
-                                generator=generator)
+                                generator=generator,
+                                drop_last=drop_single and n > 1 and n % batch_size == 1)
         non_blocking = self.device is not None and self.device.type == "cuda"
         move = (lambda t: t.to(self.device, non_blocking=non_blocking)) if self.device else (lambda t: t)
         for item in loader:
@@ -215,7 +217,9 @@ def split_indices(
         held.append(g[:k])
     out = np.concatenate(held) if held else np.arange(0)
     if len(out) == 0:
-        out = rng.permutation(n)[:1]
+        # Hold out a row of a class that has several, so every class stays in ``kept``.
+        pool = [g for g in groups if len(g) > 1] or [np.arange(n)]
+        out = rng.permutation(np.concatenate(pool))[:1]
     mask = np.zeros(n, dtype=bool)
     mask[out] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)

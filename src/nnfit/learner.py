@@ -69,7 +69,8 @@ class Learner:
     def trainer(self) -> Trainer:
         """A quiet Trainer on the learner's device, for evaluation and prediction."""
         if self._trainer is None:
-            self._trainer = Trainer(self.config, quiet=True)
+            # seed=None: evaluating or predicting must not reseed the caller's global RNG.
+            self._trainer = Trainer(self.config, quiet=True, seed=None)
             self._trainer.task = self.task
         return self._trainer
 
@@ -83,7 +84,8 @@ class Learner:
             return LoaderData(x)
         if self.preprocessor is None:
             raise ConfigError("this model was trained from a DataLoader: pass a Dataset or DataLoader")
-        return TensorData(self.preprocessor.transform(_raw(x, source), source))
+        raw, source = _raw(x, source, drop=self.target_name)
+        return TensorData(self.preprocessor.transform(raw, source))
 
     def outputs(self, x: Any) -> Tensor:
         """Raw model outputs (logits or scaled values) for ``x``, on the CPU."""
@@ -190,10 +192,17 @@ class Learner:
         return learner
 
 
-def _raw(x: Any, source: str) -> RawInputs:
-    if isinstance(x, (str, Path)):
-        return raw_inputs(read_columns(x), source)
-    return raw_inputs(x, source)
+def _raw(x: Any, source: str, drop: str | None = None) -> tuple[RawInputs, str]:
+    """Unlabelled inputs and the name to use in errors; a table's target column ``drop`` is
+    ignored when present, so the file used for evaluation can also be predicted."""
+    if isinstance(x, (str, Path, Columns)) or is_frame(x):
+        cols = (read_columns(x) if isinstance(x, (str, Path))
+                else Columns(x.source, dict(x.arrays)) if isinstance(x, Columns)
+                else columns_from_frame(x, source))
+        if drop is not None and drop in cols.arrays and len(cols.arrays) > 1:
+            cols.pop(drop)
+        return raw_inputs(cols, cols.source), cols.source
+    return raw_inputs(x, source), source
 
 
 def _xy(x: Any, y: Any, target: str | None, source: str) -> tuple[RawInputs, np.ndarray]:
@@ -293,6 +302,11 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
 
     Returns:
         The trained :class:`Learner`; ``learner.history`` holds the per-epoch records.
+
+    Seeding: ``seed`` seeds torch's global RNG when training starts, which fixes dropout,
+    data order, the validation split and the initialisation of a model built from a spec.
+    A module you construct yourself is initialised before ``fit`` sees it: call
+    ``torch.manual_seed`` before building it for a reproducible start.
 
     Raises:
         ConfigError, DataError: bad arguments or data, named in one line.

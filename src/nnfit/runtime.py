@@ -74,7 +74,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} requested but CUDA is not available here")
         return torch.device(name)
-    raise ConfigError(f"unknown device {name!r} (choose from: {', '.join(DEVICES)})")
+    raise ConfigError(f"unknown device {name!r} (choose from: auto, cpu, cuda, cuda:N)")
 
 
 def seed_everything(seed: int) -> None:

@@ -88,7 +88,10 @@ def read_columns(path: str | Path) -> Columns:
 
             parse = csv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
             read = csv.ReadOptions(autogenerate_column_names=False)
-            table = csv.read_csv(p, read_options=read, parse_options=parse)
+            # Empty cells of text columns are missing values too, not the label "".
+            convert = csv.ConvertOptions(strings_can_be_null=True)
+            table = csv.read_csv(p, read_options=read, parse_options=parse,
+                                 convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError,
             UnicodeDecodeError) as e:
         raise DataError(f"{p}: cannot parse: {_one_line(e)}") from None
@@ -173,7 +176,13 @@ def feature_matrix(cols: Columns, features: Sequence[str]) -> np.ndarray:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool | str)
+    if isinstance(v, str):  # a text column: its numeric-looking cells are not the bad row
+        try:
+            float(v)
+        except ValueError:
+            return False
+        return True
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
 
 
 @dataclass
@@ -186,6 +195,8 @@ class InputSchema:
         shape: per-sample shape, e.g. [30] or [1, 8, 8].
         dtype: "float32" or "int64".
         mean, std: standardisation statistics (training split), or None.
+        named: False when ``features`` are positional names made up for an array; then
+            only the count is checked at predict time.
     """
 
     name: str
@@ -194,6 +205,7 @@ class InputSchema:
     dtype: str
     mean: list[float] | None = None
     std: list[float] | None = None
+    named: bool = True
 
 
 @dataclass
@@ -219,7 +231,11 @@ class Preprocessor:
                 mean = mean_t.tolist()
                 std = torch.where(std_t > 0, std_t, torch.ones_like(std_t)).tolist()
             dtype = "float32" if t.is_floating_point() else "int64"
-            schemas.append(InputSchema(name, features, list(t.shape[1:]), dtype, mean, std))
+            named = features is not None
+            if features is None and t.ndim == 2:  # arrays: positional names, never checked
+                prefix = "x" if raw.style == "single" else f"{name}_"
+                features = [f"{prefix}{i}" for i in range(t.shape[1])]
+            schemas.append(InputSchema(name, features, list(t.shape[1:]), dtype, mean, std, named))
         return cls(raw.style, schemas)
 
     def transform(self, raw: RawInputs, source: str = "input") -> tuple[Tensor, ...] | dict[str, Tensor]:
@@ -249,7 +265,7 @@ class Preprocessor:
 
 def _check_shape(s: InputSchema, t: Tensor, features: list[str] | None, source: str) -> Tensor:
     """``t`` checked against the schema; table columns in another order are put in order."""
-    if s.features is not None and features is not None and features != s.features:
+    if s.named and s.features is not None and features is not None and features != s.features:
         if sorted(features) != sorted(s.features):
             raise DataError(f"{source}: expected {len(s.features)} features [{_names(s.features)}], "
                             f"got {len(features)} [{_names(features)}]")
@@ -303,8 +319,11 @@ def _single(x: Any, name: str, source: str) -> tuple[Any, list[str] | None]:
         return feature_matrix(cols, cols.names), cols.names
     if isinstance(x, Tensor):
         t = x.unsqueeze(1) if x.ndim == 1 else x
-        names = [f"{name}{i}" for i in range(t.shape[1])] if t.ndim == 2 else None
-        return t, names
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):  # as for arrays below
+            bad = torch.nonzero(~torch.isfinite(t))[0].tolist()
+            raise DataError(f"{source}: non-finite value at row {bad[0] + 1}"
+                            + (f", feature {bad[1]}" if len(bad) > 1 else ""))
+        return t, None
     a = np.asarray(x)
     if a.dtype.kind not in "iufb":
         raise DataError(f"{source}: features must be numeric, got an array of {a.dtype}")
@@ -316,16 +335,15 @@ def _single(x: Any, name: str, source: str) -> tuple[Any, list[str] | None]:
         bad = np.argwhere(~np.isfinite(a))[0]
         raise DataError(f"{source}: non-finite value at row {bad[0] + 1}"
                         + (f", feature {bad[1]}" if a.ndim > 1 else ""))
-    names = [f"{name}{i}" for i in range(a.shape[1])] if a.ndim == 2 else None
-    return a, names
+    return a, None
 
 
 def raw_inputs(x: Any, source: str = "input") -> RawInputs:
     """Normalise an array, tensor, DataFrame, tuple of them or dict of them.
 
     Example:
-        >>> raw_inputs(np.zeros((4, 2))).arrays["x"][1]
-        ['x0', 'x1']
+        >>> raw_inputs((np.zeros((4, 2)), np.zeros((4, 3)))).style
+        'positional'
     """
     if isinstance(x, Mapping):
         return RawInputs("named", {str(k): _single(v, str(k), f"{source}[{k!r}]") for k, v in x.items()})

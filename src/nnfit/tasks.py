@@ -244,6 +244,8 @@ class RegressionTask:
         """Mean loss of a batch. Shape: out (n,) or (n, k); target (n, k)."""
         if out.ndim == 1:
             out = out.unsqueeze(-1)
+        if target.ndim == 1:  # a Dataset/DataLoader yields (n,) targets: (n, 1) vs (n,) broadcasts
+            target = target.unsqueeze(-1)
         return self._fn(out, target)
 
     def unscale(self, t: Tensor) -> Tensor:

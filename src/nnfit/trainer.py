@@ -14,16 +14,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from .callbacks import Callback, History, ProgressBar
 from .checkpoint import optimizer_from_parts, optimizer_to_parts, split_prefix
 from .config import TrainConfig, train_config
-from .data import DataSource, Inputs, as_source, first_input
+from .data import DataSource, Inputs, LoaderData, as_source, first_input
 from .errors import ConfigError
 from .metrics import metric_direction
 from .optim import Schedule, build_optimizer, build_schedule
@@ -113,8 +114,8 @@ class Trainer:
     def train_step(self, inputs: Inputs, target: Tensor, scale: float) -> Tensor:
         """Forward, loss and backward for one batch; returns the detached, unscaled loss.
 
-        ``scale`` is ``1 / accumulate``: gradients of an accumulation window add up to the
-        gradient of their mean.
+        ``scale`` is ``1 / (batches in this accumulation window)``: gradients of a window add
+        up to the gradient of their mean, also for a shorter last window of the epoch.
         """
         output = self.forward(self.model, inputs)
         loss = self.compute_loss(output, target)
@@ -160,14 +161,16 @@ class Trainer:
         self.model, self.task = model.to(rt.device), task
         train = as_source(train, target).to(rt.device)
         val = None if val is None else as_source(val, val_target).to(rt.device)
-        self.batches_per_epoch = _num_batches(len(train), c.batch_size, self._drop_single())
+        self.batches_per_epoch = _num_batches(train, c.batch_size, self._drop_single())
         if self.batches_per_epoch == 0:
             raise ConfigError("no training batches: the training data is empty")
         steps_per_epoch = math.ceil(self.batches_per_epoch / c.accumulate)
-        self.optimizer = build_optimizer(model.parameters(), c)
-        self.schedule = build_schedule(self.optimizer, c, steps_per_epoch)
-        self.state = FitState()
         monitor = c.monitor if val is not None or not c.monitor.startswith("val_") else "train_loss"
+        self.optimizer = build_optimizer(model.parameters(), c)
+        # "plateau" takes its direction from the monitor actually watched (train_loss without
+        # validation data), not from a configured val_ metric that is never logged.
+        self.schedule = build_schedule(self.optimizer, replace(c, monitor=monitor), steps_per_epoch)
+        self.state = FitState()
         if resume is not None:
             self._restore(*resume)
         self.optimizer.zero_grad(set_to_none=True)
@@ -211,12 +214,14 @@ class Trainer:
         model.train()
         self._loss_sum = torch.zeros((), device=self.runtime.device)
         self._loss_n = 0
-        scale = 1.0 / c.accumulate
         n_batches = self.batches_per_epoch
+        # The epoch's last accumulation window may hold fewer batches than ``accumulate``.
+        last_start = (n_batches - 1) // c.accumulate * c.accumulate
         for i, (inputs, target) in enumerate(
             train.batches(c.batch_size, shuffle=True, generator=self.generator,
                           drop_single=self._drop_single())
         ):
+            scale = 1.0 / (n_batches - last_start if i >= last_start else c.accumulate)
             loss = self.train_step(inputs, target, scale)
             if (i + 1) % c.accumulate == 0 or i + 1 == n_batches:
                 self.optimizer_step()
@@ -257,8 +262,9 @@ class Trainer:
         p, st = self.config.patience, self.state
         if p and monitor.startswith("val_") and st.epoch - st.best_epoch >= p:
             st.stop = True
-            st.stop_reason = (f"early stopping: {monitor} did not improve for {p} epochs "
-                              f"(best {st.best:.4g} at epoch {st.best_epoch})")
+            best = (f"best {st.best:.4g} at epoch {st.best_epoch}" if st.best is not None
+                    else "no finite value")  # None when every value so far was NaN
+            st.stop_reason = f"early stopping: {monitor} did not improve for {p} epochs ({best})"
 
     # ------------------------------------------------------------------ evaluate / predict
     @torch.inference_mode()
@@ -316,7 +322,8 @@ class Trainer:
         if st.best_weights is not None:
             tensors.update({f"best/{k}": v for k, v in st.best_weights.items()})
         meta = {
-            "epoch": st.epoch, "step": st.step, "history": st.history.records,
+            "epoch": st.epoch, "step": st.step, "epochs": self.config.epochs,
+            "history": st.history.records,
             "best": st.best, "best_epoch": st.best_epoch, "stop": st.stop,
             "stop_reason": st.stop_reason, "optimizer": opt_meta,
             "scheduler": None if self.schedule is None else self.schedule.scheduler.state_dict(),
@@ -328,6 +335,12 @@ class Trainer:
         self.model.load_state_dict(split_prefix(tensors, "model/"))
         optimizer_from_parts(self.optimizer, tensors, meta["optimizer"])
         if self.schedule is not None and meta.get("scheduler") is not None:
+            planned = meta.get("epochs", self.config.epochs)
+            if self.schedule.interval == "step" and planned != self.config.epochs:
+                # A per-step schedule laid its whole curve over the original number of epochs.
+                raise ConfigError(
+                    f"scheduler {self.config.scheduler!r} was planned over epochs={planned}: "
+                    f"resume with epochs={planned}, or start a new run for more epochs")
             self.schedule.scheduler.load_state_dict(meta["scheduler"])
         torch.set_rng_state(tensors["rng/torch"])
         self.generator.set_state(tensors["rng/data"])
@@ -342,7 +355,10 @@ class Trainer:
         )
 
 
-def _num_batches(n: int, batch_size: int, drop_single: bool) -> int:
+def _num_batches(source: DataSource, batch_size: int, drop_single: bool) -> int:
+    if isinstance(source, LoaderData) and isinstance(source.data, DataLoader):
+        return len(source.data)  # the user's loader decides the batching
+    n = len(source)
     full = math.ceil(n / batch_size)
     return full - 1 if drop_single and n > 1 and n % batch_size == 1 else full
 

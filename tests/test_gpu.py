@@ -1,0 +1,72 @@
+"""CUDA tier: runs only where a GPU is present (``pytest -m gpu``); skipped elsewhere."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import nnfit
+from nnfit.cli import main
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def _data(n=512, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    return x, y
+
+
+def test_fit_on_cuda_matches_cpu_closely():
+    x, y = _data()
+    runs = {}
+    for dev in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = nnfit.MLP(8, [32], 1)
+        learner = nnfit.fit(model, x, y, epochs=5, device=dev, quiet=True, patience=0)
+        assert next(learner.model.parameters()).device.type == dev
+        runs[dev] = learner.predict_proba(x)
+    assert np.allclose(runs["cpu"], runs["cuda"], atol=1e-4)
+
+
+def test_training_loop_has_no_per_step_sync_on_cuda():
+    x, y = _data(n=1024)
+    task = nnfit.tasks.make_task("binary", y)
+    target = task.encode_target(y)
+    inputs = (torch.from_numpy(x),)
+
+    class NoSync(nnfit.Callback):
+        """Every step of the epoch runs with CUDA sync debugging set to raise; the mode is
+        reset after the last batch, before the loop's one deliberate per-epoch read."""
+
+        def on_epoch_start(self, t):
+            torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_batch_end(self, t, batch):
+            if batch == t.batches_per_epoch - 1:
+                torch.cuda.set_sync_debug_mode("default")
+
+    kw = dict(epochs=2, batch_size=64, device="cuda", quiet=True, patience=0, val_split=0)
+    nnfit.Trainer(**kw).fit(nnfit.MLP(8, [32], 1), inputs, task=task, target=target)  # warm-up
+    try:
+        nnfit.Trainer(**kw, callbacks=[NoSync()]).fit(nnfit.MLP(8, [32], 1), inputs, task=task,
+                                                      target=target)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cli_train_resume_predict_on_cuda(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "wine", "--device", "cuda", "--epochs", "3", "--quiet",
+                 "--patience", "0", "--out", "run"]) == 0
+    assert main(["train", "--resume", "run", "--epochs", "5", "--quiet"]) == 0
+    assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 6
+    capsys.readouterr()
+    assert main(["evaluate", "run", "run/test.csv", "--json", "--device", "cuda"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0.0 <= metrics["accuracy"] <= 1.0
