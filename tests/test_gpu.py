@@ -34,6 +34,7 @@ def test_fit_on_cuda_matches_cpu_closely():
     assert np.allclose(runs["cpu"], runs["cuda"], atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype")
 def test_training_loop_has_no_per_step_sync_on_cuda():
     x, y = _data(n=1024)
     task = nnfit.tasks.make_task("binary", y)
