@@ -18,16 +18,6 @@ from nnfit.tables import Columns, Preprocessor, feature_matrix, raw_inputs, read
 from nnfit.tasks import LabelMap, infer_task
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tensors here are tiny: a second intra-op thread only spins, and on a busy machine
-    # the spinning costs more time than the parallelism saves.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path

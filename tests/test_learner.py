@@ -22,16 +22,6 @@ from nnfit.summary import capture_activations
 QUICK = {"epochs": 3, "quiet": True, "device": "cpu", "batch_size": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tensors here are tiny: a second intra-op thread only spins, and on a busy machine
-    # the spinning costs more time than the parallelism saves.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)

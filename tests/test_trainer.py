@@ -35,17 +35,6 @@ OUT_FEATURES = {"multiclass": 3, "binary": 1, "regression": 1}
 # --- helpers --------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors here are tiny: extra intra-op threads only add overhead, and on a busy machine
-    their spinning makes the file many times slower. Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 def _problem(task: str, n: int = 150, d: int = 6, seed: int = 0):
     """Inputs, raw labels, the fitted task and its encoded targets of a learnable problem."""
     g = torch.Generator().manual_seed(seed)
