@@ -87,7 +87,7 @@ def write_columns_csv(path: Path, cols: Columns) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols.names)
-    w.writerows(zip(*[a.tolist() for a in cols.arrays.values()]))
+    w.writerows(zip(*[a.tolist() for a in cols.arrays.values()], strict=False))
     atomic_write_text(path, buf.getvalue())
 
 
@@ -179,7 +179,7 @@ def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list
     if proba:
         p = learner.predict_proba(cols)
         header += [f"proba_{c}" for c in learner.classes]
-        rows = [r + pr for r, pr in zip(rows, p.tolist())]
+        rows = [r + pr for r, pr in zip(rows, p.tolist(), strict=False)]
     return header, rows
 
 

@@ -13,7 +13,7 @@ A streaming or sharded (DDP) source only has to implement the same three members
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import DataError
 
-Inputs = Union[tuple[Tensor, ...], dict[str, Tensor]]
-Batch = tuple[Inputs, Union[Tensor, None]]
+Inputs = tuple[Tensor, ...] | dict[str, Tensor]
+Batch = tuple[Inputs, Tensor | None]
 
 
 class DataSource(Protocol):

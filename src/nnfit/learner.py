@@ -19,14 +19,27 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
 from .callbacks import Callback, History
-from .checkpoint import (atomic_write_json, load_state_dict_strict, load_tensors, read_json,
-                         save_weights, split_prefix)
+from .checkpoint import (
+    atomic_write_json,
+    load_state_dict_strict,
+    load_tensors,
+    read_json,
+    save_weights,
+)
 from .config import TrainConfig, train_config
 from .data import LoaderData, TensorData, split_indices
 from .errors import CheckpointError, ConfigError, DataError
 from .models import build_model, model_spec
 from .summary import ModelSummary, summarize
-from .tables import Columns, Preprocessor, RawInputs, columns_from_frame, is_frame, raw_inputs, read_columns
+from .tables import (
+    Columns,
+    Preprocessor,
+    RawInputs,
+    columns_from_frame,
+    is_frame,
+    raw_inputs,
+    read_columns,
+)
 from .tasks import ClassificationTask, Task, infer_task, make_task, task_from_dict
 from .trainer import Trainer
 
@@ -125,7 +138,7 @@ class Learner:
             zeros = [torch.zeros([2, *s.shape], dtype=torch.float32 if s.dtype == "float32"
                                  else torch.long) for s in self.preprocessor.inputs]
             names = [s.name for s in self.preprocessor.inputs]
-            sample_input = (dict(zip(names, zeros)) if self.preprocessor.style == "named"
+            sample_input = (dict(zip(names, zeros, strict=False)) if self.preprocessor.style == "named"
                             else zeros[0] if self.preprocessor.style == "single" else tuple(zeros))
         dev = next(self.model.parameters(), torch.zeros(0)).device
         if isinstance(sample_input, Tensor):

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from .callbacks import Callback, History, ProgressBar
 from .checkpoint import optimizer_from_parts, optimizer_to_parts, split_prefix
 from .config import TrainConfig, train_config
-from .data import DataSource, Inputs, LoaderData, as_source, first_input
+from .data import DataSource, Inputs, LoaderData, as_source
 from .errors import ConfigError
 from .metrics import metric_direction
 from .optim import Schedule, build_optimizer, build_schedule
