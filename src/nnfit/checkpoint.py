@@ -102,7 +102,9 @@ def save_weights(model: nn.Module | dict[str, Tensor], path: str | Path) -> None
     """Save a model's ``state_dict`` (parameters and buffers) as a safetensors file.
 
     Example:
-        >>> save_weights(torch.nn.Linear(2, 1), "/tmp/w.safetensors")
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_weights(torch.nn.Linear(2, 1), pathlib.Path(d) / "w.safetensors")
     """
     sd = model.state_dict() if isinstance(model, nn.Module) else model
     save_tensors(path, sd, {"format": FORMAT_VERSION, "kind": "weights"})

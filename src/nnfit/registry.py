@@ -32,7 +32,7 @@ class Registry(Generic[T]):
 
     Example:
         >>> acts = Registry("activation")
-        >>> acts.register("relu", "ReLU", "max(0, x)")
+        >>> _ = acts.register("relu", "ReLU", "max(0, x)")
         >>> acts.get("relu")
         'ReLU'
     """

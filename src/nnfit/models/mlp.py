@@ -150,18 +150,25 @@ class MLP(nn.Sequential):
             >>> MLP(4, [8], 2).spec()["hidden"]
             [8]
         """
-        return {
-            "name": "mlp",
-            "in_features": self.in_features,
-            "hidden": list(self.hidden),
-            "out_features": self.out_features,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "batchnorm": self.batchnorm,
-        }
+        return stack_spec("mlp", self)
 
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, hidden={self.hidden}, "
-            f"out_features={self.out_features}"
-        )
+        return stack_repr(self)
+
+
+def stack_spec(name: str, m: Any) -> dict[str, Any]:
+    """The spec shared by the layer-stack models (MLP, ResidualMLP): sizes and options."""
+    return {
+        "name": name,
+        "in_features": m.in_features,
+        "hidden": list(m.hidden),
+        "out_features": m.out_features,
+        "activation": m.activation,
+        "dropout": m.dropout,
+        "batchnorm": m.batchnorm,
+    }
+
+
+def stack_repr(m: Any) -> str:
+    """``extra_repr`` of the layer-stack models."""
+    return f"in_features={m.in_features}, hidden={m.hidden}, out_features={m.out_features}"

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .activations import make_activation
-from .mlp import _check_hidden, _check_options, _check_size
+from .mlp import _check_hidden, _check_options, _check_size, stack_repr, stack_spec
 
 
 class ResidualBlock(nn.Module):
@@ -170,18 +170,7 @@ class ResidualMLP(nn.Module):
             >>> ResidualMLP(4, [8], 2).spec()["name"]
             'resmlp'
         """
-        return {
-            "name": "resmlp",
-            "in_features": self.in_features,
-            "hidden": list(self.hidden),
-            "out_features": self.out_features,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "batchnorm": self.batchnorm,
-        }
+        return stack_spec("resmlp", self)
 
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, hidden={self.hidden}, "
-            f"out_features={self.out_features}"
-        )
+        return stack_repr(self)
