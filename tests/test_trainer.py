@@ -125,12 +125,19 @@ class _BatchLR(nnfit.Callback):
 
 # --- 1. parity with a hand-written loop -----------------------------------------------------
 
+# nnfit steps sgd/adam/adamw with torch's fused kernels by default (fused=False for the
+# per-tensor implementation); the hand loops ask torch for the same implementation.
 OPTIMIZERS = {
-    "adam": ({"optimizer": "adam", "lr": 1e-2}, lambda p: torch.optim.Adam(p, lr=1e-2)),
+    "adam": ({"optimizer": "adam", "lr": 1e-2},
+             lambda p: torch.optim.Adam(p, lr=1e-2, fused=True)),
+    "adam-unfused": ({"optimizer": "adam", "lr": 1e-2, "fused": False},
+                     lambda p: torch.optim.Adam(p, lr=1e-2)),
     "adamw": ({"optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.05},
-              lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05)),
+              lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05, fused=True)),
     "sgd": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
-            lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True)),
+            lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, fused=True)),
+    "sgd-unfused": ({"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "fused": False},
+                    lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
     "rmsprop": ({"optimizer": "rmsprop", "lr": 1e-3, "momentum": 0.5},
                 lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.5)),
 }
@@ -186,7 +193,7 @@ def test_step_schedule_and_grad_clip_match_hand_loop(monkeypatch) -> None:
 
     monkeypatch.setattr(nn.utils, "clip_grad_norm_", recording_clip)
     _hand_loop(theirs, x, target, F.cross_entropy, lambda p: torch.optim.SGD(p, lr=0.2,
-               momentum=0.9), seed=SEED, clip=0.1,
+               momentum=0.9, fused=True), seed=SEED, clip=0.1,
                make_sched=lambda o: lrs.StepLR(o, step_size=1, gamma=0.5))
 
     _assert_bitwise_equal(ours.state_dict(), theirs.state_dict())
@@ -422,7 +429,7 @@ def test_gradients_are_cleared_after_every_step_and_stale_ones_ignored() -> None
     assert probe.cleared == [True, True]
 
     # two plain SGD steps by hand, zeroing before each backward as the lesson does
-    opt = torch.optim.SGD(theirs.parameters(), lr=0.1)
+    opt = torch.optim.SGD(theirs.parameters(), lr=0.1, fused=True)
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(SEED))
     for idx in (perm[:32], perm[32:]):
         opt.zero_grad()

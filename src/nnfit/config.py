@@ -90,6 +90,12 @@ class TrainConfig:
             the original units). Default True.
         checkpoint_every: write the last checkpoint every N epochs when a run directory is
             given; 0 disables. Default 1.
+        fused: use the optimizer's fused kernel (sgd, adam, adamw) where torch has one for
+            the device. Default True.
+        threads: CPU intra-op threads while training; 0 picks one thread for small models
+            (where a second thread only adds synchronisation) and torch's default otherwise.
+        compile: train through ``torch.compile(model)``; the first step's time (mostly
+            compilation) is reported as ``compile_time`` in the first epoch's logs.
     """
 
     epochs: int = 100
@@ -121,8 +127,12 @@ class TrainConfig:
     standardize: bool = True
     scale_target: bool = True
     checkpoint_every: int = 1
+    fused: bool = True
+    threads: int = 0
+    compile: bool = False
 
     def __post_init__(self) -> None:
+        _check(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")

@@ -108,18 +108,24 @@ class TensorData:
         """
         n = self._n
         stop = n - 1 if drop_single and n > 1 and n % batch_size == 1 else n
+        # Hoisted out of the loop: the tensors to slice and how to hand them to the model.
+        names = list(self.inputs) if isinstance(self.inputs, dict) else None
+        tensors = list(self.inputs.values()) if names is not None else list(self.inputs)
+        target = self.target
+
+        def pack(rows: Any) -> Batch:
+            xs = [t[rows] for t in tensors]
+            return (dict(zip(names, xs, strict=True)) if names is not None else tuple(xs),
+                    None if target is None else target[rows])
+
         if not shuffle:
             for i in range(0, stop, batch_size):
-                yield _map(self.inputs, lambda t, i=i: t[i:i + batch_size]), (
-                    None if self.target is None else self.target[i:i + batch_size])
+                yield pack(slice(i, i + batch_size))
             return
         # One permutation per epoch, drawn on the CPU generator (checkpointable), moved once.
-        device = first_input(self.inputs).device
-        perm = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        perm = torch.randperm(n, generator=generator).to(tensors[0].device, non_blocking=True)
         for i in range(0, stop, batch_size):
-            idx = perm[i:i + batch_size]
-            yield _map(self.inputs, lambda t, idx=idx: t[idx]), (
-                None if self.target is None else self.target[idx])
+            yield pack(perm[i:i + batch_size])
 
 
 def _split_item(item: Any) -> Batch:

@@ -28,7 +28,7 @@ from .data import DataSource, Inputs, LoaderData, as_source
 from .errors import ConfigError
 from .metrics import metric_direction
 from .optim import Schedule, build_optimizer, build_schedule
-from .runtime import Runtime, make_runtime
+from .runtime import Runtime, cpu_threads, make_runtime
 from .tasks import Task
 
 
@@ -93,6 +93,8 @@ class Trainer:
         self._batch_cbs = [c for c in self.callbacks if _overrides(type(c), "on_train_batch_end")]
         self.state = FitState()
         self.model: nn.Module | None = None
+        self.step_model: nn.Module | None = None
+        self.compile_time: float | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.schedule: Schedule | None = None
         self.task: Task | None = None
@@ -117,7 +119,7 @@ class Trainer:
         ``scale`` is ``1 / (batches in this accumulation window)``: gradients of a window add
         up to the gradient of their mean, also for a shorter last window of the epoch.
         """
-        output = self.forward(self.model, inputs)
+        output = self.forward(self.step_model, inputs)
         loss = self.compute_loss(output, target)
         (loss * scale if scale != 1.0 else loss).backward()
         return loss.detach()
@@ -174,35 +176,50 @@ class Trainer:
         if resume is not None:
             self._restore(*resume)
         self.optimizer.zero_grad(set_to_none=True)
+        # Decided once per fit: CPU threads for this model size, and the (compiled) step model.
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        threads, threads_before = cpu_threads(rt, n_params, c.batch_size, c.threads), torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        self.step_model = torch.compile(model) if c.compile else model
+        self.compile_time = None
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
             while self.state.epoch < c.epochs and not self.state.stop:
-                t0 = time.perf_counter()
-                for cb in self.callbacks:
-                    cb.on_epoch_start(self)
-                train_loss = self._train_epoch(train)
-                logs = {"epoch": self.state.epoch + 1, "train_loss": train_loss}
-                if val is not None:
-                    logs.update({f"val_{k}": v for k, v in self.evaluate(model, val).items()
-                                 if not isinstance(v, list)})
-                logs["lr"] = self.optimizer.param_groups[0]["lr"]
-                self._step_epoch_schedule(logs, monitor)
-                improved = self._track_best(logs, monitor)
-                self.state.epoch += 1
-                logs["time"] = time.perf_counter() - t0
-                self.state.history.append(logs)
-                self._early_stop(monitor)
-                for cb in self.callbacks:
-                    cb.on_epoch_end(self, logs)
-                if checkpoint_fn is not None:
-                    checkpoint_fn(self, improved)
+                self._run_epoch(train, val, monitor, checkpoint_fn)
         finally:
+            torch.set_num_threads(threads_before)
             for cb in self.callbacks:
                 cb.on_fit_end(self)
         if c.restore_best and self.state.best_weights is not None:
             model.load_state_dict(self.state.best_weights)
         return self.state.history
+
+    def _run_epoch(self, train: DataSource, val: DataSource | None, monitor: str,
+                   checkpoint_fn: Any) -> None:
+        """Train one epoch, validate, step the epoch schedule, log, track the best, checkpoint."""
+        t0 = time.perf_counter()
+        for cb in self.callbacks:
+            cb.on_epoch_start(self)
+        train_loss = self._train_epoch(train)
+        logs: dict[str, Any] = {"epoch": self.state.epoch + 1, "train_loss": train_loss}
+        if val is not None:
+            logs.update({f"val_{k}": v for k, v in self.evaluate(self.model, val).items()
+                         if not isinstance(v, list)})
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        self._step_epoch_schedule(logs, monitor)
+        improved = self._track_best(logs, monitor)
+        self.state.epoch += 1
+        logs["time"] = time.perf_counter() - t0
+        if self.compile_time is not None and self.state.epoch == 1:
+            logs["compile_time"] = self.compile_time
+        self.state.history.append(logs)
+        self._early_stop(monitor)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, logs)
+        if checkpoint_fn is not None:
+            checkpoint_fn(self, improved)
 
     def _drop_single(self) -> bool:
         # BatchNorm cannot normalise a batch of one sample in training mode.
@@ -222,7 +239,10 @@ class Trainer:
                           drop_single=self._drop_single())
         ):
             scale = 1.0 / (n_batches - last_start if i >= last_start else c.accumulate)
-            loss = self.train_step(inputs, target, scale)
+            if self.config.compile and self.state.step == 0 and i == 0:
+                loss = self._timed_first_step(inputs, target, scale)
+            else:
+                loss = self.train_step(inputs, target, scale)
             if (i + 1) % c.accumulate == 0 or i + 1 == n_batches:
                 self.optimizer_step()
             n = len(target)
@@ -232,6 +252,14 @@ class Trainer:
             for cb in self._batch_cbs:
                 cb.on_train_batch_end(self, i)
         return (self._loss_sum / max(1, self._loss_n)).item()  # sync: once per epoch
+
+    def _timed_first_step(self, inputs: Inputs, target: Tensor, scale: float) -> Tensor:
+        """The first compiled step, timed: its time is almost all compilation."""
+        t0 = time.perf_counter()
+        loss = self.train_step(inputs, target, scale)
+        self.runtime.synchronize()  # sync: once per fit, so the time is the compile's
+        self.compile_time = time.perf_counter() - t0
+        return loss
 
     def _step_epoch_schedule(self, logs: dict[str, Any], monitor: str) -> None:
         sched = self.schedule
