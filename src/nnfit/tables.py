@@ -208,6 +208,28 @@ class InputSchema:
     named: bool = True
 
 
+def column_stats(t: Tensor, chunk: int = 1 << 16) -> tuple[list[float], list[float]]:
+    """Per-column mean and (population) standard deviation of a 2-D tensor.
+
+    Computed in float64 over row chunks merged with Chan's formula, so a large table is never
+    copied whole to float64. A constant column gets std 1 (it is centred, not scaled).
+    """
+    n = 0
+    mean = torch.zeros(t.shape[1], dtype=torch.float64)
+    m2 = torch.zeros(t.shape[1], dtype=torch.float64)
+    for i in range(0, len(t), chunk):
+        block = t[i:i + chunk].double()
+        nb = len(block)
+        var_b, mean_b = torch.var_mean(block, dim=0, correction=0)
+        delta = mean_b - mean
+        total = n + nb
+        mean += delta * (nb / total)
+        m2 += var_b * nb + delta.square() * (n * nb / total)
+        n = total
+    std = (m2 / max(n, 1)).sqrt()
+    return mean.tolist(), torch.where(std > 0, std, torch.ones_like(std)).tolist()
+
+
 @dataclass
 class Preprocessor:
     """Feature schema and standardisation for every model input, fitted on the training split.
@@ -226,10 +248,7 @@ class Preprocessor:
             t = _as_tensor(arr)
             mean = std = None
             if standardize and t.is_floating_point() and t.ndim == 2:
-                d = t.double()
-                mean_t, std_t = d.mean(0), d.std(0, unbiased=False)
-                mean = mean_t.tolist()
-                std = torch.where(std_t > 0, std_t, torch.ones_like(std_t)).tolist()
+                mean, std = column_stats(t)
             dtype = "float32" if t.is_floating_point() else "int64"
             named = features is not None
             if features is None and t.ndim == 2:  # arrays: positional names, never checked
@@ -250,8 +269,8 @@ class Preprocessor:
             t = _as_tensor(arr)
             t = _check_shape(s, t, features, source)
             t = t.float() if s.dtype == "float32" else t.long()
-            if s.mean is not None:
-                t = (t - torch.tensor(s.mean, dtype=t.dtype)) / torch.tensor(s.std, dtype=t.dtype)
+            if s.mean is not None:  # one new tensor; the caller's data is never modified
+                t = t.sub(torch.tensor(s.mean, dtype=t.dtype)).div_(torch.tensor(s.std, dtype=t.dtype))
             out[s.name] = t.contiguous()
         return out if self.style == "named" else tuple(out.values())
 

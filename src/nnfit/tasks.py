@@ -92,16 +92,22 @@ class LabelMap:
         y = np.asarray(y).reshape(-1)
         index = {c: i for i, c in enumerate(self.classes)}
         text_index = {str(c): i for i, c in enumerate(self.classes)}
-        out = np.empty(len(y), dtype=np.int64)
+        try:  # look up each distinct value once, not each row
+            values, first, inverse = np.unique(y, return_index=True, return_inverse=True)
+        except TypeError:  # mixed, unorderable objects
+            values, first, inverse = y, np.arange(len(y)), np.arange(len(y))
+        codes = np.empty(len(values), dtype=np.int64)
         unseen: list = []
-        for i, v in enumerate(y.tolist()):
+        for i, v in enumerate(values.tolist()):
             j = index.get(v)
             if j is None:
                 j = text_index.get(str(v))  # "1" in a CSV read as text matches the int label 1
             if j is None:
-                unseen.append(v)
+                unseen.append((first[i], v))
                 j = 0
-            out[i] = j
+            codes[i] = j
+        out = codes[inverse.reshape(-1)]
+        unseen = [v for _, v in sorted(unseen)]  # in the order they appear in the data
         if unseen:
             shown = ", ".join(repr(v) for v in list(dict.fromkeys(unseen))[:5])
             raise DataError(

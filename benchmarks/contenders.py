@@ -1,0 +1,209 @@
+"""One benchmark contender, run in a fresh process: ``python contenders.py NAME SPEC_JSON``.
+
+Every contender trains the same MLP (features-128-128-classes, Adam, lr 1e-3) on the same
+preloaded synthetic data for the same epochs and batch size, then scores the same validation
+rows. It prints one JSON line: training seconds (in process, after imports and a shared
+warm-up), samples/s, validation accuracy and peak memory. Imports of the peers happen inside
+their functions, so a missing peer only fails its own row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HIDDEN = 128
+
+
+def make_data(rows: int, features: int, classes: int, seed: int = 0):
+    """Deterministic synthetic classification: a random linear teacher plus noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, features), dtype=np.float32)
+    w = rng.standard_normal((features, classes), dtype=np.float32)
+    logits = x @ w + 0.5 * rng.standard_normal((rows, classes), dtype=np.float32)
+    y = logits.argmax(1).astype(np.int64)
+    n_val = rows // 10
+    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+
+
+def mlp(features: int, classes: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN),
+                         nn.ReLU(), nn.Linear(HIDDEN, classes))
+
+
+def warm_up(device: str) -> None:
+    """Pay torch's one-time costs (lazy imports of the optimizer machinery, first kernels)
+    before any contender's clock starts, so no contender is charged for them."""
+    m = mlp(4, 2).to(device)
+    opt = torch.optim.Adam(m.parameters())
+    F.cross_entropy(m(torch.zeros(2, 4, device=device)), torch.zeros(2, dtype=torch.long,
+                                                                     device=device)).backward()
+    opt.step()
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str) -> float:
+    model.eval()
+    pred = model(torch.from_numpy(x).to(device)).argmax(1).cpu().numpy()
+    return float((pred == y).mean())
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------ contenders
+def run_nnfit(spec, xtr, ytr, xva, yva):
+    import nnfit
+
+    torch.manual_seed(0)
+    model = mlp(xtr.shape[1], spec["classes"])
+    t0 = time.perf_counter()
+    learner = nnfit.fit(model, xtr, ytr, epochs=spec["epochs"], batch_size=spec["batch"],
+                        val_split=0, patience=0, quiet=True, device=spec["device"])
+    _sync(spec["device"])
+    seconds = time.perf_counter() - t0
+    return seconds, float((learner.predict(xva) == yva).mean())
+
+
+def _minimal(spec, xtr, ytr, loader: bool):
+    dev, bs = spec["device"], spec["batch"]
+    torch.manual_seed(0)
+    model = mlp(xtr.shape[1], spec["classes"]).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    t0 = time.perf_counter()
+    x, y = torch.from_numpy(xtr).to(dev), torch.from_numpy(ytr).to(dev)
+    if loader:
+        from torch.utils.data import DataLoader, TensorDataset
+
+        dl = DataLoader(TensorDataset(torch.from_numpy(xtr), torch.from_numpy(ytr)),
+                        batch_size=bs, shuffle=True)
+    model.train()
+    for _ in range(spec["epochs"]):
+        if loader:
+            batches = ((xb.to(dev), yb.to(dev)) for xb, yb in dl)
+        else:
+            perm = torch.randperm(len(x), device=dev)
+            batches = ((x[perm[i:i + bs]], y[perm[i:i + bs]]) for i in range(0, len(x), bs))
+        for xb, yb in batches:
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    _sync(dev)
+    return time.perf_counter() - t0, model
+
+
+def run_minimal(spec, xtr, ytr, xva, yva):
+    seconds, model = _minimal(spec, xtr, ytr, loader=False)
+    return seconds, accuracy(model, xva, yva, spec["device"])
+
+
+def run_dataloader(spec, xtr, ytr, xva, yva):
+    seconds, model = _minimal(spec, xtr, ytr, loader=True)
+    return seconds, accuracy(model, xva, yva, spec["device"])
+
+
+def run_lightning(spec, xtr, ytr, xva, yva):
+    import logging
+    import warnings
+
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+    class Module(L.LightningModule):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, _):
+            xb, yb = batch
+            return F.cross_entropy(self.net(xb), yb)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    torch.manual_seed(0)
+    module = Module(mlp(xtr.shape[1], spec["classes"]))
+    dl = DataLoader(TensorDataset(torch.from_numpy(xtr), torch.from_numpy(ytr)),
+                    batch_size=spec["batch"], shuffle=True)
+    trainer = L.Trainer(max_epochs=spec["epochs"], accelerator="gpu" if spec["device"] == "cuda" else "cpu",
+                        devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    t0 = time.perf_counter()
+    trainer.fit(module, dl)
+    _sync(spec["device"])
+    seconds = time.perf_counter() - t0
+    return seconds, accuracy(module.net.to(spec["device"]), xva, yva, spec["device"])
+
+
+def run_skorch(spec, xtr, ytr, xva, yva):
+    from skorch import NeuralNetClassifier
+
+    torch.manual_seed(0)
+    net = NeuralNetClassifier(mlp(xtr.shape[1], spec["classes"]), criterion=nn.CrossEntropyLoss,
+                              optimizer=torch.optim.Adam, lr=1e-3, max_epochs=spec["epochs"],
+                              batch_size=spec["batch"], train_split=None, verbose=0,
+                              iterator_train__shuffle=True, device=spec["device"])
+    t0 = time.perf_counter()
+    net.fit(xtr, ytr)
+    _sync(spec["device"])
+    seconds = time.perf_counter() - t0
+    return seconds, float((net.predict(xva) == yva).mean())
+
+
+def run_keras(spec, xtr, ytr, xva, yva):
+    os.environ["KERAS_BACKEND"] = "torch"
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((xtr.shape[1],)),
+                              keras.layers.Dense(HIDDEN, activation="relu"),
+                              keras.layers.Dense(HIDDEN, activation="relu"),
+                              keras.layers.Dense(spec["classes"])])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    t0 = time.perf_counter()
+    model.fit(xtr, ytr, batch_size=spec["batch"], epochs=spec["epochs"], verbose=0, shuffle=True)
+    seconds = time.perf_counter() - t0
+    pred = model.predict(xva, batch_size=4096, verbose=0).argmax(1)
+    return seconds, float((pred == yva).mean())
+
+
+CONTENDERS = {
+    "nnfit": run_nnfit, "minimal_loop": run_minimal, "dataloader_loop": run_dataloader,
+    "lightning": run_lightning, "skorch": run_skorch, "keras": run_keras,
+}
+
+
+def main() -> None:
+    name, spec = sys.argv[1], json.loads(sys.argv[2])
+    xtr, ytr, xva, yva = make_data(spec["rows"], spec["features"], spec["classes"])
+    warm_up(spec["device"])
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seconds, acc = CONTENDERS[name](spec, xtr, ytr, xva, yva)
+    out = {
+        "seconds": seconds, "samples_per_s": len(xtr) * spec["epochs"] / seconds, "val_acc": acc,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mb": base_rss / 1024,
+    }
+    if spec["device"] == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
