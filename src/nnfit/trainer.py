@@ -27,7 +27,7 @@ from .config import TrainConfig, train_config
 from .data import DataSource, Inputs, LoaderData, as_source
 from .errors import ConfigError
 from .metrics import metric_direction
-from .optim import Schedule, build_optimizer, build_schedule
+from .optim import FusedStepper, Schedule, build_optimizer, build_schedule
 from .runtime import Runtime, cpu_threads, make_runtime
 from .tasks import Task
 
@@ -128,8 +128,8 @@ class Trainer:
         """Clip (when configured), step the optimizer and clear the gradients."""
         if self.config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.stepper.step()
+        self.stepper.zero_grad()
         self.state.step += 1
         if self.schedule is not None and self.schedule.interval == "step":
             self.schedule.scheduler.step()
@@ -175,6 +175,7 @@ class Trainer:
         self.state = FitState()
         if resume is not None:
             self._restore(*resume)
+        self.stepper = FusedStepper(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         # Decided once per fit: CPU threads for this model size, and the (compiled) step model.
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
