@@ -189,10 +189,34 @@ CONTENDERS = {
 }
 
 
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ingest(name: str, path: str) -> None:
+    """CSV -> float32 tensor, timed, with the peak memory it added beyond the imports."""
+    import pandas as pd  # imported up front for both readers, so neither pays the other's import
+
+    import nnfit.tables
+
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    if name == "nnfit_ingest":
+        x = nnfit.tables.read_table(path).numeric
+    else:
+        x = torch.tensor(pd.read_csv(path).to_numpy(), dtype=torch.float32)
+    seconds = time.perf_counter() - t0
+    print("RESULT " + json.dumps({"seconds": seconds, "extra_rss_mb": _rss_mb() - base,
+                                  "tensor_mb": x.numel() * 4 / 2**20, "shape": list(x.shape)}))
+
+
 def main() -> None:
     name, spec = sys.argv[1], json.loads(sys.argv[2])
+    if name.endswith("_ingest"):
+        return ingest(name, spec["path"])
     xtr, ytr, xva, yva = make_data(spec["rows"], spec["features"], spec["classes"])
-    warm_up(spec["device"])
+    if not spec.get("no_warm_up"):
+        warm_up(spec["device"])
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     seconds, acc = CONTENDERS[name](spec, xtr, ytr, xva, yva)
     out = {

@@ -17,5 +17,5 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "${PIP[@]}" "torch==2.13.0"
   fi
 fi
-"${PIP[@]}" -e ".[dev]"
+"${PIP[@]}" -e ".[dev,bench]"
 "$VENV/bin/python" -c "import nnfit, torch; print(f'nnfit {nnfit.__version__} with torch {torch.__version__} ready in $VENV')"

@@ -17,9 +17,10 @@ from .cli import dumps, flag_values, split_items
 from .config import RunConfig, make_run_config, read_config_file
 from .data import split_indices
 from .errors import ConfigError, DataError
+from .ingest import read_table
 from .learner import Learner, fit, load
 from .run import jsonable_metrics
-from .tables import Columns, read_columns
+from .tables import Columns
 from .tasks import infer_task
 
 
@@ -50,7 +51,7 @@ def _training_columns(cfg: RunConfig) -> tuple[Columns, str, str, str]:
     if d.data is not None:
         if d.target is None:
             raise ConfigError("--target is required with a data file")
-        cols = read_columns(d.data)
+        cols = read_table(d.data, exclude=d.target)
         if d.target not in cols.arrays:
             raise DataError(f"{d.data}: target column {d.target!r} not found "
                             f"(columns: {', '.join(cols.names[:12])})")
@@ -65,7 +66,7 @@ def _training_columns(cfg: RunConfig) -> tuple[Columns, str, str, str]:
 
 def take(cols: Columns, idx: np.ndarray) -> Columns:
     """The rows ``idx`` of every column."""
-    return Columns(cols.source, {k: v[idx] for k, v in cols.arrays.items()})
+    return cols.take(idx)
 
 
 def _run_dir(args: argparse.Namespace, name: str) -> Path:
@@ -157,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     target = args.target or learner.target_name
     if target is None:
         raise ConfigError("name the target column with --target")
-    metrics = learner.evaluate(read_columns(args.data), target=target)
+    metrics = learner.evaluate(read_table(args.data, exclude=target), target=target)
     metrics.pop("loss", None)
     if args.json:
         print(dumps(jsonable_metrics(metrics)))
@@ -187,7 +188,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     learner = load(args.run, device=args.device)
     if args.proba and learner.classes is None:
         raise ConfigError("--proba needs a classification model")
-    header, rows = _prediction_rows(learner, read_columns(args.data), args.proba)
+    header, rows = _prediction_rows(learner, read_table(args.data, exclude=learner.target_name),
+                                    args.proba)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)

@@ -29,6 +29,7 @@ from .checkpoint import (
 from .config import TrainConfig, train_config
 from .data import LoaderData, TensorData, split_indices
 from .errors import CheckpointError, ConfigError, DataError
+from .ingest import read_table
 from .models import build_model, model_spec
 from .summary import ModelSummary, summarize
 from .tables import (
@@ -38,7 +39,6 @@ from .tables import (
     columns_from_frame,
     is_frame,
     raw_inputs,
-    read_columns,
 )
 from .tasks import ClassificationTask, Task, infer_task, make_task, task_from_dict
 from .trainer import Trainer
@@ -209,8 +209,8 @@ def _raw(x: Any, source: str, drop: str | None = None) -> tuple[RawInputs, str]:
     """Unlabelled inputs and the name to use in errors; a table's target column ``drop`` is
     ignored when present, so the file used for evaluation can also be predicted."""
     if isinstance(x, (str, Path, Columns)) or is_frame(x):
-        cols = (read_columns(x) if isinstance(x, (str, Path))
-                else Columns(x.source, dict(x.arrays)) if isinstance(x, Columns)
+        cols = (read_table(x, exclude=drop) if isinstance(x, (str, Path))
+                else Columns(x.source, dict(x.arrays), x.block, x.block_names) if isinstance(x, Columns)
                 else columns_from_frame(x, source))
         if drop is not None and drop in cols.arrays and len(cols.arrays) > 1:
             cols.pop(drop)
@@ -221,8 +221,8 @@ def _raw(x: Any, source: str, drop: str | None = None) -> tuple[RawInputs, str]:
 def _xy(x: Any, y: Any, target: str | None, source: str) -> tuple[RawInputs, np.ndarray]:
     """Split user data into raw inputs and a target array."""
     if isinstance(x, (str, Path, Columns)) or is_frame(x):
-        cols = (read_columns(x) if isinstance(x, (str, Path))
-                else Columns(x.source, dict(x.arrays)) if isinstance(x, Columns)
+        cols = (read_table(x, exclude=target) if isinstance(x, (str, Path))
+                else Columns(x.source, dict(x.arrays), x.block, x.block_names) if isinstance(x, Columns)
                 else columns_from_frame(x, source))
         if y is None:
             if target is None:

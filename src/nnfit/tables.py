@@ -30,10 +30,24 @@ class Columns:
     Attributes:
         source: where they came from (a file name, "DataFrame"), for error messages.
         arrays: column name -> 1-D NumPy array, in file order.
+        block: optionally, the numeric columns as one (n, k) float32 array; ``arrays`` then
+            holds column views of it (see :mod:`nnfit.ingest`).
+        block_names: the columns of ``block``, in order.
     """
 
     source: str
     arrays: dict[str, np.ndarray]
+    block: np.ndarray | None = None
+    block_names: list[str] | None = None
+
+    def take(self, idx: np.ndarray) -> Columns:
+        """The rows ``idx`` of every column (the block stays one block)."""
+        if self.block is None:
+            return Columns(self.source, {k: v[idx] for k, v in self.arrays.items()})
+        block = self.block[idx]
+        where = {n: j for j, n in enumerate(self.block_names)}
+        arrays = {k: (block[:, where[k]] if k in where else v[idx]) for k, v in self.arrays.items()}
+        return Columns(self.source, arrays, block, list(self.block_names))
 
     @property
     def names(self) -> list[str]:
@@ -157,6 +171,13 @@ def feature_matrix(cols: Columns, features: Sequence[str]) -> np.ndarray:
         DataError: a missing, non-numeric or infinite-valued feature column (naming the first
             bad 1-based row).
     """
+    if cols.block is not None and list(features) == cols.block_names:
+        # Already one float32 block (read by nnfit.ingest): check it, no copy.
+        if not np.isfinite(cols.block).all():
+            r, c = np.argwhere(~np.isfinite(cols.block))[0]
+            raise DataError(f"{cols.source}: column {features[c]!r} has a non-finite value "
+                            f"(row {r + 1}: {cols.block[r, c]})")
+        return cols.block
     out = np.empty((len(cols), len(features)), dtype=np.float32)
     for j, name in enumerate(features):
         if name not in cols.arrays:

@@ -1,0 +1,203 @@
+"""Side-by-side training benchmarks: nnfit against hand-written loops and peer frameworks.
+
+Every run is a fresh process (``contenders.py``), so imports, caches and peak memory never
+leak between contenders. Contenders are interleaved (A B C ... A B C ...) for ``--reps``
+rounds and reported as medians, with each contender's speed relative to nnfit. Results go to
+``benchmarks/results/<device>.json`` and ``.md``.
+
+    python benchmarks/bench.py                 # full CPU suite (several minutes)
+    python benchmarks/bench.py --device cuda   # the same on a GPU
+    python benchmarks/bench.py --smoke         # tiny sizes: checks that every contender runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PEERS = ["nnfit", "minimal_loop", "dataloader_loop", "lightning", "skorch", "keras"]
+WORKLOADS = {
+    "mlp-b32": dict(rows=100_000, features=32, classes=10, batch=32, epochs=2),
+    "mlp-b128": dict(rows=100_000, features=32, classes=10, batch=128, epochs=2),
+    "mlp-b1024": dict(rows=100_000, features=32, classes=10, batch=1024, epochs=2),
+    "wide-200x500k": dict(rows=500_000, features=200, classes=10, batch=256, epochs=1),
+}
+SMOKE = dict(rows=2_000, features=8, classes=3, batch=64, epochs=1)
+
+
+def run(cmd: list[str], timeout: float = 900) -> tuple[dict | None, float, str]:
+    """Run a command; return its RESULT json (if any), wall seconds and an error tail."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    wall = time.perf_counter() - t0
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:]), wall, ""
+    tail = (p.stderr or p.stdout).strip().splitlines()
+    return None, wall, tail[-1] if tail else f"exit {p.returncode}"
+
+
+def contender(name: str, spec: dict) -> list[str]:
+    return [sys.executable, str(HERE / "contenders.py"), name, json.dumps(spec)]
+
+
+def median_row(runs: list[dict]) -> dict:
+    ok = [r for r in runs if r.get("seconds")]
+    if not ok:
+        return {"error": next((r.get("error") for r in runs if r.get("error")), "no result")}
+    return {k: statistics.median(r[k] for r in ok) for k in ok[0] if isinstance(ok[0][k], (int, float))}
+
+
+def training_suite(args: argparse.Namespace) -> dict:
+    out = {}
+    workloads = {"smoke": SMOKE} if args.smoke else {k: WORKLOADS[k] for k in args.workloads}
+    for wname, w in workloads.items():
+        spec = {**w, "device": args.device}
+        runs: dict[str, list[dict]] = {c: [] for c in args.contenders}
+        for rep in range(args.reps):
+            for c in args.contenders:  # interleaved: A B C ... then again
+                res, wall, err = run(contender(c, spec))
+                runs[c].append(res or {"error": err})
+                print(f"{wname} rep {rep + 1} {c}: "
+                      + (f"{res['samples_per_s']:,.0f} samples/s acc {res['val_acc']:.4f}" if res else f"FAILED {err}"),
+                      flush=True)
+        med = {c: median_row(r) for c, r in runs.items()}
+        base = med.get("nnfit", {}).get("samples_per_s")
+        for c, m in med.items():
+            if base and m.get("samples_per_s"):
+                m["nnfit_speedup"] = base / m["samples_per_s"]
+        out[wname] = {"spec": spec, "median": med, "runs": runs}
+    return out
+
+
+def cli_suite(args: argparse.Namespace, tmp: Path) -> dict:
+    """nnfit's CLI end to end on a CSV against the API's training time and torch's import."""
+    w = dict(SMOKE if args.smoke else dict(rows=100_000, features=32, classes=10, batch=128))
+    w["epochs"] = 1 if args.smoke else 5
+    sys.path.insert(0, str(HERE))
+    from contenders import make_data
+
+    xtr, ytr, _, _ = make_data(w["rows"], w["features"], w["classes"])
+    csv = tmp / "train.csv"
+    header = ",".join([f"f{i}" for i in range(w["features"])] + ["y"])
+    np.savetxt(csv, np.column_stack([xtr, ytr]), delimiter=",", header=header, comments="",
+               fmt=["%.6g"] * w["features"] + ["%d"])
+    spec = {**w, "device": args.device, "no_warm_up": True}
+    cli = [sys.executable, "-m", "nnfit", "train", str(csv), "--target", "y", "--epochs", str(w["epochs"]),
+           "--batch-size", str(w["batch"]), "--val-split", "0", "--patience", "0", "--hidden", "128,128",
+           "--quiet", "--overwrite", "--device", args.device, "--out", str(tmp / "run")]
+    rows: dict[str, list[float]] = {"cli_s": [], "api_fit_s": [], "import_torch_s": []}
+    for _ in range(args.reps):
+        res, _, err = run(contender("nnfit", spec))
+        rows["api_fit_s"].append(res["seconds"] if res else float("nan"))
+        _, wall, _ = run([sys.executable, "-c", "import torch"])
+        rows["import_torch_s"].append(wall)
+        _, wall, err = run(cli)
+        rows["cli_s"].append(wall)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    med["budget_s"] = 0.5 + 1.05 * med["api_fit_s"] + med["import_torch_s"]
+    med["within_budget"] = med["cli_s"] <= med["budget_s"]
+    return {"spec": w, "median": med, "runs": rows}
+
+
+def ingest_suite(args: argparse.Namespace, tmp: Path) -> dict:
+    """CSV -> float32 training tensor: nnfit's reader against pandas.read_csv + torch.tensor."""
+    rows, cols = (5_000, 30) if args.smoke else (1_000_000, 30)
+    csv = tmp / "ingest.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(csv, rng.standard_normal((rows, cols)), delimiter=",", fmt="%.6g",
+               header=",".join(f"c{i}" for i in range(cols)), comments="")
+    runs: dict[str, list[dict]] = {"nnfit_ingest": [], "pandas_ingest": []}
+    for _ in range(args.reps):
+        for c in runs:
+            res, _, err = run(contender(c, {"path": str(csv)}))
+            runs[c].append(res or {"error": err})
+    med = {c: median_row(r) for c, r in runs.items()}
+    if med["nnfit_ingest"].get("seconds") and med["pandas_ingest"].get("seconds"):
+        med["nnfit_ingest"]["speedup_vs_pandas"] = med["pandas_ingest"]["seconds"] / med["nnfit_ingest"]["seconds"]
+    return {"rows": rows, "cols": cols, "median": med, "runs": runs}
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# nnfit benchmarks ({results['device']}, {results['machine']})", "",
+             f"Medians of {results['reps']} interleaved runs, each in a fresh process. "
+             "`nnfit speedup` = nnfit's samples/s divided by the contender's.", ""]
+    for wname, wres in results["training"].items():
+        s = wres["spec"]
+        lines += [f"## {wname}: {s['rows']:,} rows x {s['features']} features, batch {s['batch']}, "
+                  f"{s['epochs']} epoch(s)", "",
+                  "| contender | samples/s | nnfit speedup | val accuracy | peak RSS MB |",
+                  "|---|---:|---:|---:|---:|"]
+        for c, m in wres["median"].items():
+            if "error" in m:
+                lines.append(f"| {c} | failed: {m['error']} | | | |")
+                continue
+            lines.append(f"| {c} | {m['samples_per_s']:,.0f} | {m.get('nnfit_speedup', 1):.2f}x | "
+                         f"{m['val_acc']:.4f} | {m['peak_rss_mb']:.0f} |")
+        lines.append("")
+    if "cli" in results:
+        m = results["cli"]["median"]
+        lines += ["## CLI end to end (CSV read, 5 epochs, run directory written)", "",
+                  "| nnfit train (s) | API fit() in a fresh process (s) | `import torch` (s) | "
+                  "budget 0.5 + 1.05 x API + import (s) | within |", "|---:|---:|---:|---:|---|",
+                  f"| {m['cli_s']:.2f} | {m['api_fit_s']:.2f} | {m['import_torch_s']:.2f} | "
+                  f"{m['budget_s']:.2f} | {m['within_budget']} |", ""]
+    if "ingest" in results:
+        ing = results["ingest"]
+        lines += [f"## CSV ingest: {ing['rows']:,} x {ing['cols']} floats to a float32 tensor", "",
+                  "| reader | seconds | peak extra RSS MB | x final tensor | speedup vs pandas |",
+                  "|---|---:|---:|---:|---:|"]
+        for c, m in ing["median"].items():
+            if "error" in m:
+                lines.append(f"| {c} | failed: {m['error']} | | | |")
+                continue
+            lines.append(f"| {c} | {m['seconds']:.2f} | {m['extra_rss_mb']:.0f} | "
+                         f"{m['extra_rss_mb'] / m['tensor_mb']:.2f} | {m.get('speedup_vs_pandas', 1):.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--contenders", nargs="+", default=PEERS, choices=PEERS)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["training", "cli", "ingest"])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one rep: does everything run")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args()
+    if args.smoke:
+        args.reps = 1
+    results: dict = {"device": args.device, "reps": args.reps, "smoke": args.smoke,
+                     "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with tempfile.TemporaryDirectory() as d:
+        if "training" not in args.skip:
+            results["training"] = training_suite(args)
+        if "cli" not in args.skip:
+            results["cli"] = cli_suite(args, Path(d))
+        if "ingest" not in args.skip:
+            results["ingest"] = ingest_suite(args, Path(d))
+    results.setdefault("training", {})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = ("smoke-" if args.smoke else "") + args.device
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / f"{stem}.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Fast, lean file ingest: a CSV or Parquet file straight into one float32 feature block.
+
+The general reader (:func:`nnfit.tables.read_columns`) builds a whole Arrow table and then
+NumPy columns: simple, but it holds the data two or three times over. Here the file is parsed
+in 32 MB pieces by pyarrow's multi-threaded parser, numeric columns parsed directly as
+float32; each piece is copied into a preallocated ``(rows, numeric columns)`` float32 array
+and released, so memory stays near the size of the result whatever the file's size.
+Non-numeric columns (a text target) are kept as arrays.
+
+Anything unusual (a column whose type changes part-way, quoting that spans lines, a parse
+error) falls back to the general reader, whose messages name the column and row.
+"""
+
+from __future__ import annotations
+
+import csv as csv_module
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+from .tables import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, read_columns
+
+CHUNK_BYTES = 32 << 20  # text parsed per call: enough for the parser's threads, small in memory
+
+class _Fallback(Exception):
+    """This file needs the general reader."""
+
+
+def read_table(path: str | Path, exclude: str | None = None) -> Columns:
+    """Read a CSV/TSV/Parquet file; numeric columns land in one float32 block.
+
+    Args:
+        path: the file.
+        exclude: a column kept out of the block with its own type (the target), if present.
+
+    Returns:
+        :class:`~nnfit.tables.Columns` whose ``block`` holds every numeric column except
+        ``exclude`` (``arrays`` has views of it), and other columns as arrays.
+
+    Raises:
+        DataError: the same problems, with the same messages, as ``read_columns``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = pathlib.Path(d) / "t.csv"
+        ...     _ = p.write_text("a,b,y\\n1,2,cat\\n3,4,dog\\n")
+        ...     cols = read_table(p, exclude="y")
+        >>> cols.block.shape, cols.block_names, cols.arrays["y"].tolist()
+        ((2, 2), ['a', 'b'], ['cat', 'dog'])
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if not p.is_file() or p.stat().st_size == 0 or suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        return read_columns(p)  # its messages for missing, empty and unsupported files
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            return _read_parquet(p, exclude)
+        return _read_csv(p, exclude, "\t" if suffix == ".tsv" else ",")
+    except _Fallback:
+        return read_columns(p)
+
+
+def _numeric(t: Any) -> bool:
+    import pyarrow.types as pt
+
+    return pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t)
+
+
+class _Filler:
+    """Copies Arrow record batches into the preallocated block and per-column lists."""
+
+    def __init__(self, names: list[str], types: list[Any], rows: int, exclude: str | None) -> None:
+        self.names = names
+        self.block_names = [n for n, t in zip(names, types, strict=True) if _numeric(t) and n != exclude]
+        # Column-major, so each column of a batch is one contiguous copy.
+        self.block = np.empty((rows, len(self.block_names)), dtype=np.float32, order="F")
+        self.where = {n: j for j, n in enumerate(self.block_names)}
+        self.others: dict[str, list[np.ndarray]] = {n: [] for n in names if n not in self.where}
+        self.missing: dict[str, int] = {}
+        self.row = 0
+
+    def add(self, batch: Any) -> None:
+        k = batch.num_rows
+        if self.row + k > len(self.block):
+            raise _Fallback  # more rows than newlines: cannot happen in a plain CSV
+        for i, name in enumerate(self.names):
+            col = batch.column(i)
+            if col.null_count:
+                self.missing[name] = self.missing.get(name, 0) + col.null_count
+                continue
+            j = self.where.get(name)
+            if j is None:
+                self.others[name].append(col.to_numpy(zero_copy_only=False))
+                continue
+            a = col.to_numpy(zero_copy_only=False)
+            self.block[self.row:self.row + k, j] = a
+        self.row += k
+
+    def finish(self, source: str) -> Columns:
+        if self.row == 0:
+            raise DataError(f"{source}: no data rows")
+        block = self.block[:self.row]
+        nan = [int(np.isnan(block[:, j]).sum()) for j in range(block.shape[1])]
+        for name, count in zip(self.block_names, nan, strict=True):
+            if count:
+                self.missing[name] = self.missing.get(name, 0) + count
+        if self.missing:
+            counts = ", ".join(f"{n} ({c})" for n, c in self.missing.items())
+            raise DataError(f"{source}: missing values in columns: {counts}")
+        arrays = {}
+        for n in self.names:
+            j = self.where.get(n)
+            arrays[n] = block[:, j] if j is not None else np.concatenate(self.others[n])
+        return Columns(source, arrays, block=block, block_names=self.block_names)
+
+
+def _count_lines(p: Path) -> tuple[int, bytes]:
+    """Newlines in the file (an upper bound on its data rows, plus one without a final
+    newline) and its header line."""
+    lines, last = 0, b"\n"
+    with open(p, "rb") as f:
+        header = f.readline()
+        f.seek(0)
+        while chunk := f.read(CHUNK_BYTES):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n"), header
+
+
+def _read_csv(p: Path, exclude: str | None, delimiter: str) -> Columns:
+    import pyarrow as pa
+    from pyarrow import csv
+
+    lines, header = _count_lines(p)
+    names = next(csv_module.reader([header.decode("utf-8", "replace")], delimiter=delimiter), [])
+    if not names or len(set(names)) != len(names) or b'"' in header:
+        raise _Fallback  # duplicate or quoted names: the general reader explains them
+    parse = csv.ParseOptions(delimiter=delimiter)
+    read = csv.ReadOptions(column_names=names)
+    pool = pa.system_memory_pool()  # freed pieces go back to the OS instead of a cache
+    filler: _Filler | None = None
+    types: dict[str, Any] = {}
+    try:
+        with open(p, "rb") as f:
+            f.readline()
+            buf = bytearray(CHUNK_BYTES)
+            view, held = memoryview(buf), 0  # `held`: bytes of a partial line carried over
+            while True:
+                got = f.readinto(view[held:])
+                end = held + got
+                cut = buf.rfind(b"\n", 0, end) + 1 if got else end
+                if cut == 0 and got:  # a line longer than the buffer: grow it
+                    buf.extend(bytes(len(buf)))
+                    view, held = memoryview(buf), end
+                    continue
+                if re.search(rb"\S", view[:cut]):
+                    convert = csv.ConvertOptions(column_types=types, strings_can_be_null=True)
+                    # Parsed straight from the reusable buffer: the text is never copied.
+                    table = csv.read_csv(pa.py_buffer(view[:cut]), read_options=read,
+                                         parse_options=parse, convert_options=convert,
+                                         memory_pool=pool)
+                    if filler is None:  # the first piece fixes every column's type
+                        filler = _Filler(names, table.schema.types, max(1, lines - 1), exclude)
+                        types = {n: (pa.float32() if n in filler.where else t)
+                                 for n, t in zip(names, table.schema.types, strict=True)}
+                    for batch in table.to_batches():
+                        filler.add(batch)
+                    del table
+                if not got:
+                    break
+                rest = bytes(view[cut:end])
+                buf[:len(rest)] = rest
+                held = len(rest)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
+        raise _Fallback from None  # e.g. a column numeric at the top and text further down
+    if filler is None:
+        raise DataError(f"{p}: no data rows")
+    return filler.finish(str(p))
+
+
+def _read_parquet(p: Path, exclude: str | None) -> Columns:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(p)
+        schema = f.schema_arrow
+        names = [str(n) for n in schema.names]
+        if len(set(names)) != len(names):
+            raise _Fallback
+        filler = _Filler(names, list(schema.types), f.metadata.num_rows, exclude)
+        for batch in f.iter_batches(batch_size=1 << 16):
+            filler.add(batch)
+    except (pa.ArrowInvalid, OSError):
+        raise _Fallback from None
+    return filler.finish(str(p))
