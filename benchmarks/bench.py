@@ -70,12 +70,12 @@ def training_suite(args: argparse.Namespace) -> dict:
             for c in args.contenders:  # interleaved: A B C ... then again
                 res, wall, err = run(contender(c, spec))
                 runs[c].append(res or {"error": err})
-                print(f"{wname} rep {rep + 1} {c}: "
-                      + (f"{res['samples_per_s']:,.0f} samples/s acc {res['val_acc']:.4f}" if res else f"FAILED {err}"),
-                      flush=True)
+                shown = (f"{res['samples_per_s']:,.0f} samples/s acc {res['val_acc']:.4f}" if res
+                         else f"FAILED {err}")
+                print(f"{wname} rep {rep + 1} {c}: {shown}", flush=True)
         med = {c: median_row(r) for c, r in runs.items()}
         base = med.get("nnfit", {}).get("samples_per_s")
-        for c, m in med.items():
+        for m in med.values():
             if base and m.get("samples_per_s"):
                 m["nnfit_speedup"] = base / m["samples_per_s"]
         out[wname] = {"spec": spec, "median": med, "runs": runs}
@@ -125,8 +125,9 @@ def ingest_suite(args: argparse.Namespace, tmp: Path) -> dict:
             res, _, err = run(contender(c, {"path": str(csv)}))
             runs[c].append(res or {"error": err})
     med = {c: median_row(r) for c, r in runs.items()}
-    if med["nnfit_ingest"].get("seconds") and med["pandas_ingest"].get("seconds"):
-        med["nnfit_ingest"]["speedup_vs_pandas"] = med["pandas_ingest"]["seconds"] / med["nnfit_ingest"]["seconds"]
+    ours, theirs = med["nnfit_ingest"].get("seconds"), med["pandas_ingest"].get("seconds")
+    if ours and theirs:
+        med["nnfit_ingest"]["speedup_vs_pandas"] = theirs / ours
     return {"rows": rows, "cols": cols, "median": med, "runs": runs}
 
 
@@ -181,7 +182,8 @@ def main() -> None:
     if args.smoke:
         args.reps = 1
     results: dict = {"device": args.device, "reps": args.reps, "smoke": args.smoke,
-                     "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                     "machine": (f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                                 f"Python {platform.python_version()}"),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     with tempfile.TemporaryDirectory() as d:
         if "training" not in args.skip:

@@ -70,6 +70,24 @@ def _numeric(t: Any) -> bool:
     return pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t)
 
 
+def _to_numpy(col: Any) -> np.ndarray:
+    """An Arrow array as NumPy without pyarrow's pandas-based conversion (importing pandas
+    would cost more than the whole read of a small file)."""
+    import pyarrow as pa
+
+    t = col.type
+    if (pa.types.is_integer(t) or pa.types.is_floating(t)) and not col.null_count:
+        return _values(col, np.dtype(t.to_pandas_dtype()))
+    text = pa.types.is_string(t) or pa.types.is_large_string(t)
+    return np.array(col.to_pylist(), dtype=object if text else None)
+
+
+def _values(col: Any, dtype: np.dtype) -> np.ndarray:
+    """The values buffer of a fixed-width Arrow array without nulls, as a NumPy view."""
+    data = np.frombuffer(col.buffers()[1], dtype=dtype)
+    return data[col.offset:col.offset + len(col)]
+
+
 class _Filler:
     """Copies Arrow record batches into the preallocated block and per-column lists."""
 
@@ -82,6 +100,9 @@ class _Filler:
         self.others: dict[str, list[np.ndarray]] = {n: [] for n in names if n not in self.where}
         self.missing: dict[str, int] = {}
         self.row = 0
+        import pyarrow as pa
+
+        self.float32 = pa.float32()
 
     def add(self, batch: Any) -> None:
         k = batch.num_rows
@@ -94,10 +115,11 @@ class _Filler:
                 continue
             j = self.where.get(name)
             if j is None:
-                self.others[name].append(col.to_numpy(zero_copy_only=False))
+                self.others[name].append(_to_numpy(col))
                 continue
-            a = col.to_numpy(zero_copy_only=False)
-            self.block[self.row:self.row + k, j] = a
+            if col.type != self.float32:
+                col = col.cast(self.float32, safe=False)  # ints, booleans of the first piece
+            self.block[self.row:self.row + k, j] = _values(col, np.dtype(np.float32))
         self.row += k
 
     def finish(self, source: str) -> Columns:
@@ -154,6 +176,7 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str) -> Columns:
                 end = held + got
                 cut = buf.rfind(b"\n", 0, end) + 1 if got else end
                 if cut == 0 and got:  # a line longer than the buffer: grow it
+                    view.release()
                     buf.extend(bytes(len(buf)))
                     view, held = memoryview(buf), end
                     continue
@@ -165,8 +188,8 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str) -> Columns:
                                          memory_pool=pool)
                     if filler is None:  # the first piece fixes every column's type
                         filler = _Filler(names, table.schema.types, max(1, lines - 1), exclude)
-                        types = {n: (pa.float32() if n in filler.where else t)
-                                 for n, t in zip(names, table.schema.types, strict=True)}
+                        types = {n: (pa.float32() if n in filler.where and not pa.types.is_boolean(t)
+                                     else t) for n, t in zip(names, table.schema.types, strict=True)}
                     for batch in table.to_batches():
                         filler.add(batch)
                     del table
