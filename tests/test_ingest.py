@@ -82,11 +82,13 @@ def test_problems_are_named_like_the_general_reader(tmp_path, chunk, text, messa
 
 
 def test_a_column_that_turns_to_text_later_falls_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest, "CHUNK_BYTES", 16)
-    p = write(tmp_path / "m.csv", "a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20)) + "oops,1\n")
+    monkeypatch.setattr(ingest, "CHUNK_BYTES", 4096)
+    # Numeric for well past the 64 KB the types are taken from, then text.
+    rows = "".join(f"{i},{i % 2}\n" for i in range(20_000))
+    p = write(tmp_path / "m.csv", "a,y\n" + rows + "oops,1\n")
     cols = ingest.read_table(p, exclude="y")  # the general reader took over
     assert cols.block is None
-    with pytest.raises(DataError, match=r"column 'a' is not numeric \(row 21: 'oops'\)"):
+    with pytest.raises(DataError, match=r"column 'a' is not numeric \(row 20001: 'oops'\)"):
         feature_matrix(cols, ["a"])
 
 

@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not cfg.train.quiet and learner.stop_reason:
         _console().print(learner.stop_reason)
     _print_metrics({"validation": val, "test": test})
-    _console().print(f"run written to {out}")
+    print(f"run written to {out}")
     return 0
 
 

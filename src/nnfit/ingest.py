@@ -153,6 +153,22 @@ def _count_lines(p: Path) -> tuple[int, bytes]:
     return lines + (last != b"\n"), header
 
 
+def _peek_types(p: Path, names: list[str], exclude: str | None, parse: Any, pool: Any) -> dict[str, Any]:
+    """Column types from the file's first 64 KB: numeric columns then parse straight to
+    float32 (booleans stay booleans and are converted when copied)."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    with open(p, "rb") as f:
+        f.readline()
+        head = f.read(1 << 16)
+    head = head[:head.rfind(b"\n") + 1] or head
+    table = csv.read_csv(pa.py_buffer(head), read_options=csv.ReadOptions(column_names=names),
+                         parse_options=parse, memory_pool=pool)
+    return {n: (pa.float32() if _numeric(t) and not pa.types.is_boolean(t) and n != exclude else t)
+            for n, t in zip(names, table.schema.types, strict=True)}
+
+
 def _read_csv(p: Path, exclude: str | None, delimiter: str) -> Columns:
     import pyarrow as pa
     from pyarrow import csv
@@ -165,8 +181,8 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str) -> Columns:
     read = csv.ReadOptions(column_names=names)
     pool = pa.system_memory_pool()  # freed pieces go back to the OS instead of a cache
     filler: _Filler | None = None
-    types: dict[str, Any] = {}
     try:
+        types = _peek_types(p, names, exclude, parse, pool)
         with open(p, "rb") as f:
             f.readline()
             buf = bytearray(CHUNK_BYTES)
@@ -186,10 +202,8 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str) -> Columns:
                     table = csv.read_csv(pa.py_buffer(view[:cut]), read_options=read,
                                          parse_options=parse, convert_options=convert,
                                          memory_pool=pool)
-                    if filler is None:  # the first piece fixes every column's type
+                    if filler is None:
                         filler = _Filler(names, table.schema.types, max(1, lines - 1), exclude)
-                        types = {n: (pa.float32() if n in filler.where and not pa.types.is_boolean(t)
-                                     else t) for n, t in zip(names, table.schema.types, strict=True)}
                     for batch in table.to_batches():
                         filler.add(batch)
                     del table
