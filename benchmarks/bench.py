@@ -178,6 +178,7 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], choices=["training", "cli", "ingest"])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one rep: does everything run")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--name", default=None, help="results file stem (default: the device)")
     args = ap.parse_args()
     if args.smoke:
         args.reps = 1
@@ -195,7 +196,7 @@ def main() -> None:
     results.setdefault("training", {})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = ("smoke-" if args.smoke else "") + args.device
+    stem = args.name or (("smoke-" if args.smoke else "") + args.device)
     (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str))
     (out / f"{stem}.md").write_text(markdown(results))
     print(markdown(results))
