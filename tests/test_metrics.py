@@ -44,9 +44,8 @@ def _binary_forms(p1: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _sk_prf(y: np.ndarray, pred: np.ndarray, average: str, c: int) -> tuple[float, ...]:
-    p, r, f, _ = skm.precision_recall_fscore_support(
-        y, pred, labels=list(range(c)), average=average, zero_division=0
-    )
+    # scikit-learn's defaults: averages over the labels present in y or pred.
+    p, r, f, _ = skm.precision_recall_fscore_support(y, pred, average=average, zero_division=0)
     return p, r, f
 
 
@@ -433,3 +432,13 @@ def test_update_does_not_sync_with_host(monkeypatch: pytest.MonkeyPatch) -> None
     for metric, _, _ in metrics:
         json.dumps(metric.compute())
     assert mean.compute() == {"mean": 1.5}
+
+
+def test_macro_averages_skip_a_class_absent_from_targets_and_predictions() -> None:
+    g = torch.Generator().manual_seed(3)
+    scores = torch.rand(200, 5, generator=g)
+    scores[:, 4] = 0.0  # class 4 is never predicted...
+    y = torch.randint(0, 4, (200,), generator=g)  # ...and never a target
+    out = _run(ClassificationMetrics(5), scores.softmax(1), y)
+    _check_multiclass(out, scores, y, 5)
+    assert len(out["confusion_matrix"]) == 5  # the matrix still lists every trained class

@@ -135,7 +135,15 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: s
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a safetensors weights file into ``model`` (strictly) and return the model."""
+    """Load weights into ``model`` (strictly) and return the model.
+
+    ``path`` is a safetensors file, or a ``.pt``/``.pth`` state_dict written by
+    ``torch.save``, which is read with ``torch.load(weights_only=True)`` and must hold only
+    tensors.
+    """
+    if Path(path).suffix.lower() in (".pt", ".pth"):
+        load_state_dict_strict(model, legacy_state_dict(path), str(path))
+        return model
     tensors, _ = load_tensors(path)
     load_state_dict_strict(model, tensors, str(path))
     return model

@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     except NnfitError as e:
         print(f"nnfit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the file system said no: a full disk, a directory, no permission
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"nnfit: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nnfit: interrupted", file=sys.stderr)
         return 130

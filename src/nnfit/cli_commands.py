@@ -92,6 +92,19 @@ def write_columns_csv(path: Path, cols: Columns) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+# What a resumed run may change: how long and where it runs, not what it trains.
+RESUMABLE = {"epochs", "patience", "quiet", "device", "eval_batch_size", "threads",
+             "checkpoint_every", "compile"}
+
+
+def _check_resume(record: dict[str, Any], saved: dict[str, Any]) -> None:
+    """Refuse a resume whose settings differ from the run's, naming every difference."""
+    changed = [f"{k} ({saved.get(k)!r} -> {v!r})" for k, v in record.items()
+               if k not in RESUMABLE and k in saved and saved[k] != v]
+    if changed:
+        raise ConfigError(f"--resume cannot change {', '.join(changed)}: start a new run instead")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg.model.model not in ("mlp", "resmlp"):
@@ -111,6 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     record = cfg.to_dict()
     if record["data"] is not None:  # absolute, so `--resume` works from any directory
         record["data"] = str(Path(record["data"]).resolve())
+    if args.resume:
+        _check_resume(record, read_json(Path(args.resume) / "config.json", "run config"))
     learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
                   run_config=record, resume=out if args.resume else None)
     val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None

@@ -287,9 +287,10 @@ class ClassificationMetrics(Metric):
     """Accuracy, precision, recall, F1, ROC-AUC and the confusion matrix, accumulated on device.
 
     Binary tasks (``num_classes == 2``) report precision, recall and F1 of class 1; multiclass
-    tasks report macro, micro and weighted averages over all ``num_classes`` labels (like
-    scikit-learn with ``labels=range(C)``), with ``precision``/``recall``/``f1`` being the macro
-    ones. Undefined ratios (0/0) count as 0.0, like sklearn's ``zero_division=0``. ROC-AUC is
+    tasks report macro, micro and weighted averages equal to scikit-learn's defaults (macro
+    over the classes present in the targets or predictions), with ``precision``/``recall``/
+    ``f1`` being the macro ones; the confusion matrix always covers all ``num_classes``.
+    Undefined ratios (0/0) count as 0.0, like sklearn's ``zero_division=0``. ROC-AUC is
     one-vs-rest macro for multiclass and ``nan`` when a class has no positives or negatives.
 
     Args:
@@ -465,9 +466,13 @@ def _scores_from_confusion(cm: Tensor, *, binary: bool) -> dict[str, float | lis
         "recall": _ratio(tp.sum(), true_sum.sum()),
         "f1": _ratio(2 * tp.sum(), pred_sum.sum() + true_sum.sum()),
     }
+    # Macro averages run over the classes present in the targets or the predictions, as
+    # scikit-learn's default labels do; a trained class absent from both does not count.
+    present = (true_sum + pred_sum) > 0
     for name, values in per_class.items():
-        out[name] = float(values.mean())
-        out[f"{name}_macro"] = float(values.mean())
+        macro = float(values[present].mean())
+        out[name] = macro
+        out[f"{name}_macro"] = macro
         out[f"{name}_micro"] = float(micro[name])
         out[f"{name}_weighted"] = float((values * true_sum).sum() / total)
     return out

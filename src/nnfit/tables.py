@@ -280,7 +280,10 @@ class Preprocessor:
 
     def transform(self, raw: RawInputs, source: str = "input") -> tuple[Tensor, ...] | dict[str, Tensor]:
         """Check ``raw`` against the schema and return model-ready tensors."""
-        if raw.style != self.style or list(raw.arrays) != [s.name for s in self.inputs]:
+        names = [s.name for s in self.inputs]
+        if raw.style == self.style == "named" and sorted(raw.arrays) == sorted(names):
+            raw = RawInputs(raw.style, {n: raw.arrays[n] for n in names})  # keywords: any order
+        if raw.style != self.style or list(raw.arrays) != names:
             want = ", ".join(s.name for s in self.inputs)
             got = ", ".join(raw.arrays)
             raise DataError(f"{source}: expected inputs [{want}] ({self.style}), got [{got}] ({raw.style})")

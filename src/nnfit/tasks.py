@@ -225,10 +225,10 @@ class RegressionTask:
         self._scale = None
 
     def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        # Cached per device and dtype so the hot path does not rebuild them.
+        # float64 and cached per device: a target around 1e8 keeps its digits when unscaled.
         if self._scale is None or self._scale[0].device != like.device:
-            m = torch.tensor(self.mean, dtype=like.dtype, device=like.device)
-            s = torch.tensor(self.std, dtype=like.dtype, device=like.device)
+            m = torch.tensor(self.mean, dtype=torch.float64, device=like.device)
+            s = torch.tensor(self.std, dtype=torch.float64, device=like.device)
             self._scale = (m, s)
         return self._scale
 
@@ -255,13 +255,15 @@ class RegressionTask:
         return self._fn(out, target)
 
     def unscale(self, t: Tensor) -> Tensor:
-        """Outputs or targets back in the original units. Shape: (n,) or (n, k) -> (n, k)."""
+        """Outputs or targets back in the original units, in float64 (float32 has 24 bits:
+        a value near 1e8 would be rounded to a multiple of 8). Shape: (n,) or (n, k) -> (n, k).
+        """
         if t.ndim == 1:
             t = t.unsqueeze(-1)
         if self.mean is None:
-            return t
+            return t.double()
         m, s = self._stats(t)
-        return t * s + m
+        return t.double() * s + m
 
     def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         return self.unscale(out), self.unscale(target)
@@ -304,6 +306,9 @@ def make_task(name: str, y: np.ndarray, *, loss: str = "auto", scale_target: boo
         if scale_target:
             task.fit_scaling(y.astype(np.float64))
         return task
+    if y.dtype.kind == "f" and not np.all(np.mod(y[np.isfinite(y)], 1) == 0):
+        raise DataError(f"task {name!r} needs class labels, but the target has fractional values "
+                        f"(e.g. {y[np.mod(y, 1) != 0][0]!r}): use task 'regression'")
     labels = LabelMap.fit(y)
     if len(labels.classes) < 2:
         raise DataError(f"target has a single class ({labels.classes[0]!r}): nothing to learn")

@@ -22,10 +22,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .callbacks import Callback, History, ProgressBar
-from .checkpoint import optimizer_from_parts, optimizer_to_parts, split_prefix
+from .checkpoint import load_state_dict_strict, optimizer_from_parts, optimizer_to_parts, split_prefix
 from .config import TrainConfig, train_config
 from .data import DataSource, Inputs, LoaderData, as_source
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .metrics import metric_direction
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule
 from .runtime import Runtime, cpu_threads, make_runtime
@@ -361,8 +361,12 @@ class Trainer:
 
     def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         dev = self.runtime.device
-        self.model.load_state_dict(split_prefix(tensors, "model/"))
-        optimizer_from_parts(self.optimizer, tensors, meta["optimizer"])
+        load_state_dict_strict(self.model, split_prefix(tensors, "model/"), "checkpoint")
+        try:
+            optimizer_from_parts(self.optimizer, tensors, meta["optimizer"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"checkpoint: optimizer state does not fit ({why})") from None
         if self.schedule is not None and meta.get("scheduler") is not None:
             planned = meta.get("epochs", self.config.epochs)
             if self.schedule.interval == "step" and planned != self.config.epochs:
