@@ -110,3 +110,14 @@ def test_unwritable_prediction_output_is_a_one_line_error(run, capsys):
     assert main(["predict", "r", "b.csv", "-o", "r"]) == 2  # a directory
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nnfit: error:")
+
+
+def test_fit_never_overwrites_a_run_directory_by_accident(tmp_path):
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    y = x[:, 0] > 0
+    nnfit.fit("mlp", x, y, epochs=1, run_dir=tmp_path / "r", **FAST)
+    before = (tmp_path / "r" / "model.safetensors").read_bytes()
+    with pytest.raises(nnfit.ConfigError, match="exists and is not empty"):
+        nnfit.fit("mlp", x, y, epochs=1, run_dir=tmp_path / "r", **FAST)
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
+    nnfit.fit("mlp", x, y, epochs=1, run_dir=tmp_path / "r", overwrite=True, **FAST)

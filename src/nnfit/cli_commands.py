@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         _check_resume(record, read_json(Path(args.resume) / "config.json", "run config"))
     learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
-                  run_config=record, resume=out if args.resume else None)
+                  run_config=record, resume=out if args.resume else None, overwrite=args.overwrite)
     val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
     test = None
     if len(test_idx):

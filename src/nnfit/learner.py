@@ -291,7 +291,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         val: Any = None, task: str | Task = "auto", callbacks: Sequence[Callback] = (),
         config: TrainConfig | None = None, run_dir: str | Path | None = None,
         resume: str | Path | None = None, run_config: Mapping[str, Any] | None = None,
-        **overrides: Any) -> Learner:
+        overwrite: bool = False, **overrides: Any) -> Learner:
     """Train ``model`` on ``x``/``y`` and return a :class:`Learner` ready to evaluate, predict
     and save.
 
@@ -311,6 +311,8 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         run_dir: when given, checkpoints, history.csv and the final model are written there.
         resume: a run directory to continue training from its last checkpoint.
         run_config: what to record as the run's ``config.json`` (default: the TrainConfig).
+        overwrite: allow ``run_dir`` to be a directory that already holds files (without
+            ``resume``); off by default so an earlier run is never overwritten by accident.
         **overrides: TrainConfig fields, e.g. ``epochs=20, lr=3e-4, optimizer="adamw"``.
 
     Returns:
@@ -326,6 +328,10 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     """
     from .run import RunWriter
 
+    if run_dir is not None and resume is None and not overwrite:
+        d = Path(run_dir)
+        if d.exists() and (not d.is_dir() or any(d.iterdir())):
+            raise ConfigError(f"{d} exists and is not empty: pass overwrite=True, resume= or another run_dir")
     cfg = train_config(config, **overrides)
     trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
     ckpt = RunWriter.read_last(resume) if resume is not None else None
