@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,15 @@ def ingest_suite(args: argparse.Namespace, tmp: Path) -> dict:
     return {"rows": rows, "cols": cols, "median": med, "runs": runs}
 
 
+def _rows(medians: dict, cells: Callable[[dict], list[str]]) -> list[str]:
+    """One Markdown table row per contender; a failed contender shows its error."""
+    out = []
+    for name, m in medians.items():
+        body = [f"failed: {m['error']}", "", "", ""] if "error" in m else cells(m)
+        out.append("| " + " | ".join([name, *body]) + " |")
+    return out
+
+
 def markdown(results: dict) -> str:
     lines = [f"# nnfit benchmarks ({results['device']}, {results['machine']})", "",
              f"Medians of {results['reps']} interleaved runs, each in a fresh process. "
@@ -141,12 +151,9 @@ def markdown(results: dict) -> str:
                   f"{s['epochs']} epoch(s)", "",
                   "| contender | samples/s | nnfit speedup | val accuracy | peak RSS MB |",
                   "|---|---:|---:|---:|---:|"]
-        for c, m in wres["median"].items():
-            if "error" in m:
-                lines.append(f"| {c} | failed: {m['error']} | | | |")
-                continue
-            lines.append(f"| {c} | {m['samples_per_s']:,.0f} | {m.get('nnfit_speedup', 1):.2f}x | "
-                         f"{m['val_acc']:.4f} | {m['peak_rss_mb']:.0f} |")
+        lines += _rows(wres["median"], lambda m: [
+            f"{m['samples_per_s']:,.0f}", f"{m.get('nnfit_speedup', 1):.2f}x",
+            f"{m['val_acc']:.4f}", f"{m['peak_rss_mb']:.0f}"])
         lines.append("")
     if "cli" in results:
         m = results["cli"]["median"]
@@ -160,12 +167,9 @@ def markdown(results: dict) -> str:
         lines += [f"## CSV ingest: {ing['rows']:,} x {ing['cols']} floats to a float32 tensor", "",
                   "| reader | seconds | peak extra RSS MB | x final tensor | speedup vs pandas |",
                   "|---|---:|---:|---:|---:|"]
-        for c, m in ing["median"].items():
-            if "error" in m:
-                lines.append(f"| {c} | failed: {m['error']} | | | |")
-                continue
-            lines.append(f"| {c} | {m['seconds']:.2f} | {m['extra_rss_mb']:.0f} | "
-                         f"{m['extra_rss_mb'] / m['tensor_mb']:.2f} | {m.get('speedup_vs_pandas', 1):.2f}x |")
+        lines += _rows(ing["median"], lambda m: [
+            f"{m['seconds']:.2f}", f"{m['extra_rss_mb']:.0f}", f"{m['extra_rss_mb'] / m['tensor_mb']:.2f}",
+            f"{m.get('speedup_vs_pandas', 1):.2f}x"])
     return "\n".join(lines) + "\n"
 
 
