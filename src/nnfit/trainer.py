@@ -101,6 +101,7 @@ class Trainer:
         self.generator = self.runtime.generator()
         self.last_loss: Tensor | None = None
         self.batches_per_epoch = 0
+        self.drop_single = False
         self._loss_sum: Tensor | None = None
         self._loss_n = 0
 
@@ -163,7 +164,8 @@ class Trainer:
         self.model, self.task = model.to(rt.device), task
         train = as_source(train, target).to(rt.device)
         val = None if val is None else as_source(val, val_target).to(rt.device)
-        self.batches_per_epoch = _num_batches(train, c.batch_size, self._drop_single())
+        self.drop_single = self._drop_single()  # decided once: the model's layers do not change
+        self.batches_per_epoch = _num_batches(train, c.batch_size, self.drop_single)
         if self.batches_per_epoch == 0:
             raise ConfigError("no training batches: the training data is empty")
         steps_per_epoch = math.ceil(self.batches_per_epoch / c.accumulate)
@@ -237,7 +239,7 @@ class Trainer:
         last_start = (n_batches - 1) // c.accumulate * c.accumulate
         for i, (inputs, target) in enumerate(
             train.batches(c.batch_size, shuffle=True, generator=self.generator,
-                          drop_single=self._drop_single())
+                          drop_single=self.drop_single)
         ):
             scale = 1.0 / (n_batches - last_start if i >= last_start else c.accumulate)
             if self.config.compile and self.state.step == 0 and i == 0:
