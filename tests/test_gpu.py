@@ -35,30 +35,55 @@ def test_fit_on_cuda_matches_cpu_closely():
 
 
 @pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype")
-def test_training_loop_has_no_per_step_sync_on_cuda():
-    x, y = _data(n=1024)
+@pytest.mark.parametrize("graphs", [False, True])
+def test_training_loop_has_no_per_step_sync_on_cuda(graphs):
+    x, y = _data(n=1000)  # 1000 = 15 x 64 + 40: a short last batch every epoch
     task = nnfit.tasks.make_task("binary", y)
     target = task.encode_target(y)
     inputs = (torch.from_numpy(x),)
 
     class NoSync(nnfit.Callback):
-        """Every step of the epoch runs with CUDA sync debugging set to raise; the mode is
-        reset after the last batch, before the loop's one deliberate per-epoch read."""
+        """From the second epoch on (after any warm-up and capture), every step runs with CUDA
+        sync debugging set to raise; it is reset after the last batch, before the loop's one
+        deliberate per-epoch read."""
 
         def on_epoch_start(self, t):
-            torch.cuda.set_sync_debug_mode("error")
+            if t.state.epoch >= 1:
+                torch.cuda.set_sync_debug_mode("error")
 
         def on_train_batch_end(self, t, batch):
             if batch == t.batches_per_epoch - 1:
                 torch.cuda.set_sync_debug_mode("default")
 
-    kw = dict(epochs=2, batch_size=64, device="cuda", quiet=True, patience=0, val_split=0)
-    nnfit.Trainer(**kw).fit(nnfit.MLP(8, [32], 1), inputs, task=task, target=target)  # warm-up
+    kw = dict(epochs=3, batch_size=64, device="cuda", quiet=True, patience=0, val_split=0,
+              cuda_graphs=graphs)
     try:
-        nnfit.Trainer(**kw, callbacks=[NoSync()]).fit(nnfit.MLP(8, [32], 1), inputs, task=task,
-                                                      target=target)
+        trainer = nnfit.Trainer(**kw, callbacks=[NoSync()])
+        trainer.fit(nnfit.MLP(8, [32], 1), inputs, task=task, target=target)
+        assert (trainer.graphed is not None) == graphs
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_cuda_graph_training_equals_eager_training(optimizer):
+    x, y = _data(n=1000)
+    task = nnfit.tasks.make_task("binary", y)
+    target = task.encode_target(y)
+    weights, losses = {}, {}
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        model = nnfit.MLP(8, [32, 32], 1, batchnorm=True)
+        trainer = nnfit.Trainer(epochs=3, batch_size=64, device="cuda", quiet=True, patience=0,
+                                val_split=0, optimizer=optimizer, lr=1e-2, momentum=0.9,
+                                cuda_graphs=graphs)
+        hist = trainer.fit(model, (torch.from_numpy(x),), task=task, target=target)
+        assert (trainer.graphed is not None and trainer.graphed.graph is not None) == graphs
+        weights[graphs] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        losses[graphs] = hist["train_loss"]
+    for k, v in weights[False].items():
+        torch.testing.assert_close(weights[True][k], v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-5)
 
 
 def test_cli_train_resume_predict_on_cuda(tmp_path, monkeypatch, capsys):

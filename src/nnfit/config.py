@@ -96,6 +96,8 @@ class TrainConfig:
             (where a second thread only adds synchronisation) and torch's default otherwise.
         compile: train through ``torch.compile(model)``; the first step's time (mostly
             compilation) is reported as ``compile_time`` in the first epoch's logs.
+        cuda_graphs: on CUDA, replay full-size training steps as a CUDA graph when the run
+            allows it (in-memory data, constant lr, no accumulation or clipping). Default True.
     """
 
     epochs: int = 100
@@ -130,6 +132,7 @@ class TrainConfig:
     fused: bool = True
     threads: int = 0
     compile: bool = False
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, f"threads must be >= 0, got {self.threads}")

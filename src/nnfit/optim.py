@@ -43,17 +43,18 @@ def _sgd(params: Iterable, c: TrainConfig) -> Optimizer:
                  weight_decay=c.weight_decay)
 
 
-def _adam(params: Iterable, c: TrainConfig) -> Optimizer:
-    return _fast(torch.optim.Adam, params, c, lr=c.lr, weight_decay=c.weight_decay)
+def _adam(params: Iterable, c: TrainConfig, **extra: Any) -> Optimizer:
+    return _fast(torch.optim.Adam, params, c, lr=c.lr, weight_decay=c.weight_decay, **extra)
 
 
-def _adamw(params: Iterable, c: TrainConfig) -> Optimizer:
-    return _fast(torch.optim.AdamW, params, c, lr=c.lr, weight_decay=c.weight_decay)
+def _adamw(params: Iterable, c: TrainConfig, **extra: Any) -> Optimizer:
+    return _fast(torch.optim.AdamW, params, c, lr=c.lr, weight_decay=c.weight_decay, **extra)
 
 
-def _rmsprop(params: Iterable, c: TrainConfig) -> Optimizer:
+def _rmsprop(params: Iterable, c: TrainConfig, **extra: Any) -> Optimizer:
     # torch has no fused RMSprop: the default (foreach) implementation is used.
-    return torch.optim.RMSprop(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    return torch.optim.RMSprop(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                               **extra)
 
 
 OPTIMIZERS.register("sgd", _sgd, "stochastic gradient descent (momentum, nesterov, weight_decay)")
@@ -62,15 +63,21 @@ OPTIMIZERS.register("adamw", _adamw, "AdamW (decoupled weight_decay)")
 OPTIMIZERS.register("rmsprop", _rmsprop, "RMSprop (momentum, weight_decay)")
 
 
-def build_optimizer(params: Iterable, config: TrainConfig) -> Optimizer:
+def build_optimizer(params: Iterable, config: TrainConfig, *, capturable: bool = False) -> Optimizer:
     """The optimizer named by ``config.optimizer`` over ``params``.
+
+    ``capturable`` keeps the step counters on the device so the step can be captured in a
+    CUDA graph (adam, adamw, rmsprop; sgd has no counters).
 
     Example:
         >>> opt = build_optimizer(torch.nn.Linear(2, 1).parameters(), TrainConfig(optimizer="sgd"))
         >>> type(opt).__name__
         'SGD'
     """
-    return OPTIMIZERS.get(config.optimizer)(params, config)
+    factory = OPTIMIZERS.get(config.optimizer)
+    if capturable and config.optimizer != "sgd":
+        return factory(params, config, capturable=True)
+    return factory(params, config)
 
 
 @dataclass

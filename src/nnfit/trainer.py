@@ -26,6 +26,7 @@ from .checkpoint import load_state_dict_strict, optimizer_from_parts, optimizer_
 from .config import TrainConfig, train_config
 from .data import DataSource, Inputs, LoaderData, as_source
 from .errors import CheckpointError, ConfigError
+from .graphs import GraphedStep, graphs_wanted
 from .metrics import metric_direction
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule
 from .runtime import Runtime, cpu_threads, make_runtime
@@ -102,6 +103,7 @@ class Trainer:
         self.last_loss: Tensor | None = None
         self.batches_per_epoch = 0
         self.drop_single = False
+        self.graphed: GraphedStep | None = None
         self._loss_sum: Tensor | None = None
         self._loss_n = 0
 
@@ -170,7 +172,8 @@ class Trainer:
             raise ConfigError("no training batches: the training data is empty")
         steps_per_epoch = math.ceil(self.batches_per_epoch / c.accumulate)
         monitor = c.monitor if val is not None or not c.monitor.startswith("val_") else "train_loss"
-        self.optimizer = build_optimizer(model.parameters(), c)
+        graphed = graphs_wanted(self, train)
+        self.optimizer = build_optimizer(model.parameters(), c, capturable=graphed)
         # "plateau" takes its direction from the monitor actually watched (train_loss without
         # validation data), not from a configured val_ metric that is never logged.
         self.schedule = build_schedule(self.optimizer, replace(c, monitor=monitor), steps_per_epoch)
@@ -178,6 +181,7 @@ class Trainer:
         if resume is not None:
             self._restore(*resume)
         self.stepper = FusedStepper(self.optimizer)
+        self.graphed = GraphedStep(self) if graphed else None
         self.optimizer.zero_grad(set_to_none=True)
         # Decided once per fit: CPU threads for this model size, and the (compiled) step model.
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -242,12 +246,16 @@ class Trainer:
                           drop_single=self.drop_single)
         ):
             scale = 1.0 / (n_batches - last_start if i >= last_start else c.accumulate)
-            if self.config.compile and self.state.step == 0 and i == 0:
-                loss = self._timed_first_step(inputs, target, scale)
+            if self.graphed is not None and len(target) == c.batch_size:
+                loss = self.graphed(inputs, target)  # a whole step, replayed as a CUDA graph
+                self.state.step += 1
             else:
-                loss = self.train_step(inputs, target, scale)
-            if (i + 1) % c.accumulate == 0 or i + 1 == n_batches:
-                self.optimizer_step()
+                if self.config.compile and self.state.step == 0 and i == 0:
+                    loss = self._timed_first_step(inputs, target, scale)
+                else:
+                    loss = self.train_step(inputs, target, scale)
+                if (i + 1) % c.accumulate == 0 or i + 1 == n_batches:
+                    self.optimizer_step()
             n = len(target)
             self._loss_sum.add_(loss, alpha=n)  # on device: no sync
             self._loss_n += n
