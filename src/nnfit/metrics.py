@@ -466,8 +466,7 @@ def _scores_from_confusion(cm: Tensor, *, binary: bool) -> dict[str, float | lis
         "recall": _ratio(tp.sum(), true_sum.sum()),
         "f1": _ratio(2 * tp.sum(), pred_sum.sum() + true_sum.sum()),
     }
-    # Macro averages run over the classes present in the targets or the predictions, as
-    # scikit-learn's default labels do; a trained class absent from both does not count.
+    # Macro: over classes present in targets or predictions, like scikit-learn's defaults.
     present = (true_sum + pred_sum) > 0
     for name, values in per_class.items():
         macro = float(values[present].mean())
