@@ -10,8 +10,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .checkpoint import atomic_write_json, atomic_write_text, read_json
 from .cli import dumps, flag_values, split_items
 from .config import RunConfig, make_run_config, read_config_file
@@ -64,11 +62,6 @@ def _training_columns(cfg: RunConfig) -> tuple[Columns, str, str, str]:
     return cols, target, task if d.task == "auto" else d.task, d.dataset
 
 
-def take(cols: Columns, idx: np.ndarray) -> Columns:
-    """The rows ``idx`` of every column."""
-    return cols.take(idx)
-
-
 def _run_dir(args: argparse.Namespace, name: str) -> Path:
     if args.resume:
         return Path(args.resume)
@@ -116,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     classify = task in ("binary", "multiclass") or (task == "auto" and infer_task(y) != "regression")
     train_idx, test_idx = split_indices(len(cols), test_split, cfg.train.seed,
                                         y if classify else None)
-    train_cols, test_cols = take(cols, train_idx), take(cols, test_idx)
+    train_cols, test_cols = cols.take(train_idx), cols.take(test_idx)
     out = _run_dir(args, name)
     m = cfg.model
     spec = {"name": m.model, "hidden": list(m.hidden), "activation": m.activation,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .tables import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, read_columns
+from .tables import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, missing_values, read_columns
 
 CHUNK_BYTES = 32 << 20  # text parsed per call: enough for the parser's threads, small in memory
 
@@ -131,8 +131,7 @@ class _Filler:
             if count:
                 self.missing[name] = self.missing.get(name, 0) + count
         if self.missing:
-            counts = ", ".join(f"{n} ({c})" for n, c in self.missing.items())
-            raise DataError(f"{source}: missing values in columns: {counts}")
+            raise missing_values(source, self.missing)
         arrays = {}
         for n in self.names:
             j = self.where.get(n)

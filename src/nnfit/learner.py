@@ -57,6 +57,8 @@ class Learner:
         spec: the model's declarative spec when it is a built-in model, else None.
         config: the TrainConfig used for training (and evaluation batch size, device).
         history: per-epoch training records.
+        trainer: the trainer that trained the model (reused for evaluation and prediction).
+        target_name: the target column when trained on a table or file.
 
     Example:
         >>> import nnfit
@@ -68,8 +70,11 @@ class Learner:
 
     def __init__(self, model: nn.Module, *, task: Task, preprocessor: Preprocessor | None,
                  spec: dict | None = None, config: TrainConfig | None = None,
-                 history: History | None = None, trainer: Trainer | None = None) -> None:
+                 history: History | None = None, trainer: Trainer | None = None,
+                 target_name: str | None = None) -> None:
         self.model = model
+        self.target_name = target_name  # the target column of table data, if any
+        self.stop_reason = ""  # why training ended early, when it did
         self.task = task
         self.preprocessor = preprocessor
         self.spec = spec
@@ -126,10 +131,6 @@ class Learner:
         raw, y_arr = _xy(x, y, target or self.target_name, source)
         inputs = self.preprocessor.transform(raw, source)
         return TensorData(inputs, self.task.encode_target(y_arr, f"{source} target"))
-
-    @property
-    def target_name(self) -> str | None:
-        return getattr(self, "_target_name", None)
 
     def summary(self, sample_input: Any = None) -> ModelSummary:
         """Layer table with output shapes from a forward pass on ``sample_input`` (default: a
@@ -199,31 +200,36 @@ class Learner:
         pre = meta.get("preprocess")
         learner = cls(model, task=task_from_dict(meta["task"]),
                       preprocessor=None if pre is None else Preprocessor.from_dict(pre),
-                      spec=meta.get("spec"), config=TrainConfig(device=device, quiet=True))
-        learner._target_name = meta.get("target")
+                      spec=meta.get("spec"), config=TrainConfig(device=device, quiet=True),
+                      target_name=meta.get("target"))
         learner.model.to(learner.trainer.runtime.device).eval()
         return learner
+
+
+def _columns(x: Any, source: str, exclude: str | None) -> Columns | None:
+    """A path, Columns or DataFrame as Columns (a fresh copy), or None for other inputs."""
+    if isinstance(x, (str, Path)):
+        return read_table(x, exclude=exclude)
+    if isinstance(x, Columns):
+        return x.copy()
+    return columns_from_frame(x, source) if is_frame(x) else None
 
 
 def _raw(x: Any, source: str, drop: str | None = None) -> tuple[RawInputs, str]:
     """Unlabelled inputs and the name to use in errors; a table's target column ``drop`` is
     ignored when present, so the file used for evaluation can also be predicted."""
-    if isinstance(x, (str, Path, Columns)) or is_frame(x):
-        cols = (read_table(x, exclude=drop) if isinstance(x, (str, Path))
-                else Columns(x.source, dict(x.arrays), x.block, x.block_names) if isinstance(x, Columns)
-                else columns_from_frame(x, source))
-        if drop is not None and drop in cols.arrays and len(cols.arrays) > 1:
-            cols.pop(drop)
-        return raw_inputs(cols, cols.source), cols.source
-    return raw_inputs(x, source), source
+    cols = _columns(x, source, drop)
+    if cols is None:
+        return raw_inputs(x, source), source
+    if drop is not None and drop in cols.arrays and len(cols.arrays) > 1:
+        cols.pop(drop)
+    return raw_inputs(cols, cols.source), cols.source
 
 
 def _xy(x: Any, y: Any, target: str | None, source: str) -> tuple[RawInputs, np.ndarray]:
     """Split user data into raw inputs and a target array."""
-    if isinstance(x, (str, Path, Columns)) or is_frame(x):
-        cols = (read_table(x, exclude=target) if isinstance(x, (str, Path))
-                else Columns(x.source, dict(x.arrays), x.block, x.block_names) if isinstance(x, Columns)
-                else columns_from_frame(x, source))
+    cols = _columns(x, source, target)
+    if cols is not None:
         if y is None:
             if target is None:
                 raise DataError(f"{cols.source}: name the target column (target=...)")
@@ -347,14 +353,12 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         target_name = target
     module, spec = _build(model, pre, fitted_task)
     learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
-                      trainer=trainer)
-    learner._target_name = target_name
+                      trainer=trainer, target_name=target_name)
     writer = RunWriter(run_dir, learner, run_config) if run_dir is not None else None
     history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
                           checkpoint_fn=writer.checkpoint if writer else None)
     learner.history = history
     learner.stop_reason = trainer.state.stop_reason
-    learner.val_data = val_src
     if writer is not None:
         writer.finish(trainer, val_src)
     return learner

@@ -40,6 +40,10 @@ class Columns:
     block: np.ndarray | None = None
     block_names: list[str] | None = None
 
+    def copy(self) -> Columns:
+        """A shallow copy whose column dict can be changed (the arrays are shared)."""
+        return Columns(self.source, dict(self.arrays), self.block, self.block_names)
+
     def take(self, idx: np.ndarray) -> Columns:
         """The rows ``idx`` of every column (the block stays one block)."""
         if self.block is None:
@@ -112,11 +116,22 @@ def read_columns(path: str | Path) -> Columns:
     return _from_arrow(table, str(p))
 
 
-def _from_arrow(table: Any, source: str) -> Columns:
-    names = [str(n) for n in table.column_names]
+def check_unique(names: Sequence[str], source: str) -> None:
+    """Raise a DataError naming any column name that appears more than once."""
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f"{source}: duplicate column names: {', '.join(dupes)}")
+
+
+def missing_values(source: str, counts: dict[str, int]) -> DataError:
+    """The error for missing cells, with a count per column."""
+    listed = ", ".join(f"{n} ({c})" for n, c in counts.items())
+    return DataError(f"{source}: missing values in columns: {listed}")
+
+
+def _from_arrow(table: Any, source: str) -> Columns:
+    names = [str(n) for n in table.column_names]
+    check_unique(names, source)
     if table.num_rows == 0:
         raise DataError(f"{source}: no data rows")
     missing = {n: table.column(i).null_count for i, n in enumerate(names)
@@ -130,24 +145,20 @@ def _from_arrow(table: Any, source: str) -> Columns:
             if nan:
                 missing[n] = missing.get(n, 0) + nan
     if missing:
-        counts = ", ".join(f"{n} ({c})" for n, c in missing.items())
-        raise DataError(f"{source}: missing values in columns: {counts}")
+        raise missing_values(source, missing)
     return Columns(source, arrays)
 
 
 def columns_from_frame(df: Any, source: str = "DataFrame") -> Columns:
     """Columns of a pandas DataFrame (or any object with ``columns`` and ``__getitem__``)."""
     names = [str(c) for c in df.columns]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DataError(f"{source}: duplicate column names: {', '.join(dupes)}")
+    check_unique(names, source)
     if len(df) == 0:
         raise DataError(f"{source}: no data rows")
     arrays = {str(c): np.asarray(df[c].to_numpy()) for c in df.columns}
     missing = {n: int(_isnan(a).sum()) for n, a in arrays.items() if _isnan(a).any()}
     if missing:
-        counts = ", ".join(f"{n} ({c})" for n, c in missing.items())
-        raise DataError(f"{source}: missing values in columns: {counts}")
+        raise missing_values(source, missing)
     return Columns(source, arrays)
 
 

@@ -277,16 +277,12 @@ class Trainer:
         if sched is None or sched.interval != "epoch":
             return
         if sched.needs_metric:
-            if monitor not in logs:
-                raise ConfigError(f"monitor {monitor!r} is not among the logged values: {', '.join(logs)}")
-            sched.scheduler.step(logs[monitor])
+            sched.scheduler.step(_monitored(logs, monitor))
         else:
             sched.scheduler.step()
 
     def _track_best(self, logs: dict[str, Any], monitor: str) -> bool:
-        if monitor not in logs:
-            raise ConfigError(f"monitor {monitor!r} is not among the logged values: {', '.join(logs)}")
-        value, st = logs[monitor], self.state
+        value, st = _monitored(logs, monitor), self.state
         sign = 1.0 if metric_direction(monitor) == "min" else -1.0
         if st.best is not None and not sign * (st.best - value) > self.config.min_delta:
             return False
@@ -396,6 +392,13 @@ class Trainer:
             best_weights={k: v.to(dev) for k, v in best.items()} or None,
             stop=meta.get("stop", False), stop_reason=meta.get("stop_reason", ""),
         )
+
+
+def _monitored(logs: dict[str, Any], monitor: str) -> Any:
+    """The monitored value of an epoch's logs; a name that is not logged is a config error."""
+    if monitor not in logs:
+        raise ConfigError(f"monitor {monitor!r} is not among the logged values: {', '.join(logs)}")
+    return logs[monitor]
 
 
 def _num_batches(source: DataSource, batch_size: int, drop_single: bool) -> int:
