@@ -4,8 +4,10 @@ Lesson concept: saving a model's ``state_dict`` (weights only) versus a full che
 (weights + optimizer state + epoch + loss history) that lets training continue later. nnfit
 writes the files as safetensors + JSON, never pickle:
 
-* ``run_dir=...``: after every epoch ``checkpoints/last.safetensors`` holds the model, the
-  optimizer, the RNG states, the epoch and the history; ``resume=run_dir`` continues from it.
+* ``run_dir=...``: after every epoch a checkpoint directory ``checkpoints/step-...-epoch-N/``
+  holds the model, the optimizer, the RNG states, the epoch and the history
+  (``state.safetensors`` + ``state.json``, verified by ``manifest.json``); ``resume=run_dir``
+  continues from the newest one.
   The proof: N epochs + resume to 2N gives exactly the weights of one uninterrupted 2N run.
 * ``nnfit.save_weights`` / ``nnfit.load_weights``: the weights only, into a model you build.
 * ``Learner.save`` / ``nnfit.load``: the full model (weights, labels, input scaling, spec),
@@ -32,7 +34,7 @@ import torch
 from sklearn.datasets import load_breast_cancer
 
 import nnfit
-from nnfit.checkpoint import load_tensors
+from nnfit.run import read_latest
 
 N = 4  # epochs before the "interruption"
 SPEC = {"name": "mlp", "hidden": [32, 16]}  # built inside fit(), after it seeds torch
@@ -57,7 +59,7 @@ def main() -> None:
         print(f"trained {len(first.history)} epochs; run directory holds:")
         for path in sorted(p for p in run.rglob("*") if p.is_file()):
             print(f"  {path.relative_to(run)}")
-        tensors, meta = load_tensors(run / "checkpoints" / "last.safetensors")
+        tensors, meta = read_latest(run)  # the newest checkpoint that verifies
         groups = sorted({k.split("/")[0] for k in tensors})
         print(f"last checkpoint: epoch {meta['epoch']}, step {meta['step']}, "
               f"tensor groups {groups}, {len(meta['history'])} history rows")

@@ -26,7 +26,8 @@ from sklearn.metrics import (
 )
 
 import nnfit
-from nnfit.checkpoint import load_tensors
+from nnfit.files import verify_bundle
+from nnfit.run import committed, read_latest
 from nnfit.cli import main
 
 CLASSES = ("cat", "dog", "emu")
@@ -166,10 +167,14 @@ def test_train_bundled_dataset_writes_complete_run(nnfit_cli, tmp_path):
     assert r.status == 0, r.err
     assert r.err == ""
     run = tmp_path / "RUN"
-    for name in ("config.json", "model.safetensors", "model.json", "checkpoints/last.safetensors",
-                 "checkpoints/best.safetensors", "history.csv", "metrics.json", "test.csv",
-                 "test_metrics.json"):
+    for name in ("config.json", "model.safetensors", "model.json", "manifest.json", "history.csv",
+                 "metrics.json", "test.csv", "test_metrics.json"):
         assert (run / name).is_file(), name
+    # The end-of-epoch checkpoints, all verified by their manifests; two kept plus the best.
+    names = committed(run)
+    assert 2 <= len(names) <= 3 and names[-1].endswith("-epoch-00003"), names
+    for name in names:
+        verify_bundle(run / "checkpoints" / name, "checkpoint")
 
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["dataset"] == "iris" and cfg["epochs"] == 3 and cfg["quiet"] is True
@@ -411,8 +416,8 @@ def test_resume_continues_to_the_same_weights_as_an_uninterrupted_run(nnfit_cli,
     assert (tmp_path / "R" / name).read_bytes() == (tmp_path / "FRESH" / name).read_bytes()
     # The last checkpoints hold the same model, optimizer and RNG tensors (their JSON headers
     # differ only in epoch timings).
-    resumed, _ = load_tensors(tmp_path / "R" / "checkpoints" / "last.safetensors")
-    fresh, _ = load_tensors(tmp_path / "FRESH" / "checkpoints" / "last.safetensors")
+    resumed, _ = read_latest(tmp_path / "R")
+    fresh, _ = read_latest(tmp_path / "FRESH")
     assert resumed.keys() == fresh.keys()
     assert all(torch.equal(resumed[k], fresh[k]) for k in fresh)
 

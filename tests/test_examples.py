@@ -20,7 +20,7 @@ EXPECTED = {
     "ex2_training_loop.py": ["train_loss  val_loss", "callback losses equal run 1's history: True",
                              "trainer.evaluate"],
     "ex3_multiclass.py": ["test accuracy", "top-2 probabilities", "class_0"],
-    "ex4_checkpointing.py": ["checkpoints/last.safetensors",
+    "ex4_checkpointing.py": ["-epoch-00004/state.safetensors",
                              "weights equal to an uninterrupted 8-epoch run: True",
                              "load_weights into a new nnfit.MLP: weights equal True",
                              "predictions equal True"],

@@ -14,7 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import nnfit
-from nnfit.checkpoint import legacy_state_dict, load_tensors
+from nnfit.checkpoint import legacy_state_dict
+from nnfit.files import write_files
+from nnfit.run import committed, read_latest
 from nnfit.data import split_indices
 from nnfit.errors import CheckpointError, ConfigError, DataError
 from nnfit.summary import capture_activations
@@ -279,7 +281,7 @@ def test_save_load_spec_model(tmp_path: Path, data, spec: dict) -> None:
     learner = nnfit.fit(spec, x, np.array(["no", "yes"])[y], **QUICK)
     learner.save(tmp_path / "m")
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert files == ["model.json", "model.safetensors"]
+    assert files == ["manifest.json", "model.json", "model.safetensors"]
     for p in (tmp_path / "m").iterdir():
         assert not p.read_bytes().startswith(b"\x80")  # no pickle protocol header anywhere
     loaded = nnfit.load(tmp_path / "m", device="cpu")
@@ -333,7 +335,12 @@ def test_load_errors(tmp_path: Path) -> None:
         nnfit.load(tmp_path / "missing")
     (tmp_path / "model.json").write_text(json.dumps({"format": 1, "task": {}, "spec": None}))
     (tmp_path / "model.safetensors").write_bytes(b"\x80\x04garbage")
-    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match="manifest.json: manifest missing"):
+        nnfit.load(tmp_path, model=SmallNet())
+    # With a manifest that matches (anyone can write one), the pickle is still not loaded.
+    write_files(tmp_path, "model", {"model.json": (tmp_path / "model.json").read_bytes(),
+                                    "model.safetensors": b"\x80\x04garbage"})
+    with pytest.raises(CheckpointError, match="model.safetensors: not a readable safetensors file"):
         nnfit.load(tmp_path, model=SmallNet())
 
 
@@ -376,9 +383,9 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, data) -> None:
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
     # The whole last checkpoint, optimizer moments and RNG states included, is identical too.
-    ta, ma = load_tensors(tmp_path / "A" / "checkpoints" / "last.safetensors")
-    tb, mb = load_tensors(tmp_path / "B" / "checkpoints" / "last.safetensors")
-    assert list(ta) == list(tb) and all(torch.equal(ta[k], tb[k]) for k in ta)
+    ta, ma = read_latest(tmp_path / "A")
+    tb, mb = read_latest(tmp_path / "B")
+    assert sorted(ta) == sorted(tb) and all(torch.equal(ta[k], tb[k]) for k in ta)
     assert any(k.startswith("optimizer/") for k in ta) and "rng/data" in ta
 
     def no_time(h: nnfit.History) -> list[dict]:
@@ -389,9 +396,10 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, data) -> None:
     assert ma["epoch"] == mb["epoch"] == 6
 
     run = tmp_path / "B"
-    for name in ("config.json", "model.safetensors", "model.json", "history.csv",
-                 "metrics.json", "checkpoints/last.safetensors", "checkpoints/best.safetensors"):
+    for name in ("config.json", "model.safetensors", "model.json", "manifest.json", "history.csv",
+                 "metrics.json"):
         assert (run / name).is_file(), name
+    assert committed(run)[-1].endswith("-epoch-00006") and mb["best_checkpoint"] in committed(run)
     rows = (run / "history.csv").read_text().splitlines()
     assert len(rows) == 1 + 6 and rows[0].startswith("epoch,train_loss,val_loss")
     assert json.loads((run / "config.json").read_text())["epochs"] == 6

@@ -679,7 +679,7 @@ def test_early_stopping_when_the_monitor_is_nan_from_the_start() -> None:
         def forward(self, inp):
             return self.fc(inp) * float("nan")
 
-    trainer = nnfit.Trainer(epochs=6, batch_size=16, patience=2, **CPU)
+    trainer = nnfit.Trainer(epochs=6, batch_size=16, patience=2, check_finite=False, **CPU)
     hist = trainer.fit(Diverged(), (x,), (x,), task=task, target=target, val_target=target)
     assert len(hist) == 2 and trainer.state.best is None
     assert trainer.state.stop_reason.startswith("early stopping: val_loss did not improve")
@@ -780,14 +780,20 @@ def _count_syncs(monkeypatch, run) -> dict[str, int]:
     return calls
 
 
-def test_one_host_sync_per_epoch(monkeypatch) -> None:
+@pytest.mark.parametrize("check_finite", [False, True])
+def test_one_host_sync_per_epoch(monkeypatch, check_finite) -> None:
     x, _, task, target = _problem("multiclass")
     model = _model("mlp", x.shape[1], 3, dropout=0.2)
     trainer = nnfit.Trainer(epochs=3, batch_size=16, optimizer="sgd", momentum=0.9, lr=0.05,
-                            grad_clip=1.0, accumulate=2, scheduler="onecycle", **PLAIN)
+                            grad_clip=1.0, accumulate=2, scheduler="onecycle", check_finite=check_finite,
+                            **PLAIN)
     calls = _count_syncs(monkeypatch, lambda: trainer.fit(model, (x,), task=task, target=target))
-    assert sum(calls.values()) == 3, calls  # the epoch's mean training loss, nothing per step
-    assert all(f.endswith("trainer.py") for f in calls)
+    loop = {f: c for f, c in calls.items() if not f.endswith("guards.py")}
+    assert sum(loop.values()) == 3, calls  # the epoch's mean training loss, nothing per step
+    assert all(f.endswith("trainer.py") for f in loop)
+    # The finiteness guard reads CPU values (memory reads, not device syncs) per step; on
+    # CUDA it does not run per step (tests/test_gpu.py runs the loop in sync-error mode).
+    assert bool(calls.get(next((f for f in calls if f.endswith("guards.py")), ""), 0)) == check_finite
 
 
 def test_adam_syncs_only_on_its_cpu_step_counters(monkeypatch) -> None:
@@ -797,5 +803,6 @@ def test_adam_syncs_only_on_its_cpu_step_counters(monkeypatch) -> None:
     trainer = nnfit.Trainer(epochs=3, batch_size=16, optimizer="adam", **PLAIN)
     calls = _count_syncs(monkeypatch, lambda: trainer.fit(
         _model("mlp", x.shape[1], 3), (x,), task=task, target=target))
-    outside_optim = {f: c for f, c in calls.items() if "torch/optim" not in f.replace("\\", "/")}
+    outside_optim = {f: c for f, c in calls.items() if "torch/optim" not in f.replace("\\", "/")
+                     and not f.endswith("guards.py")}
     assert sum(outside_optim.values()) == 3, calls

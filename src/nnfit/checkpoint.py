@@ -1,19 +1,19 @@
 """Weights and checkpoints: safetensors for tensors, JSON for everything else, never pickle.
 
 * A **weights file** is a safetensors file of a ``state_dict``.
-* A **checkpoint** is one safetensors file: model, optimizer and RNG tensors, with every other
-  piece of state (epoch, step, history, scheduler, config, task, preprocessing) as JSON in the
-  file's header metadata. One file means one atomic rename commits all of it.
+* A **checkpoint** is a bundle directory (see :mod:`nnfit.files`): ``state.safetensors``
+  (model, optimizer, RNG and loop tensors), ``state.json`` (epoch, step, history, scheduler,
+  config, task, preprocessing) and ``manifest.json`` (SHA-256 of both). The directory is built
+  under a temporary name and committed with one rename.
 
-Every write goes to a temporary file in the target directory, is flushed and fsynced, then
-renamed over the destination, so a crash leaves either the old file or the new one.
+Nothing is ever unpickled: ``.pt``/``.pth`` imports go through ``torch.load`` with
+``weights_only=True`` passed explicitly (the environment variable that turns the protection
+off has no effect on an explicit argument) and must hold only tensors.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,47 +21,20 @@ import torch
 from torch import Tensor, nn
 
 from .errors import CheckpointError
+from .files import (  # noqa: F401  (re-exported: the writers everyone uses)
+    FORMAT_VERSION,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_verified,
+    verify_bundle,
+    write_bundle,
+)
 
-FORMAT_VERSION = 1
 META_KEY = "nnfit"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some filesystems cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a fsynced temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
 
 
 def _cpu_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -69,12 +42,35 @@ def _cpu_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
 
 
-def save_tensors(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> None:
-    """Atomically write ``tensors`` (and JSON ``meta`` in the header) as a safetensors file."""
+def tensors_to_bytes(tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> bytes:
+    """``tensors`` (and JSON ``meta`` in the header) as safetensors bytes."""
     from safetensors.torch import save
 
     header = {META_KEY: json.dumps(meta)} if meta is not None else None
-    atomic_write_bytes(path, save(_cpu_tensors(tensors), metadata=header))
+    return save(_cpu_tensors(tensors), metadata=header)
+
+
+def tensors_from_bytes(data: bytes, source: str) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """Parse safetensors bytes; any failure is a CheckpointError naming ``source``."""
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+        meta = _header_meta(data)
+    except Exception as e:  # any parse failure means "not a readable safetensors file"
+        raise CheckpointError(f"{source}: not a readable safetensors file ({type(e).__name__})") from None
+    return tensors, meta
+
+
+def _header_meta(data: bytes) -> dict[str, Any] | None:
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n]).get("__metadata__") or {}
+    return json.loads(header[META_KEY]) if META_KEY in header else None
+
+
+def save_tensors(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any] | None = None) -> None:
+    """Atomically write ``tensors`` (and JSON ``meta`` in the header) as a safetensors file."""
+    atomic_write_bytes(path, tensors_to_bytes(tensors, meta))
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
@@ -83,18 +79,38 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | 
     Raises:
         CheckpointError: a missing file or one that is not a valid safetensors file.
     """
-    from safetensors import safe_open
-
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: file not found")
     try:
-        with safe_open(str(p), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = json.loads(header[META_KEY]) if META_KEY in header else None
-    except Exception as e:  # any parse failure means "not a readable safetensors file"
-        raise CheckpointError(f"{p}: not a readable safetensors file ({type(e).__name__})") from None
+        data = p.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{p}: unreadable ({e.strerror})") from None
+    return tensors_from_bytes(data, str(p))
+
+
+def save_checkpoint(directory: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+    """Commit a checkpoint bundle at ``directory`` (which must not exist yet)."""
+    files = {STATE_TENSORS: tensors_to_bytes(tensors),
+             STATE_JSON: (json.dumps(meta, indent=1) + "\n").encode("utf-8")}
+    return write_bundle(directory, "checkpoint", files)
+
+
+def load_checkpoint(directory: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Verify and read a checkpoint bundle: ``(tensors, meta)``.
+
+    Raises:
+        CheckpointError: naming the damaged, missing or foreign file.
+    """
+    d = Path(directory)
+    body = verify_bundle(d, "checkpoint")
+    tensors, _ = tensors_from_bytes(read_verified(d, STATE_TENSORS, body), str(d / STATE_TENSORS))
+    try:
+        meta = json.loads(read_verified(d, STATE_JSON, body).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise CheckpointError(f"{d / STATE_JSON}: not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{d / STATE_JSON}: not an nnfit checkpoint")
     return tensors, meta
 
 
@@ -119,7 +135,7 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: s
     """
     own = model.state_dict()
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = sorted(k for k in state if k not in own)
     shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
@@ -198,14 +214,3 @@ def optimizer_from_parts(opt: torch.optim.Optimizer, tensors: dict[str, Tensor],
 def split_prefix(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """The entries under ``prefix``, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def read_json(path: str | Path, what: str = "file") -> Any:
-    """Load a JSON file, turning every failure into a CheckpointError naming it."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: {what} not found")
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{p}: not valid JSON ({e.__class__.__name__})") from None

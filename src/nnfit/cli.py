@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, NnfitError
+from .errors import ConfigError, NnfitError, Stopped
 
 EPILOG = "Docs and examples: README.md. Errors exit with status 2."
 
@@ -56,7 +56,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
     add("--config", default=None, help="YAML or TOML config file; flags override it")
     add("--out", default=None, help="run directory (default runs/NAME-N)")
-    add("--resume", default=None, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    add("--resume", default=None, metavar="RUN_DIR",
+        help="continue a run from its newest valid checkpoint (same settings and data)")
+    add("--force-resume", dest="force_resume", action="store_true",
+        help="with --resume: continue even though settings or data changed (the changes are listed)")
     add("--overwrite", action="store_true", help="allow --out to name an existing, non-empty directory")
     add("--quiet", default=S, action="store_true", help="no progress display")
 
@@ -110,9 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        import warnings
+
         from . import cli_commands
 
-        return getattr(cli_commands, f"cmd_{args.command}")(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return getattr(cli_commands, f"cmd_{args.command}")(args)
+    except Stopped as e:  # a graceful stop by SIGINT/SIGTERM, checkpoint committed
+        print(f"nnfit: {e}", file=sys.stderr)
+        return e.exit_code
     except NnfitError as e:
         print(f"nnfit: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -131,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                  line: Any = None) -> None:
+    """Warnings as one ``nnfit: warning:`` line on stderr."""
+    print(f"nnfit: warning: {message}", file=sys.stderr)
+
+
 def split_items(items: list[str]) -> tuple[str | None, dict[str, Any]]:
     """Split positional ``train`` arguments into DATA and ``key=value`` overrides."""
     data, overrides = None, {}
@@ -147,7 +163,7 @@ def split_items(items: list[str]) -> tuple[str | None, dict[str, Any]]:
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:
     """The config keys set by flags on the command line."""
-    skip = {"command", "items", "config", "out", "resume", "overwrite"}
+    skip = {"command", "items", "config", "out", "resume", "overwrite", "force_resume"}
     return {k: v for k, v in vars(args).items() if k not in skip}
 
 

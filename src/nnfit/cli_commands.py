@@ -14,7 +14,7 @@ from .checkpoint import atomic_write_json, atomic_write_text, read_json
 from .cli import dumps, flag_values, split_items
 from .config import RunConfig, make_run_config, read_config_file
 from .data import split_indices
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, Stopped
 from .ingest import read_table
 from .learner import Learner, fit, load
 from .run import jsonable_metrics
@@ -85,19 +85,6 @@ def write_columns_csv(path: Path, cols: Columns) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-# What a resumed run may change: how long and where it runs, not what it trains.
-RESUMABLE = {"epochs", "patience", "quiet", "device", "eval_batch_size", "threads",
-             "checkpoint_every", "compile"}
-
-
-def _check_resume(record: dict[str, Any], saved: dict[str, Any]) -> None:
-    """Refuse a resume whose settings differ from the run's, naming every difference."""
-    changed = [f"{k} ({saved.get(k)!r} -> {v!r})" for k, v in record.items()
-               if k not in RESUMABLE and k in saved and saved[k] != v]
-    if changed:
-        raise ConfigError(f"--resume cannot change {', '.join(changed)}: start a new run instead")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg.model.model not in ("mlp", "resmlp"):
@@ -117,10 +104,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     record = cfg.to_dict()
     if record["data"] is not None:  # absolute, so `--resume` works from any directory
         record["data"] = str(Path(record["data"]).resolve())
-    if args.resume:
-        _check_resume(record, read_json(Path(args.resume) / "config.json", "run config"))
-    learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
-                  run_config=record, resume=out if args.resume else None, overwrite=args.overwrite)
+    try:
+        learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
+                      run_config=record, resume=out if args.resume else None, overwrite=args.overwrite,
+                      force_resume=args.force_resume)
+    except Stopped as e:
+        raise Stopped(f"{e}; resume with: nnfit train --resume {out}", e.exit_code - 128) from None
     val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
     test = None
     if len(test_idx):

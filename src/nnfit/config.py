@@ -88,8 +88,14 @@ class TrainConfig:
         standardize: standardise numeric features with training-split statistics. Default True.
         scale_target: standardise regression targets for training (predictions are returned in
             the original units). Default True.
-        checkpoint_every: write the last checkpoint every N epochs when a run directory is
-            given; 0 disables. Default 1.
+        checkpoint_every: write a checkpoint every N epochs when a run directory is given;
+            0 disables. Default 1.
+        checkpoint_steps: also write a checkpoint every N optimizer steps inside an epoch;
+            0 disables. Default 0.
+        keep_checkpoints: checkpoints kept in the run directory besides the best one; older
+            ones are removed once a newer one is committed. 0 keeps all. Default 2.
+        check_finite: stop in the step whose loss or gradient is NaN or infinite, before the
+            update (CPU; on CUDA the loss and parameters are checked once per epoch). Default True.
         fused: use the optimizer's fused kernel (sgd, adam, adamw) where torch has one for
             the device. Default True.
         threads: CPU intra-op threads while training; 0 picks one thread for small models
@@ -129,6 +135,9 @@ class TrainConfig:
     standardize: bool = True
     scale_target: bool = True
     checkpoint_every: int = 1
+    checkpoint_steps: int = 0
+    keep_checkpoints: int = 2
+    check_finite: bool = True
     fused: bool = True
     threads: int = 0
     compile: bool = False
@@ -150,6 +159,8 @@ class TrainConfig:
         _check(self.gamma > 0, f"gamma must be > 0, got {self.gamma}")
         _check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         _check(self.checkpoint_every >= 0, "checkpoint_every must be >= 0")
+        _check(self.checkpoint_steps >= 0, "checkpoint_steps must be >= 0")
+        _check(self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0")
         _check(not (self.nesterov and self.momentum <= 0), "nesterov needs momentum > 0")
 
 

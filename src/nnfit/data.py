@@ -34,9 +34,10 @@ class DataSource(Protocol):
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False,
-        generator: torch.Generator | None = None, drop_single: bool = False,
+        generator: torch.Generator | None = None, drop_single: bool = False, start: int = 0,
     ) -> Iterator[Batch]:
-        """Yield ``(inputs, target)`` batches; ``target`` is None for unlabelled data."""
+        """``(inputs, target)`` batches from batch ``start`` on; ``target`` is None for
+        unlabelled data. The epoch's order is fixed when this is called."""
 
     def to(self, device: torch.device) -> DataSource:
         """This source with its batches delivered on ``device``."""
@@ -100,32 +101,33 @@ class TensorData:
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False,
-        generator: torch.Generator | None = None, drop_single: bool = False,
+        generator: torch.Generator | None = None, drop_single: bool = False, start: int = 0,
     ) -> Iterator[Batch]:
         """Batches in order, or in one random permutation drawn from ``generator``.
 
-        ``drop_single`` drops a trailing batch of one sample (BatchNorm cannot train on it).
+        The permutation is drawn when this is called (not at the first batch), so a resume can
+        replay an epoch's order from the generator state saved at its start. ``start`` skips
+        that many batches; ``drop_single`` drops a trailing batch of one sample (BatchNorm
+        cannot train on it).
         """
         n = self._n
         stop = n - 1 if drop_single and n > 1 and n % batch_size == 1 else n
         # Hoisted out of the loop: the tensors to slice and how to hand them to the model.
         names = list(self.inputs) if isinstance(self.inputs, dict) else None
         tensors = list(self.inputs.values()) if names is not None else list(self.inputs)
+        perm = None
+        if shuffle:  # one permutation per epoch, on the CPU generator (checkpointable), moved once
+            perm = torch.randperm(n, generator=generator).to(tensors[0].device, non_blocking=True)
+        return self._iterate(names, tensors, perm, range(start * batch_size, stop, batch_size), batch_size)
+
+    def _iterate(self, names: list[str] | None, tensors: list[Tensor], perm: Tensor | None,
+                 starts: range, batch_size: int) -> Iterator[Batch]:
         target = self.target
-
-        def pack(rows: Any) -> Batch:
+        for i in starts:
+            rows = slice(i, i + batch_size) if perm is None else perm[i:i + batch_size]
             xs = [t[rows] for t in tensors]
-            return (dict(zip(names, xs, strict=True)) if names is not None else tuple(xs),
-                    None if target is None else target[rows])
-
-        if not shuffle:
-            for i in range(0, stop, batch_size):
-                yield pack(slice(i, i + batch_size))
-            return
-        # One permutation per epoch, drawn on the CPU generator (checkpointable), moved once.
-        perm = torch.randperm(n, generator=generator).to(tensors[0].device, non_blocking=True)
-        for i in range(0, stop, batch_size):
-            yield pack(perm[i:i + batch_size])
+            yield (dict(zip(names, xs, strict=True)) if names is not None else tuple(xs),
+                   None if target is None else target[rows])
 
 
 def _split_item(item: Any) -> Batch:
@@ -166,8 +168,11 @@ class LoaderData:
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False,
-        generator: torch.Generator | None = None, drop_single: bool = False,
+        generator: torch.Generator | None = None, drop_single: bool = False, start: int = 0,
     ) -> Iterator[Batch]:
+        """Batches of the loader. Its iterator (and so its order) is created when this is
+        called; ``start`` batches are then read and dropped, so a resumed epoch continues
+        with the batch it stopped before."""
         if isinstance(self.data, DataLoader):
             loader = self.data  # the user's loader decides batching and order
         else:
@@ -175,9 +180,15 @@ class LoaderData:
             loader = DataLoader(self.data, batch_size=batch_size, shuffle=shuffle,
                                 generator=generator,
                                 drop_last=drop_single and n > 1 and n % batch_size == 1)
+        it = iter(loader)
+        for _ in range(start):
+            next(it, None)
+        return self._iterate(it)
+
+    def _iterate(self, it: Iterator[Any]) -> Iterator[Batch]:
         non_blocking = self.device is not None and self.device.type == "cuda"
         move = (lambda t: t.to(self.device, non_blocking=non_blocking)) if self.device else (lambda t: t)
-        for item in loader:
+        for item in it:
             inputs, target = _split_item(item)
             yield _map(inputs, move), (None if target is None else move(target))
 

@@ -30,3 +30,33 @@ class DataError(NnfitError, ValueError):
 
 class CheckpointError(NnfitError):
     """A run directory, weights file or checkpoint that cannot be read or does not fit the model."""
+
+
+class TrainingError(NnfitError):
+    """Training cannot go on: a loss, gradient or parameter went NaN or infinite."""
+
+    exit_code = 1
+
+
+class Stopped(NnfitError):
+    """Training was stopped by a signal after committing a checkpoint.
+
+    Attributes:
+        exit_code: 128 + the signal number (130 for SIGINT, 143 for SIGTERM), the shell's
+            convention for a process ended by that signal.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class NnfitWarning(UserWarning):
+    """Something was recovered from or ignored, e.g. a damaged checkpoint skipped on resume."""
+
+
+def warn(message: str) -> None:
+    """Issue an :class:`NnfitWarning` (the CLI prints it as one ``nnfit: warning:`` line)."""
+    import warnings
+
+    warnings.warn(message, NnfitWarning, stacklevel=2)

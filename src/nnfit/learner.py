@@ -8,7 +8,9 @@ model's spec (so a saved built-in model is rebuilt without user code) and the tr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +22,17 @@ from torch.utils.data import DataLoader, Dataset
 from . import __version__
 from .callbacks import Callback, History
 from .checkpoint import (
-    atomic_write_json,
+    FORMAT_VERSION,
     load_state_dict_strict,
-    load_tensors,
-    read_json,
-    save_weights,
+    read_verified,
+    tensors_from_bytes,
+    tensors_to_bytes,
+    verify_bundle,
 )
 from .config import TrainConfig, train_config
 from .data import LoaderData, TensorData, split_indices
 from .errors import CheckpointError, ConfigError, DataError
+from .files import write_files
 from .ingest import read_table
 from .models import build_model, model_spec
 from .summary import ModelSummary, summarize
@@ -154,18 +158,22 @@ class Learner:
     def meta(self) -> dict[str, Any]:
         """Everything but the weights, as JSON-able data."""
         return {
-            "format": 1, "nnfit_version": __version__, "spec": self.spec,
+            "format": FORMAT_VERSION, "nnfit_version": __version__, "spec": self.spec,
             "task": self.task.to_dict(), "target": self.target_name,
             "preprocess": None if self.preprocessor is None else self.preprocessor.to_dict(),
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write ``model.safetensors`` (weights) and ``model.json`` (everything else) into the
-        directory ``path``; returns it. No pickle: reloading runs no code from the files."""
+        """Write ``model.safetensors`` (weights), ``model.json`` (everything else) and
+        ``manifest.json`` (their SHA-256) into the directory ``path``; returns it.
+
+        No pickle: reloading runs no code from the files, and :meth:`load` refuses any file
+        that does not match the manifest.
+        """
         out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        save_weights(self.model, out / MODEL_FILE)
-        atomic_write_json(out / META_FILE, self.meta())
+        weights = tensors_to_bytes(self.model.state_dict(), {"format": FORMAT_VERSION, "kind": "weights"})
+        meta = (json.dumps(self.meta(), indent=2) + "\n").encode("utf-8")
+        write_files(out, "model", {MODEL_FILE: weights, META_FILE: meta})
         return out
 
     @classmethod
@@ -186,16 +194,20 @@ class Learner:
         p = Path(path)
         if not p.is_dir():
             raise CheckpointError(f"{p}: not a run or model directory")
-        meta = read_json(p / META_FILE, "model metadata (model.json)")
+        body = verify_bundle(p, "model")
+        try:
+            meta = json.loads(read_verified(p, META_FILE, body).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            meta = None
         if not isinstance(meta, dict) or "task" not in meta:
             raise CheckpointError(f"{p / META_FILE}: not an nnfit model file")
-        if meta.get("format", 0) > 1:
+        if not isinstance(meta.get("format", 0), int) or meta.get("format", 0) > FORMAT_VERSION:
             raise CheckpointError(f"{p}: written by a newer nnfit (format {meta['format']}); upgrade nnfit")
         if model is None:
             if meta.get("spec") is None:
                 raise CheckpointError(f"{p}: the model is a user-defined module; pass model=YourModule(...)")
             model = build_model(meta["spec"])
-        tensors, _ = load_tensors(p / MODEL_FILE)
+        tensors, _ = tensors_from_bytes(read_verified(p, MODEL_FILE, body), str(p / MODEL_FILE))
         load_state_dict_strict(model, tensors, str(p / MODEL_FILE))
         pre = meta.get("preprocess")
         learner = cls(model, task=task_from_dict(meta["task"]),
@@ -297,7 +309,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         val: Any = None, task: str | Task = "auto", callbacks: Sequence[Callback] = (),
         config: TrainConfig | None = None, run_dir: str | Path | None = None,
         resume: str | Path | None = None, run_config: Mapping[str, Any] | None = None,
-        overwrite: bool = False, **overrides: Any) -> Learner:
+        overwrite: bool = False, force_resume: bool = False, **overrides: Any) -> Learner:
     """Train ``model`` on ``x``/``y`` and return a :class:`Learner` ready to evaluate, predict
     and save.
 
@@ -315,10 +327,13 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         callbacks: extra callbacks.
         config: a TrainConfig; ``overrides`` are applied on top of it.
         run_dir: when given, checkpoints, history.csv and the final model are written there.
-        resume: a run directory to continue training from its last checkpoint.
+        resume: a run directory to continue from its newest valid checkpoint (damaged ones are
+            skipped with a warning). The settings (but ``epochs``, ``patience``, ``device`` and
+            other RESUMABLE ones) and the data must be those of the run.
         run_config: what to record as the run's ``config.json`` (default: the TrainConfig).
         overwrite: allow ``run_dir`` to be a directory that already holds files (without
             ``resume``); off by default so an earlier run is never overwritten by accident.
+        force_resume: resume even when settings or data differ (a warning lists the changes).
         **overrides: TrainConfig fields, e.g. ``epochs=20, lr=3e-4, optimizer="adamw"``.
 
     Returns:
@@ -332,7 +347,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     Raises:
         ConfigError, DataError: bad arguments or data, named in one line.
     """
-    from .run import RunWriter
+    from .run import RunWriter, check_resume, data_fingerprint, read_latest
 
     if run_dir is not None and resume is None and not overwrite:
         d = Path(run_dir)
@@ -340,7 +355,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
             raise ConfigError(f"{d} exists and is not empty: pass overwrite=True, resume= or another run_dir")
     cfg = train_config(config, **overrides)
     trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
-    ckpt = RunWriter.read_last(resume) if resume is not None else None
+    ckpt = read_latest(resume) if resume is not None else None
     if isinstance(x, (Dataset, DataLoader)):
         pre, loss_name = None, cfg.loss
         fitted_task = _loader_task(task, x, loss_name)
@@ -354,7 +369,14 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     module, spec = _build(model, pre, fitted_task)
     learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
                       trainer=trainer, target_name=target_name)
-    writer = RunWriter(run_dir, learner, run_config) if run_dir is not None else None
+    writer = None
+    if run_dir is not None:
+        record = dict(run_config) if run_config is not None else asdict(cfg)
+        fingerprint = data_fingerprint(train_src, val_src)
+        if ckpt is not None:
+            check_resume(ckpt[1], record, fingerprint, force_resume)
+        writer = RunWriter(run_dir, learner, record, fingerprint,
+                           best=None if ckpt is None else ckpt[1].get("best_checkpoint"))
     history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
                           checkpoint_fn=writer.checkpoint if writer else None)
     learner.history = history

@@ -3,34 +3,50 @@
 Layout::
 
     RUN/
-      config.json                 the resolved configuration
-      checkpoints/last.safetensors  full state after the newest checkpointed epoch
-      checkpoints/best.safetensors  full state at the best epoch of the monitored metric
-      history.csv                 one row per epoch
-      model.safetensors           the weights the run ends with (the best ones when restored)
-      model.json                  task, label map, preprocessing, model spec, nnfit version
-      metrics.json                final validation metrics
+      config.json                   the resolved configuration
+      checkpoints/step-000000120/   a checkpoint taken inside an epoch (every ``checkpoint_steps``
+                                    optimizer steps, or on SIGINT/SIGTERM)
+      checkpoints/step-000000150-epoch-00003/  a checkpoint at the end of epoch 3
+          state.safetensors         model, optimizer, RNG and loop tensors
+          state.json                epoch, step, data order, history, scheduler, early stopping,
+                                    config, data fingerprint, task and preprocessing
+          manifest.json             format version, size and SHA-256 of both files
+      history.csv                   one row per epoch
+      model.safetensors, model.json, manifest.json   the final model (see Learner.save)
+      metrics.json                  final validation metrics
 
-Every file is written atomically (temporary file, fsync, rename).
+A checkpoint directory is built under a temporary name and committed with one rename; the
+newest ``keep_checkpoints`` plus the best one are kept, older ones removed only after a newer
+one is committed. A resume takes the newest checkpoint that verifies against its manifest,
+warning about (and skipping) damaged ones; temporaries of a killed writer are removed.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import hashlib
+import json
+import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from .checkpoint import atomic_write_json, atomic_write_text, load_tensors, save_tensors
-from .errors import CheckpointError
+from .checkpoint import FORMAT_VERSION, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from .data import LoaderData, TensorData
+from .errors import CheckpointError, ConfigError, warn
+from .files import clean_temporaries
 
 if TYPE_CHECKING:
     from .learner import Learner
     from .trainer import Trainer
 
-LAST = "checkpoints/last.safetensors"
-BEST = "checkpoints/best.safetensors"
+CHECKPOINTS = "checkpoints"
+_NAME = re.compile(r"step-(\d{9})(?:-epoch-(\d{5}))?")
+
+# What a resumed run may change: how long and where it runs, not what it trains.
+RESUMABLE = {"epochs", "patience", "quiet", "device", "eval_batch_size", "threads", "checkpoint_every",
+             "checkpoint_steps", "keep_checkpoints", "compile", "check_finite", "cuda_graphs"}
 
 
 def jsonable_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -41,45 +57,124 @@ def jsonable_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def data_fingerprint(*sources: Any) -> str:
+    """SHA-256 of the training (and validation) tensors as trained on: a resume checks that it
+    continues on the same data. A Dataset/DataLoader contributes only its type and length."""
+    h = hashlib.sha256()
+    for s in sources:
+        if isinstance(s, TensorData):
+            tensors = list(s.inputs.values()) if isinstance(s.inputs, dict) else list(s.inputs)
+            for t in [*tensors, *([s.target] if s.target is not None else [])]:
+                h.update(f"{t.dtype}{tuple(t.shape)};".encode())
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(dtype=_u8()).numpy())
+        elif isinstance(s, LoaderData):
+            ds = getattr(s.data, "dataset", s.data)
+            h.update(f"{type(ds).__name__}:{len(s)};".encode())
+        else:
+            h.update(b"none;")
+    return h.hexdigest()
+
+
+def _u8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def checkpoint_name(step: int, epoch_end: int | None) -> str:
+    """``step-000000120`` inside an epoch, ``step-000000150-epoch-00003`` at the end of one."""
+    return f"step-{step:09d}" + (f"-epoch-{epoch_end:05d}" if epoch_end is not None else "")
+
+
+def committed(run_dir: str | Path) -> list[str]:
+    """Names of the committed checkpoints of a run, oldest first."""
+    d = Path(run_dir) / CHECKPOINTS
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), m.group(2) is not None, p.name) for p in d.iterdir()
+             if p.is_dir() and (m := _NAME.fullmatch(p.name))]
+    return [name for *_, name in sorted(found)]
+
+
+def resume_differences(saved: dict[str, Any], record: dict[str, Any], saved_data: str | None,
+                       data: str | None) -> list[str]:
+    """Field-by-field differences between a checkpoint's run and the one asked for."""
+    now = json.loads(json.dumps(record))  # tuples as lists, as saved
+    diffs = [f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in sorted(set(saved) | set(now))
+             if k not in RESUMABLE and saved.get(k) != now.get(k)]
+    if saved_data is not None and data is not None and saved_data != data:
+        diffs.append(f"training data (sha256 {saved_data[:12]}... -> {data[:12]}...)")
+    return diffs
+
+
 class RunWriter:
     """Writes a run directory as training goes.
 
     Args:
-        run_dir: the directory (created if needed).
+        run_dir: the directory (created at the first write).
         learner: the learner being trained (its task, preprocessing and spec go into every
             checkpoint so a resume needs no user code for built-in models).
-        config: the configuration to record in ``config.json``; defaults to the learner's
-            TrainConfig.
+        config: the configuration recorded in ``config.json`` and every checkpoint.
+        fingerprint: :func:`data_fingerprint` of the data trained on.
+        best: the name of the best checkpoint so far (when resuming), kept through rotation.
     """
 
-    def __init__(self, run_dir: str | Path, learner: Learner, config: Any = None) -> None:
+    def __init__(self, run_dir: str | Path, learner: Learner, config: dict[str, Any],
+                 fingerprint: str | None = None, best: str | None = None) -> None:
         self.dir = Path(run_dir)
         self.learner = learner
-        self.config = dict(config) if config is not None else asdict(learner.config)
+        self.config = dict(config)
+        self.fingerprint = fingerprint
+        self.best = best
         self._started = False
 
     def _start(self) -> None:
         # Created at the first write, so a run that fails while starting leaves nothing behind.
         if not self._started:
-            (self.dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            for d in (self.dir, self.dir / CHECKPOINTS):
+                clean_temporaries(d)
+            (self.dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.dir / "config.json", self.config)
             self._started = True
 
-    def checkpoint(self, trainer: Trainer, improved: bool) -> None:
-        """Persist the state after an epoch: history always, the last checkpoint every
-        ``checkpoint_every`` epochs (and at the end), the best checkpoint when improved."""
+    def checkpoint(self, trainer: Trainer, improved: bool, force: bool = False) -> Path | None:
+        """Persist the state: at an epoch end, history always and a checkpoint every
+        ``checkpoint_every`` epochs, at the end, and when ``improved``; inside an epoch
+        (``trainer.state.batch > 0``) a checkpoint when called. ``force`` writes one regardless.
+
+        Raises:
+            NonFiniteError: a tensor of the state is NaN or infinite; nothing is written.
+        """
         c, st = trainer.config, trainer.state
+        mid_epoch = st.batch > 0
         self._start()
-        atomic_write_text(self.dir / "history.csv", st.history.to_csv())
-        due = c.checkpoint_every and (st.epoch % c.checkpoint_every == 0 or st.stop or st.epoch == c.epochs)
-        if not (due or improved):
+        if not mid_epoch:
+            atomic_write_text(self.dir / "history.csv", st.history.to_csv())
+        due = mid_epoch or force or improved or bool(c.checkpoint_every) and (
+            st.epoch % c.checkpoint_every == 0 or st.stop or st.epoch == c.epochs)
+        if not due:
+            return None
+        name = checkpoint_name(st.step, None if mid_epoch else st.epoch)
+        tensors, meta = trainer.checkpoint_parts()  # checks every tensor is finite
+        best = name if improved else self.best
+        meta.update({"format": FORMAT_VERSION, "learner": self.learner.meta(), "config": self.config,
+                     "data_sha256": self.fingerprint, "best_checkpoint": best})
+        target = self.dir / CHECKPOINTS / name
+        if target.exists():  # the same step again after a resume: replace it
+            shutil.rmtree(target)
+        save_checkpoint(target, tensors, meta)
+        self.best = best
+        self._rotate(c.keep_checkpoints)
+        return target
+
+    def _rotate(self, keep: int) -> None:
+        """Remove all but the newest ``keep`` checkpoints and the best one (0 keeps all)."""
+        names = committed(self.dir)
+        if keep <= 0:
             return
-        tensors, meta = trainer.checkpoint_parts()
-        meta.update({"format": 1, "learner": self.learner.meta(), "config": self.config})
-        if due:
-            save_tensors(self.dir / LAST, tensors, meta)
-        if improved:
-            save_tensors(self.dir / BEST, tensors, meta)
+        for name in names[:-keep]:
+            if name != self.best:
+                shutil.rmtree(self.dir / CHECKPOINTS / name, ignore_errors=True)
 
     def finish(self, trainer: Trainer, val: Any) -> dict[str, Any] | None:
         """Write the final model and ``metrics.json`` (validation metrics, when there is
@@ -93,19 +188,45 @@ class RunWriter:
         atomic_write_json(self.dir / "metrics.json", jsonable_metrics(metrics))
         return metrics
 
-    @staticmethod
-    def read_last(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """The last checkpoint of ``run_dir`` as ``(tensors, meta)``.
 
-        Raises:
-            CheckpointError: no run there, or no readable checkpoint in it.
-        """
-        p = Path(run_dir)
-        if not p.is_dir():
-            raise CheckpointError(f"{p}: no such run directory")
-        tensors, meta = load_tensors(p / LAST)
-        if not meta or "learner" not in meta or "optimizer" not in meta:
-            raise CheckpointError(f"{p / LAST}: not an nnfit checkpoint")
-        if meta.get("format", 0) > 1:
-            raise CheckpointError(f"{p / LAST}: written by a newer nnfit; upgrade nnfit")
+def read_latest(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The newest checkpoint of ``run_dir`` that verifies, as ``(tensors, meta)``.
+
+    Damaged checkpoints are skipped with a warning naming the file and why; temporaries of a
+    writer that was killed are removed (with a warning).
+
+    Raises:
+        CheckpointError: no run there, or no valid checkpoint in it.
+    """
+    p = Path(run_dir)
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: no such run directory")
+    for name in clean_temporaries(p / CHECKPOINTS):
+        warn(f"removed {p / CHECKPOINTS / name}: an unfinished checkpoint of a run killed while saving")
+    names = committed(p)
+    if not names:
+        raise CheckpointError(f"{p}: no checkpoint to resume from")
+    problems = []
+    for name in reversed(names):
+        try:
+            tensors, meta = load_checkpoint(p / CHECKPOINTS / name)
+            if "learner" not in meta or "optimizer" not in meta:
+                raise CheckpointError(f"{p / CHECKPOINTS / name}: not an nnfit checkpoint")
+        except CheckpointError as e:
+            problems.append(str(e))
+            warn(f"skipping checkpoint {name}: {e}")
+            continue
         return tensors, meta
+    raise CheckpointError(f"{p}: no valid checkpoint ({'; '.join(problems)})")
+
+
+def check_resume(meta: dict[str, Any], record: dict[str, Any], fingerprint: str | None,
+                 force: bool) -> None:
+    """Refuse (or, with ``force``, warn about) resuming with other settings or data."""
+    diffs = resume_differences(meta.get("config") or {}, record, meta.get("data_sha256"), fingerprint)
+    if not diffs:
+        return
+    if not force:
+        raise ConfigError(f"cannot resume with changed settings: {', '.join(diffs)}; start a new run, "
+                          "or pass --force-resume (force_resume=True) to continue anyway")
+    warn(f"resuming despite changed settings: {', '.join(diffs)}")

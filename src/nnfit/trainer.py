@@ -12,6 +12,8 @@ Host syncs: none per step. Losses accumulate on the device; the loop reads them 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -25,8 +27,9 @@ from .callbacks import Callback, History, ProgressBar
 from .checkpoint import load_state_dict_strict, optimizer_from_parts, optimizer_to_parts, split_prefix
 from .config import TrainConfig, train_config
 from .data import DataSource, Inputs, LoaderData, as_source
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, Stopped, TrainingError
 from .graphs import GraphedStep, graphs_wanted
+from .guards import FiniteGuard, first_non_finite
 from .metrics import metric_direction
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule
 from .runtime import Runtime, cpu_threads, make_runtime
@@ -40,6 +43,8 @@ class FitState:
     Attributes:
         epoch: epochs completed (the 0-based index of the epoch running).
         step: optimizer steps taken.
+        batch: batches of the running epoch done (0 between epochs); a checkpoint taken
+            inside an epoch resumes with the next one.
         history: one record per completed epoch.
         best: the best value of the monitored metric so far (None before the first epoch).
         best_epoch: the 1-based epoch that reached ``best``.
@@ -50,6 +55,7 @@ class FitState:
 
     epoch: int = 0
     step: int = 0
+    batch: int = 0
     history: History = field(default_factory=History)
     best: float | None = None
     best_epoch: int = 0
@@ -106,6 +112,10 @@ class Trainer:
         self.graphed: GraphedStep | None = None
         self._loss_sum: Tensor | None = None
         self._loss_n = 0
+        self._epoch_rng: tuple[Tensor, Tensor] | None = None  # RNG states at the epoch's start
+        self._checkpoint_fn: Any = None
+        self._signal = 0  # set by SIGINT/SIGTERM: commit a checkpoint after this step and stop
+        self.guard: FiniteGuard | None = None
 
     # ------------------------------------------------------------------ the step's seams
     def forward(self, model: nn.Module, inputs: Inputs) -> Tensor:
@@ -157,7 +167,11 @@ class Trainer:
             task: the task giving the loss, the metrics and the output conversions.
             target, val_target: targets when ``train``/``val`` are bare input tensors.
             resume: ``(tensors, meta)`` of a checkpoint from :meth:`checkpoint_parts`.
-            checkpoint_fn: called as ``fn(trainer, is_best)`` after each epoch to persist state.
+            checkpoint_fn: called as ``fn(trainer, is_best)`` after each epoch, and as
+                ``fn(trainer, False, True)`` inside an epoch (every ``checkpoint_steps`` steps or
+                on SIGINT/SIGTERM), to persist state. With it, SIGINT/SIGTERM end training
+                gracefully: the current step finishes, a checkpoint is committed and
+                :class:`~nnfit.errors.Stopped` is raised.
 
         Returns:
             The :class:`~nnfit.callbacks.History` of all epochs (resumed ones included).
@@ -178,8 +192,10 @@ class Trainer:
         # validation data), not from a configured val_ metric that is never logged.
         self.schedule = build_schedule(self.optimizer, replace(c, monitor=monitor), steps_per_epoch)
         self.state = FitState()
+        self._checkpoint_fn, self._signal = checkpoint_fn, 0
         if resume is not None:
             self._restore(*resume)
+        self.guard = FiniteGuard(model, per_step=not rt.is_cuda) if c.check_finite else None
         self.stepper = FusedStepper(self.optimizer)
         self.graphed = GraphedStep(self) if graphed else None
         self.optimizer.zero_grad(set_to_none=True)
@@ -192,10 +208,13 @@ class Trainer:
         self.compile_time = None
         for cb in self.callbacks:
             cb.on_fit_start(self)
+        previous = self._catch_signals() if checkpoint_fn is not None else {}
         try:
             while self.state.epoch < c.epochs and not self.state.stop:
                 self._run_epoch(train, val, monitor, checkpoint_fn)
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
             torch.set_num_threads(threads_before)
             for cb in self.callbacks:
                 cb.on_fit_end(self)
@@ -210,6 +229,12 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_start(self)
         train_loss = self._train_epoch(train)
+        if self.guard is not None:
+            where = f"in epoch {self.state.epoch + 1} (by step {self.state.step})"
+            if not math.isfinite(train_loss):
+                raise TrainingError(f"non-finite mean training loss ({train_loss}) {where}; "
+                                    "the last checkpoint is untouched")
+            self.guard.check_params(where)
         logs: dict[str, Any] = {"epoch": self.state.epoch + 1, "train_loss": train_loss}
         if val is not None:
             logs.update({f"val_{k}": v for k, v in self.evaluate(self.model, val).items()
@@ -226,35 +251,68 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, logs)
         if checkpoint_fn is not None:
-            checkpoint_fn(self, improved)
+            written = checkpoint_fn(self, improved)
+            if self._signal:
+                self._stop_by_signal(written or checkpoint_fn(self, False, True))
+
+    def _catch_signals(self) -> dict[int, Any]:
+        """Route SIGINT/SIGTERM to a flag the loop checks after each step (main thread only);
+        a second signal interrupts at once. Returns the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if self._signal:
+                raise KeyboardInterrupt
+            self._signal = signum
+
+        return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _stop_by_signal(self, written: Any) -> None:
+        st, name = self.state, signal.Signals(self._signal).name
+        at = f"in epoch {st.epoch + 1} after batch {st.batch}" if st.batch else f"after epoch {st.epoch}"
+        raise Stopped(f"stopped by {name} {at} (step {st.step}); checkpoint {written} committed",
+                      self._signal)
 
     def _drop_single(self) -> bool:
         # BatchNorm cannot normalise a batch of one sample in training mode.
         return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
 
     def _train_epoch(self, train: DataSource) -> float:
-        """One pass over ``train``; returns the epoch's mean training loss."""
-        model, c = self.model, self.config
+        """One pass over ``train`` (the rest of it, when resuming inside the epoch); returns
+        the epoch's mean training loss."""
+        model, c, st = self.model, self.config, self.state
         model.train()
-        self._loss_sum = torch.zeros((), device=self.runtime.device)
-        self._loss_n = 0
+        start = st.batch
+        if start == 0:
+            self._epoch_rng = (torch.get_rng_state(), self.generator.get_state())
+            self._loss_sum = torch.zeros((), device=self.runtime.device)
+            self._loss_n = 0
+            batches = train.batches(c.batch_size, shuffle=True, generator=self.generator,
+                                    drop_single=self.drop_single)
+        else:
+            batches = self._replay_order(train, start)
         n_batches = self.batches_per_epoch
         # The epoch's last accumulation window may hold fewer batches than ``accumulate``.
         last_start = (n_batches - 1) // c.accumulate * c.accumulate
-        for i, (inputs, target) in enumerate(
-            train.batches(c.batch_size, shuffle=True, generator=self.generator,
-                          drop_single=self.drop_single)
-        ):
+        guard = self.guard if self.guard is not None and self.guard.per_step else None
+        every = c.checkpoint_steps if self._checkpoint_fn is not None else 0
+        for i, (inputs, target) in enumerate(batches, start):
             scale = 1.0 / (n_batches - last_start if i >= last_start else c.accumulate)
+            boundary = (i + 1) % c.accumulate == 0 or i + 1 == n_batches
             if self.graphed is not None and len(target) == c.batch_size:
                 loss = self.graphed(inputs, target)  # a whole step, replayed as a CUDA graph
-                self.state.step += 1
+                st.step += 1
             else:
-                if self.config.compile and self.state.step == 0 and i == 0:
+                if self.config.compile and st.step == 0 and i == 0:
                     loss = self._timed_first_step(inputs, target, scale)
                 else:
                     loss = self.train_step(inputs, target, scale)
-                if (i + 1) % c.accumulate == 0 or i + 1 == n_batches:
+                if guard is not None:
+                    guard.check_loss(loss, self._where(i))
+                if boundary:
+                    if guard is not None:
+                        guard.check_grads(self._where(i))
                     self.optimizer_step()
             n = len(target)
             self._loss_sum.add_(loss, alpha=n)  # on device: no sync
@@ -262,7 +320,33 @@ class Trainer:
             self.last_loss = loss
             for cb in self._batch_cbs:
                 cb.on_train_batch_end(self, i)
+            if boundary:
+                st.batch = i + 1
+                if self._signal or (every and st.step % every == 0 and i + 1 < n_batches):
+                    written = self._checkpoint_fn(self, False, True)
+                    if self._signal:
+                        self._stop_by_signal(written)
+        st.batch = 0
         return (self._loss_sum / max(1, self._loss_n)).item()  # sync: once per epoch
+
+    def _replay_order(self, train: DataSource, start: int) -> Any:
+        """Batches from ``start`` on in the order the interrupted epoch had: the order is drawn
+        again from the RNG states saved at the epoch's start, then the current states return."""
+        if self._epoch_rng is None:  # no saved order: a new one (never the case for nnfit's own checkpoints)
+            return train.batches(self.config.batch_size, shuffle=True, generator=self.generator,
+                                 drop_single=self.drop_single, start=start)
+        now = (torch.get_rng_state(), self.generator.get_state())
+        torch.set_rng_state(self._epoch_rng[0])
+        self.generator.set_state(self._epoch_rng[1])
+        batches = train.batches(self.config.batch_size, shuffle=True, generator=self.generator,
+                                drop_single=self.drop_single, start=start)
+        torch.set_rng_state(now[0])
+        self.generator.set_state(now[1])
+        return batches
+
+    def _where(self, i: int) -> str:
+        st = self.state
+        return f"in epoch {st.epoch + 1}, step {st.step + 1} (batch {i + 1} of {self.batches_per_epoch})"
 
     def _timed_first_step(self, inputs: Inputs, target: Tensor, scale: float) -> Tensor:
         """The first compiled step, timed: its time is almost all compilation."""
@@ -345,7 +429,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoint state
     def checkpoint_parts(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Tensors and JSON state that let :meth:`fit` resume exactly where it is now."""
+        """Tensors and JSON state that let :meth:`fit` resume exactly where it is now, between
+        epochs or inside one (after ``state.batch`` batches).
+
+        Raises:
+            TrainingError: a tensor of the state is NaN or infinite (nothing should save it).
+        """
         st = self.state
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         opt_tensors, opt_meta = optimizer_to_parts(self.optimizer)
@@ -356,9 +445,16 @@ class Trainer:
             tensors["rng/cuda"] = torch.cuda.get_rng_state(self.runtime.device)
         if st.best_weights is not None:
             tensors.update({f"best/{k}": v for k, v in st.best_weights.items()})
+        if st.batch:  # inside an epoch: its order and its running loss
+            tensors["rng/torch_epoch"], tensors["rng/data_epoch"] = self._epoch_rng
+            tensors["loop/loss_sum"] = self._loss_sum
+        bad = first_non_finite(tensors.items())
+        if bad is not None:
+            raise TrainingError(f"{bad} is non-finite at step {st.step}: no checkpoint written, "
+                                "the last one is untouched")
         meta = {
-            "epoch": st.epoch, "step": st.step, "epochs": self.config.epochs,
-            "history": st.history.records,
+            "epoch": st.epoch, "step": st.step, "batch": st.batch, "loss_n": self._loss_n,
+            "epochs": self.config.epochs, "history": st.history.records,
             "best": st.best, "best_epoch": st.best_epoch, "stop": st.stop,
             "stop_reason": st.stop_reason, "optimizer": opt_meta,
             "scheduler": None if self.schedule is None else self.schedule.scheduler.state_dict(),
@@ -366,32 +462,63 @@ class Trainer:
         return tensors, meta
 
     def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        dev = self.runtime.device
+        """Load every piece of a checkpoint's state; each piece is its own method."""
+        try:
+            self._restore_model(tensors)
+            self._restore_optimizer(tensors, meta)
+            self._restore_schedule(meta)
+            self._restore_rng(tensors)
+            self._restore_progress(tensors, meta)
+            self._restore_order(tensors, meta)
+            self._restore_best(tensors, meta)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"checkpoint: incomplete or inconsistent state ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+    def _restore_model(self, tensors: dict[str, Tensor]) -> None:
         load_state_dict_strict(self.model, split_prefix(tensors, "model/"), "checkpoint")
+
+    def _restore_optimizer(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         try:
             optimizer_from_parts(self.optimizer, tensors, meta["optimizer"])
         except (KeyError, ValueError, RuntimeError) as e:
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"checkpoint: optimizer state does not fit ({why})") from None
-        if self.schedule is not None and meta.get("scheduler") is not None:
-            planned = meta.get("epochs", self.config.epochs)
-            if self.schedule.interval == "step" and planned != self.config.epochs:
-                # A per-step schedule laid its whole curve over the original number of epochs.
-                raise ConfigError(
-                    f"scheduler {self.config.scheduler!r} was planned over epochs={planned}: "
-                    f"resume with epochs={planned}, or start a new run for more epochs")
-            self.schedule.scheduler.load_state_dict(meta["scheduler"])
+
+    def _restore_schedule(self, meta: dict[str, Any]) -> None:
+        if self.schedule is None or meta.get("scheduler") is None:
+            return
+        planned = meta.get("epochs", self.config.epochs)
+        if self.schedule.interval == "step" and planned != self.config.epochs:
+            # A per-step schedule laid its whole curve over the original number of epochs.
+            raise ConfigError(
+                f"scheduler {self.config.scheduler!r} was planned over epochs={planned}: "
+                f"resume with epochs={planned}, or start a new run for more epochs")
+        self.schedule.scheduler.load_state_dict(meta["scheduler"])
+
+    def _restore_rng(self, tensors: dict[str, Tensor]) -> None:
         torch.set_rng_state(tensors["rng/torch"])
         self.generator.set_state(tensors["rng/data"])
         if self.runtime.is_cuda and "rng/cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng/cuda"], dev)
-        best = split_prefix(tensors, "best/")
-        self.state = FitState(
-            epoch=meta["epoch"], step=meta["step"], history=History(meta["history"]),
-            best=meta["best"], best_epoch=meta["best_epoch"],
-            best_weights={k: v.to(dev) for k, v in best.items()} or None,
-            stop=meta.get("stop", False), stop_reason=meta.get("stop_reason", ""),
-        )
+            torch.cuda.set_rng_state(tensors["rng/cuda"], self.runtime.device)
+
+    def _restore_progress(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        st = self.state
+        st.epoch, st.step, st.batch = int(meta["epoch"]), int(meta["step"]), int(meta.get("batch", 0))
+        st.history = History(meta["history"])
+        if st.batch:
+            self._loss_sum = tensors["loop/loss_sum"].to(self.runtime.device)
+            self._loss_n = int(meta["loss_n"])
+
+    def _restore_order(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        if meta.get("batch"):
+            self._epoch_rng = (tensors["rng/torch_epoch"], tensors["rng/data_epoch"])
+
+    def _restore_best(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        st, best = self.state, split_prefix(tensors, "best/")
+        st.best, st.best_epoch = meta["best"], meta["best_epoch"]
+        st.best_weights = {k: v.to(self.runtime.device) for k, v in best.items()} or None
+        st.stop, st.stop_reason = meta.get("stop", False), meta.get("stop_reason", "")
 
 
 def _monitored(logs: dict[str, Any], monitor: str) -> Any:

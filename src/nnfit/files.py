@@ -1,0 +1,232 @@
+"""Crash-safe files: atomic writes, verified bundles of files, and their manifests.
+
+Nothing here imports torch or unpickles anything; it moves bytes.
+
+* :func:`atomic_write_bytes` writes a temporary file in the target's directory, flushes and
+  fsyncs it, renames it over the target and fsyncs the directory: after a crash the target
+  holds either its old bytes or the new ones, never a mix.
+* A **bundle** is a directory of files plus ``manifest.json`` holding the format version,
+  the size and SHA-256 of every file, and a checksum of the manifest itself.
+  :func:`write_bundle` builds it under a temporary name and commits it with one rename, so a
+  bundle directory either exists complete or not at all. :func:`verify_bundle` checks every
+  file and names the first damaged one (safetensors alone would load a flipped bit silently).
+* :func:`clean_temporaries` removes what a killed writer left behind; temporary names start
+  with a dot and end in ``.tmp``, so nothing that lists committed files ever sees them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+FORMAT_VERSION = 2  # of manifests and everything a run writes; readers refuse newer ones
+MANIFEST = "manifest.json"
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # e.g. fsync of a directory unsupported: the rename itself stays atomic
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and fsync one file (no rename): the unit every write here is built from."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    try:
+        _write_file(Path(tmp), data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file, read in 1 MB pieces."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def manifest_bytes(kind: str, files: dict[str, bytes], extra: dict[str, Any] | None = None) -> bytes:
+    """The manifest of ``files``: format, kind, size and SHA-256 of each, self-checksummed."""
+    body = {"format": FORMAT_VERSION, "kind": kind, **(extra or {}),
+            "files": {name: {"bytes": len(data), "sha256": sha256_bytes(data)}
+                      for name, data in files.items()}}
+    body["self_sha256"] = sha256_bytes(_canonical(body))
+    return (json.dumps(body, indent=2) + "\n").encode("utf-8")
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in body.items() if k != "self_sha256"}, sort_keys=True).encode()
+
+
+def write_files(directory: str | Path, kind: str, files: dict[str, bytes],
+                extra: dict[str, Any] | None = None) -> None:
+    """Write ``files`` into an existing or new ``directory`` one atomic rename at a time, then
+    the manifest; a crash part-way leaves a manifest that no longer matches, which
+    :func:`verify_bundle` reports, naming the file."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        atomic_write_bytes(d / name, data)
+    atomic_write_bytes(d / MANIFEST, manifest_bytes(kind, files, extra))
+
+
+def write_bundle(target: str | Path, kind: str, files: dict[str, bytes],
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Create the directory ``target`` holding ``files`` and their manifest, all or nothing.
+
+    The files are written and fsynced under ``.<name>.<random>.tmp`` beside ``target``, which
+    is then renamed to ``target`` (which must not exist) and the parent fsynced.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX))
+    try:
+        for name, data in files.items():
+            _write_file(tmp / name, data)
+        _write_file(tmp / MANIFEST, manifest_bytes(kind, files, extra))
+        fsync_dir(tmp)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(target.parent)
+    return target
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The checked manifest of a bundle directory.
+
+    Raises:
+        CheckpointError: missing, unreadable or altered manifest, or a newer format.
+    """
+    p = Path(directory) / MANIFEST
+    if not p.is_file():
+        raise CheckpointError(f"{p}: manifest missing (not a complete nnfit save)")
+    try:
+        body = json.loads(p.read_bytes().decode("utf-8"))
+        ok = isinstance(body, dict) and body.get("self_sha256") == sha256_bytes(_canonical(body))
+    except (ValueError, UnicodeDecodeError, TypeError):
+        ok = False
+    if not ok or not isinstance(body.get("files"), dict):
+        raise CheckpointError(f"{p}: manifest is damaged")
+    fmt = body.get("format")
+    if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
+        raise CheckpointError(f"{p}: written by a newer nnfit (format {fmt}; this one reads up to "
+                              f"{FORMAT_VERSION}): upgrade nnfit")
+    return body
+
+
+def verify_bundle(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Check every file of a bundle against its manifest; returns the manifest.
+
+    Raises:
+        CheckpointError: naming the missing, truncated, extended or altered file.
+    """
+    d = Path(directory)
+    body = read_manifest(d)
+    if kind is not None and body.get("kind") != kind:
+        raise CheckpointError(f"{d}: holds a {body.get('kind')!r}, not a {kind!r}")
+    for name, entry in body["files"].items():
+        p = d / name
+        if not p.is_file():
+            raise CheckpointError(f"{p}: missing")
+        try:
+            digest, size = sha256_file(p)
+        except OSError as e:
+            raise CheckpointError(f"{p}: unreadable ({e.strerror})") from None
+        if not isinstance(entry, dict) or size != entry.get("bytes"):
+            raise CheckpointError(f"{p}: damaged (size {size}, manifest says {entry.get('bytes')})")
+        if digest != entry.get("sha256"):
+            raise CheckpointError(f"{p}: damaged (SHA-256 does not match the manifest)")
+    return body
+
+
+def read_verified(directory: str | Path, name: str, body: dict[str, Any]) -> bytes:
+    """The bytes of one file of a verified bundle, checked again as read (no window between
+    verification and use)."""
+    p = Path(directory) / name
+    entry = body["files"].get(name)
+    if entry is None:
+        raise CheckpointError(f"{Path(directory) / MANIFEST}: does not list {name}")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{p}: unreadable ({e.strerror})") from None
+    if len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
+        raise CheckpointError(f"{p}: damaged (SHA-256 does not match the manifest)")
+    return data
+
+
+def clean_temporaries(directory: str | Path) -> list[str]:
+    """Remove files and directories named ``.*.tmp`` (left by a killed writer) in
+    ``directory``; returns their names."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Load a JSON file, turning every failure into a CheckpointError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: {what} not found")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{p}: not valid JSON ({e.__class__.__name__})") from None
