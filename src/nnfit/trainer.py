@@ -332,9 +332,8 @@ class Trainer:
     def _replay_order(self, train: DataSource, start: int) -> Any:
         """Batches from ``start`` on in the order the interrupted epoch had: the order is drawn
         again from the RNG states saved at the epoch's start, then the current states return."""
-        if self._epoch_rng is None:  # no saved order: a new one (never the case for nnfit's own checkpoints)
-            return train.batches(self.config.batch_size, shuffle=True, generator=self.generator,
-                                 drop_single=self.drop_single, start=start)
+        if self._epoch_rng is None:  # no saved order (not an nnfit checkpoint): draw a new one
+            self._epoch_rng = (torch.get_rng_state(), self.generator.get_state())
         now = (torch.get_rng_state(), self.generator.get_state())
         torch.set_rng_state(self._epoch_rng[0])
         self.generator.set_state(self._epoch_rng[1])

@@ -1,0 +1,207 @@
+"""Crash safety: runs killed with SIGKILL at random moments resume to bitwise-equal results,
+graceful SIGTERM/SIGINT stops, and what every piece of resume state is for (ablation)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nnfit
+from nnfit.cli import main
+from nnfit.run import committed, read_latest
+from nnfit.trainer import Trainer
+
+HERE = Path(__file__).parent
+SRC = HERE.parent / "src"
+
+
+def _write_data(path: Path, rows: int = 1200, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 12))
+    y = (x[:, :3] @ np.array([1.0, -2.0, 0.5]) + 0.5 * rng.normal(size=rows)).round().clip(-2, 2)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow([f"f{i}" for i in range(12)] + ["y"])
+        w.writerows([*map(lambda r: [f"{v:.5f}" for v in r[:-1]] + [int(r[-1])], np.c_[x, y])])
+    return path
+
+
+# Dropout, AdamW with a per-step schedule, shuffling, a checkpoint every 7 steps (the epoch has
+# 60 batches, so most land inside an epoch), early stopping and best-weights tracking on.
+TRAIN = ["--target", "y", "--epochs", "4", "--batch-size", "16", "--hidden", "64,64", "--dropout", "0.3",
+         "--optimizer", "adamw", "--weight-decay", "0.01", "--lr", "0.003", "--scheduler", "onecycle",
+         "--patience", "3", "--seed", "5", "--quiet", "threads=1", "checkpoint_steps=7"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+
+
+def _driver(mode: str, n: int, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(HERE / "crash_driver.py"), mode, str(n), "--", *args],
+                          cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nnfit", *args], cwd=cwd, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _same_run(a: Path, b: Path) -> None:
+    """Bitwise-equal final weights, predictions and history (but its timings)."""
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    la, lb = nnfit.load(a, device="cpu"), nnfit.load(b, device="cpu")
+    data = a.parent / "data.csv"
+    np.testing.assert_array_equal(la.predict_proba(data), lb.predict_proba(data))
+
+    def rows(run: Path) -> list[list[str]]:
+        with open(run / "history.csv", newline="") as f:
+            lines = list(csv.reader(f))
+        keep = [i for i, h in enumerate(lines[0]) if h != "time"]
+        return [[r[i] for i in keep] for r in lines]
+
+    assert rows(a) == rows(b)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted run of the settings above."""
+    d = tmp_path_factory.mktemp("resilience")
+    _write_data(d / "data.csv")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(d)
+        assert main(["train", "data.csv", *TRAIN, "--out", "REF"]) == 0
+    return d
+
+
+def _start_or_resume(run: Path) -> list[str]:
+    if committed(run):
+        return ["train", "--resume", run.name]
+    return ["train", "data.csv", *TRAIN, "--out", run.name, "--overwrite"]
+
+
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(reference: Path) -> None:
+    d, rng = reference, random.Random(20261127)
+    run = d / "KILLED"
+    # Random kill points: inside a file write of a save, right after an optimizer step, and
+    # at a random wall-clock moment of a real `nnfit train` process.
+    kills = [("save", rng.randint(4, 30)), ("step", rng.randint(70, 110)), ("save", rng.randint(4, 30)),
+             ("wall", 0), ("step", rng.randint(150, 200))]
+    outcomes = []
+    for mode, n in kills:
+        args = _start_or_resume(run)
+        before = committed(run)[-1] if committed(run) else None
+        if mode == "wall":
+            proc = _cli(args, d)
+            deadline = time.monotonic() + 120
+            while committed(run)[-1:] == ([before] if before else []) and proc.poll() is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.4))
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=60)
+            code = proc.returncode
+        else:
+            code = _driver(mode, n, args, d).returncode
+        outcomes.append((mode, n, code, committed(run)[-1] if committed(run) else None))
+    killed = [o for o in outcomes if o[2] == -signal.SIGKILL]
+    assert len(killed) >= 3, outcomes
+    # At least one kill left the newest checkpoint inside an epoch, and at least one hit a save.
+    assert any(o[3] and "-epoch-" not in o[3] for o in killed), outcomes
+    assert any(o[0] == "save" for o in killed), outcomes
+    final = _driver("none", 0, _start_or_resume(run), d)
+    assert final.returncode == 0, final.stderr
+    _same_run(d / "REF", run)
+
+
+def test_sigterm_commits_a_checkpoint_and_exits_143(reference: Path) -> None:
+    d = reference
+    proc = _cli(["train", "data.csv", *TRAIN, "--out", "TERM"], d)
+    deadline = time.monotonic() + 120
+    while not committed(d / "TERM") and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.startswith("nnfit: stopped by SIGTERM") and "resume with: nnfit train --resume TERM" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    tensors, meta = read_latest(d / "TERM")
+    assert meta["step"] > 0
+    assert _driver("none", 0, ["train", "--resume", "TERM"], d).returncode == 0
+    _same_run(d / "REF", d / "TERM")
+
+
+# ---------------------------------------------------------------- ablation of resume state
+SPEC = {"name": "mlp", "hidden": [32, 32], "dropout": 0.3}
+API = dict(epochs=5, batch_size=16, optimizer="adamw", lr=0.05, scheduler="step", step_size=2,
+           gamma=0.5, patience=4, quiet=True, device="cpu", checkpoint_steps=5, seed=1)
+PIECES = ["_restore_model", "_restore_optimizer", "_restore_schedule", "_restore_rng",
+          "_restore_progress", "_restore_order", "_restore_best"]
+
+
+class _TermAt(nnfit.Callback):
+    """Sends this process SIGTERM at a given (global) batch: a graceful stop mid-epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, batch) -> None:
+        if trainer.state.step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _final_state(learner: nnfit.Learner) -> dict:
+    sd = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    hist = [{k: v for k, v in r.items() if k != "time"} for r in learner.history]
+    return {"weights": sd, "history": hist, "best_epoch": learner.trainer.state.best_epoch}
+
+
+def _equal(a: dict, b: dict) -> bool:
+    return (a["history"] == b["history"] and a["best_epoch"] == b["best_epoch"]
+            and all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"]))
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ablation")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 6))
+    y = (x[:, 0] + x[:, 1] * x[:, 2] + 0.8 * rng.normal(size=300) > 0).astype(int)
+    full = nnfit.fit(SPEC, x, y, **API)
+    # Stopped by SIGTERM in epoch 4 (15 batches an epoch); the best epoch (1) lies before it.
+    with pytest.raises(nnfit.errors.Stopped):
+        nnfit.fit(SPEC, x, y, run_dir=d / "run", callbacks=[_TermAt(52)], **API)
+    return d / "run", x, y, _final_state(full)
+
+
+def _resume(run, x, y, tmp: Path) -> dict:
+    import shutil
+
+    copy = tmp / "copy"
+    shutil.copytree(run, copy)
+    return _final_state(nnfit.fit(SPEC, x, y, run_dir=copy, resume=copy, **API))
+
+
+def test_resume_inside_an_epoch_equals_the_uninterrupted_run(ablation, tmp_path) -> None:
+    run, x, y, full = ablation
+    assert read_latest(run)[1]["batch"] > 0  # the newest checkpoint is inside an epoch
+    assert _equal(_resume(run, x, y, tmp_path), full)
+
+
+@pytest.mark.parametrize("piece", PIECES)
+def test_leaving_out_any_piece_of_resume_state_breaks_equality(ablation, tmp_path, monkeypatch,
+                                                                 piece) -> None:
+    run, x, y, full = ablation
+    monkeypatch.setattr(Trainer, piece, lambda self, *a: None)
+    assert not _equal(_resume(run, x, y, tmp_path), full)
