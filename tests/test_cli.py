@@ -26,9 +26,9 @@ from sklearn.metrics import (
 )
 
 import nnfit
+from nnfit.cli import main
 from nnfit.files import verify_bundle
 from nnfit.run import committed, read_latest
-from nnfit.cli import main
 
 CLASSES = ("cat", "dog", "emu")
 FEATURES = ("a", "b", "c", "d")

@@ -96,7 +96,8 @@ def test_resume_refuses_changed_settings(run, capsys, flags, named):
     capsys.readouterr()
     assert main(["train", "--resume", "r", "--epochs", "4", "--quiet", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("nnfit: error: cannot resume with changed settings") and named in err[0]
+    assert len(err) == 1 and named in err[0]
+    assert err[0].startswith("nnfit: error: cannot resume with changed settings")
     assert (run / "r" / "config.json").read_bytes() == before
 
 

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import nnfit
 from nnfit.checkpoint import legacy_state_dict
-from nnfit.files import write_files
-from nnfit.run import committed, read_latest
 from nnfit.data import split_indices
 from nnfit.errors import CheckpointError, ConfigError, DataError
+from nnfit.files import write_files
+from nnfit.run import committed, read_latest
 from nnfit.summary import capture_activations
 
 QUICK = {"epochs": 3, "quiet": True, "device": "cpu", "batch_size": 16}

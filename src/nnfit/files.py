@@ -140,6 +140,19 @@ def write_bundle(target: str | Path, kind: str, files: dict[str, bytes],
     return target
 
 
+def remove_bundle(path: str | Path) -> None:
+    """Delete a bundle directory: renamed to a temporary name first (one atomic step), so a
+    kill part-way never leaves a half-deleted directory under a committed name."""
+    path = Path(path)
+    doomed = path.with_name(f".{path.name}.removed{TMP_SUFFIX}")
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """The checked manifest of a bundle directory.
 

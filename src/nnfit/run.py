@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ from torch import Tensor
 from .checkpoint import FORMAT_VERSION, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from .data import LoaderData, TensorData
 from .errors import CheckpointError, ConfigError, warn
-from .files import clean_temporaries
+from .files import clean_temporaries, remove_bundle
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -161,7 +160,7 @@ class RunWriter:
                      "data_sha256": self.fingerprint, "best_checkpoint": best})
         target = self.dir / CHECKPOINTS / name
         if target.exists():  # the same step again after a resume: replace it
-            shutil.rmtree(target)
+            remove_bundle(target)
         save_checkpoint(target, tensors, meta)
         self.best = best
         self._rotate(c.keep_checkpoints)
@@ -174,7 +173,7 @@ class RunWriter:
             return
         for name in names[:-keep]:
             if name != self.best:
-                shutil.rmtree(self.dir / CHECKPOINTS / name, ignore_errors=True)
+                remove_bundle(self.dir / CHECKPOINTS / name)
 
     def finish(self, trainer: Trainer, val: Any) -> dict[str, Any] | None:
         """Write the final model and ``metrics.json`` (validation metrics, when there is
