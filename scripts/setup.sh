@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install nnfit with its test tools. Safe to rerun.
 # Torch: the CPU build (torch==2.13.0) where no NVIDIA GPU is visible, otherwise the default
-# (CUDA) build; the package itself only asks for torch>=2.4.
+# (CUDA) build; the package itself asks for torch>=2.10 (the floor that excludes the known
+# torch.load CVEs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -10,9 +11,10 @@ VENV="${VENV:-.venv}"
   || { echo "nnfit needs Python >= 3.10 (found $("$PYTHON" --version 2>&1))" >&2; exit 1; }
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
-if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+TORCH_OK='import sys, torch; v = torch.__version__.split("+")[0].split("."); sys.exit((int(v[0]), int(v[1])) < (2, 10))'
+if ! "$VENV/bin/python" -c "$TORCH_OK" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    "${PIP[@]}" "torch>=2.4"
+    "${PIP[@]}" "torch>=2.10"
   else
     "${PIP[@]}" "torch==2.13.0"
   fi

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, NnfitError, Stopped
+from .errors import ConfigError, NnfitError, NnfitWarning, Stopped
 
 EPILOG = "Docs and examples: README.md. Errors exit with status 2."
 
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import cli_commands
 
         with warnings.catch_warnings():
+            warnings.simplefilter("always", NnfitWarning)  # shown, whatever the filters say
             warnings.showwarning = _show_warning
             return getattr(cli_commands, f"cmd_{args.command}")(args)
     except Stopped as e:  # a graceful stop by SIGINT/SIGTERM, checkpoint committed

@@ -98,6 +98,11 @@ def manifest_bytes(kind: str, files: dict[str, bytes], extra: dict[str, Any] | N
             "files": {name: {"bytes": len(data), "sha256": sha256_bytes(data)}
                       for name, data in files.items()}}
     body["self_sha256"] = sha256_bytes(_canonical(body))
+    return _render(body)
+
+
+def _render(body: dict[str, Any]) -> bytes:
+    """The one byte form of a manifest: any other bytes mean the file was altered."""
     return (json.dumps(body, indent=2) + "\n").encode("utf-8")
 
 
@@ -163,9 +168,11 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"{p}: manifest missing (not a complete nnfit save)")
     try:
-        body = json.loads(p.read_bytes().decode("utf-8"))
-        ok = isinstance(body, dict) and body.get("self_sha256") == sha256_bytes(_canonical(body))
-    except (ValueError, UnicodeDecodeError, TypeError):
+        raw = p.read_bytes()
+        body = json.loads(raw.decode("utf-8"))
+        ok = (isinstance(body, dict) and body.get("self_sha256") == sha256_bytes(_canonical(body))
+              and raw == _render(body))
+    except (ValueError, UnicodeDecodeError, TypeError, RecursionError):
         ok = False
     if not ok or not isinstance(body.get("files"), dict):
         raise CheckpointError(f"{p}: manifest is damaged")
