@@ -23,7 +23,8 @@ def _one_thread_and_no_leaks():
               | {k for k in env if k in os.environ and env[k] != os.environ[k]})
     leaked.discard("PYTEST_CURRENT_TEST")  # pytest's own bookkeeping
     # torch sets its own variables on first use (its compiler stack at the first optimizer or
-    # compile, CUDA module loading at the first CUDA call): not the test's doing.
-    leaked = {k for k in leaked if "TORCH" not in k and not k.startswith("CUDA")}
+    # compile, CUDA module loading at the first CUDA call), and scikit-learn sets KMP_* at its
+    # first import: not the test's doing.
+    leaked = {k for k in leaked if "TORCH" not in k and not k.startswith(("CUDA", "KMP_"))}
     assert not leaked, f"test leaked environment variables: {sorted(leaked)}"
     assert os.getcwd() == cwd, "test changed the working directory"

@@ -124,22 +124,45 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(reference: P
     _same_run(d / "REF", run)
 
 
-def test_sigterm_commits_a_checkpoint_and_exits_143(reference: Path) -> None:
-    d = reference
-    proc = _cli(["train", "data.csv", *TRAIN, "--out", "TERM"], d)
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_sigint_commit_a_checkpoint_and_exit_143_or_130(reference: Path, sig, code) -> None:
+    d, name = reference, signal.Signals(sig).name
+    proc = _cli(["train", "data.csv", *TRAIN, "--out", name], d)
     deadline = time.monotonic() + 120
-    while not committed(d / "TERM") and proc.poll() is None:
+    while not committed(d / name) and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert err.startswith("nnfit: stopped by SIGTERM") and "resume with: nnfit train --resume TERM" in err
+    assert proc.returncode == code, err
+    assert err.startswith(f"nnfit: stopped by {name}") and f"resume with: nnfit train --resume {name}" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    tensors, meta = read_latest(d / "TERM")
+    tensors, meta = read_latest(d / name)
     assert meta["step"] > 0
-    assert _driver("none", 0, ["train", "--resume", "TERM"], d).returncode == 0
-    _same_run(d / "REF", d / "TERM")
+    assert _driver("none", 0, ["train", "--resume", name], d).returncode == 0
+    _same_run(d / "REF", d / name)
+
+
+def test_mid_epoch_resume_of_a_dataset_equals_the_uninterrupted_run(tmp_path) -> None:
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    x, y = torch.randn(200, 5), torch.randint(0, 3, (200,))
+    ds, val = TensorDataset(x[:160], y[:160]), TensorDataset(x[160:], y[160:])
+    kw = dict(task="multiclass", val=val, epochs=3, batch_size=16, quiet=True, device="cpu",
+              checkpoint_steps=4)
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3))
+
+    full = nnfit.fit(model(), ds, **kw)
+    with pytest.raises(nnfit.errors.Stopped):
+        nnfit.fit(model(), ds, run_dir=tmp_path / "r", callbacks=[_TermAt(15)], **kw)
+    assert read_latest(tmp_path / "r")[1]["batch"] == 5  # stopped inside epoch 2
+    resumed = nnfit.fit(model(), ds, run_dir=tmp_path / "r", resume=tmp_path / "r", **kw)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ---------------------------------------------------------------- ablation of resume state

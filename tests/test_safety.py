@@ -369,3 +369,19 @@ def test_resume_with_changed_data_is_refused_unless_forced(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "nnfit: warning: resuming despite changed settings: training data" in err
     assert len(nnfit.load("r").model.state_dict()) > 0
+
+
+def test_a_run_from_a_newer_format_is_refused(run_dir, tmp_path, capsys) -> None:
+    d = tmp_path / "newer"
+    shutil.copytree(run_dir, d)
+    files = {n: (d / n).read_bytes() for n in ("model.safetensors", "model.json")}
+    (d / "manifest.json").write_bytes(nnfit.files.manifest_bytes("model", files).replace(
+        b'"format": 2', b'"format": 3'))
+    body = json.loads((d / "manifest.json").read_text())
+    body["self_sha256"] = nnfit.files.sha256_bytes(nnfit.files._canonical(body))
+    (d / "manifest.json").write_bytes(nnfit.files._render(body))
+    with pytest.raises(CheckpointError, match="written by a newer nnfit .format 3"):
+        nnfit.load(d)
+    capsys.readouterr()
+    assert main(["inspect", str(d)]) == 2
+    assert "upgrade nnfit" in capsys.readouterr().err
