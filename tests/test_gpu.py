@@ -96,3 +96,53 @@ def test_cli_train_resume_predict_on_cuda(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", "run", "run/test.csv", "--json", "--device", "cuda"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+class _TermAt(nnfit.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, batch):
+        if trainer.state.step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_cuda_mid_epoch_resume_equals_uninterrupted(tmp_path, graphs):
+    x, y = _data(n=640)
+    kw = dict(epochs=3, batch_size=32, device="cuda", quiet=True, lr=3e-3, checkpoint_steps=5,
+              cuda_graphs=graphs)
+    spec = {"name": "mlp", "hidden": [32, 32], "dropout": 0.2}
+    full = nnfit.fit(spec, x, y, **kw)
+    with pytest.raises(nnfit.errors.Stopped):
+        nnfit.fit(spec, x, y, run_dir=tmp_path / "r", callbacks=[_TermAt(22)], **kw)
+    resumed = nnfit.fit(spec, x, y, run_dir=tmp_path / "r", resume=tmp_path / "r", **kw)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    diffs = {k: (a[k].double() - b[k].double()).abs().max().item() for k in a}
+    assert all(torch.equal(a[k], b[k]) for k in a), diffs
+
+
+def test_cuda_non_finite_loss_stops_by_the_epoch_end_and_never_checkpoints_it(tmp_path):
+    from nnfit.checkpoint import load_checkpoint
+    from nnfit.run import committed
+
+    class NanAt(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.calls = torch.nn.Linear(8, 1), 0
+
+        def forward(self, x):
+            self.calls += self.training
+            out = self.fc(x)
+            return out * float("nan") if self.training and self.calls == 15 else out
+
+    x, y = _data(n=640)
+    with pytest.raises(nnfit.errors.TrainingError, match="non-finite"):
+        nnfit.fit(NanAt(), x, y, epochs=3, batch_size=32, device="cuda", quiet=True,
+                  run_dir=tmp_path / "r", checkpoint_steps=4)
+    for name in committed(tmp_path / "r"):
+        tensors, _ = load_checkpoint(tmp_path / "r" / "checkpoints" / name)
+        assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
