@@ -22,7 +22,11 @@ from .errors import TrainingError
 def first_non_finite(named: Iterable[tuple[str, Tensor]]) -> str | None:
     """The name of the first floating-point tensor holding NaN or inf, or None."""
     for name, t in named:
-        if t is not None and t.is_floating_point() and not bool(torch.isfinite(t).all()):  # sync
+        if t is None or not t.is_floating_point():
+            continue
+        if t.is_sparse:  # e.g. the gradient of nn.Embedding(sparse=True)
+            t = t.coalesce().values()
+        if not bool(torch.isfinite(t).all()):  # sync: on failure paths and at checkpoints only
             return name
     return None
 
