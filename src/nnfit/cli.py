@@ -53,6 +53,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         help="fraction held out as a test set (default 0.2 for bundled datasets, else 0)")
     add("--patience", default=S, type=int, help="early-stopping patience in epochs, 0 = off (default 10)")
     add("--seed", default=S, type=int, help="random seed (default 0)")
+    add("--impute", default=S, action="store_true",
+        help="fill missing numeric feature values with the training split's column medians "
+             "(saved with the model; default: refuse missing values)")
     add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
     add("--config", default=None, help="YAML or TOML config file; flags override it")
     add("--out", default=None, help="run directory (default runs/NAME-N)")
@@ -129,6 +132,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nnfit: internal error: {type(e).__name__}: {e} (NNFIT_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
+
+
+def run() -> None:
+    """The process entry point (``nnfit``, ``python -m nnfit``): :func:`main`, then exit.
+
+    The exit skips C++ static destructors (``os._exit`` after flushing): right after a
+    multi-threaded pyarrow read a reader thread may still be winding down, and with torch
+    loaded an ordinary exit then sometimes aborts (SIGABRT, status 134) instead of returning
+    the status nnfit chose. Every file nnfit writes is closed and fsynced before this point.
+    """
+    try:
+        status = main()
+    except SystemExit as e:  # argparse: --help, --version and usage errors
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more to deliver
+            pass
+    os._exit(status)
 
 
 def split_items(items: list[str]) -> tuple[str | None, dict[str, Any]]:
