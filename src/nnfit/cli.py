@@ -160,7 +160,7 @@ def split_items(items: list[str]) -> tuple[str | None, dict[str, Any]]:
     """Split positional ``train`` arguments into DATA and ``key=value`` overrides."""
     data, overrides = None, {}
     for item in items:
-        if "=" in item and not Path(item).exists():
+        if "=" in item and not _exists(item):
             key, _, value = item.partition("=")
             overrides[key.strip().replace("-", "_")] = value
         elif data is None:
@@ -168,6 +168,13 @@ def split_items(items: list[str]) -> tuple[str | None, dict[str, Any]]:
         else:
             raise ConfigError(f"more than one DATA argument: {data!r} and {item!r}")
     return data, overrides
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except OSError:  # a name too long to be a file: an override such as lr=0.000...1
+        return False
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:

@@ -283,6 +283,7 @@ def _short(value: Any) -> str:
 
     r = reprlib.Repr()
     r.maxstring = r.maxother = 60
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 2, 4, 4, 4, 4
     return r.repr(value)
 
 

@@ -109,6 +109,7 @@ def read_columns(path: str | Path, *, allow_missing: bool = False, exclude: str 
         if suffix in PARQUET_SUFFIXES:
             import pyarrow.parquet as pq
 
+            check_unique([str(n) for n in pq.read_schema(p).names], str(p))  # before pyarrow trips
             table = pq.read_table(p)
         else:
             from pyarrow import csv

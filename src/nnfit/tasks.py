@@ -345,7 +345,7 @@ def make_task(name: str, y: np.ndarray, *, loss: str = "auto", scale_target: boo
     if len(labels.classes) < 2:
         raise DataError(f"{source} has a single class ({labels.classes[0]!r}): nothing to learn")
     if name == "binary" and len(labels.classes) != 2:
-        raise DataError(f"task 'binary' needs 2 classes, the target has {len(labels.classes)}")
+        raise DataError(f"task 'binary' needs 2 classes, {source} has {len(labels.classes)}")
     if name == "multiclass" and len(labels.classes) == 2 and loss == "auto":
         loss = "cross_entropy"  # two classes asked for as multiclass: two outputs and softmax
     return ClassificationTask(labels, loss)
