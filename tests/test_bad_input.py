@@ -217,6 +217,12 @@ def test_impute_fills_with_training_medians_saved_with_the_model(capsys, tmp_pat
     assert one_error(capsys, "evaluate", "R", "t.csv").endswith("missing values in columns: label (1)")
 
 
+def test_impute_flag_is_documented(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--impute" in capsys.readouterr().out
+
+
 def test_impute_through_the_api_and_its_limits(tmp_path):
     x = np.random.default_rng(1).normal(size=(40, 2))
     y = x[:, 0] > 0

@@ -374,8 +374,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         target_name = None
     else:
         raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute)
-        fitted_task, pre, train_src, val_src = _prepare(raw, y_arr, val, target, task, cfg, ckpt,
-                                                        tuple(sources))
+        fitted_task, pre, train_src, val_src = _prepare(raw, y_arr, val, target, task, cfg, ckpt, sources)
         target_name = target
     module, spec = _build(model, pre, fitted_task)
     learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
@@ -392,7 +391,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
 
 def _prepare(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,
              cfg: TrainConfig, ckpt: Any,
-             sources: tuple[str, str] = ("training data", "training data target"),
+             sources: Sequence[str] = ("training data", "training data target"),
              ) -> tuple[Task, Preprocessor, TensorData, TensorData | None]:
     """Split, fit the task and preprocessing on the training part, and build tensors.
 

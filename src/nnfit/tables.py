@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .errors import DataError
+from .impute import fill_missing, medians, missing_values, refuse_missing
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -167,12 +168,6 @@ def check_unique(names: Sequence[str], source: str) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f"{source}: duplicate column names: {', '.join(dupes)}")
-
-
-def missing_values(source: str, counts: dict[str, int]) -> DataError:
-    """The error for missing cells, with a count per column."""
-    listed = ", ".join(f"{n} ({c})" for n, c in counts.items())
-    return DataError(f"{source}: missing values in columns: {listed}")
 
 
 def _from_arrow(table: Any, source: str, allow_missing: bool = False,
@@ -401,10 +396,10 @@ class Preprocessor:
                 features = [f"{prefix}{i}" for i in range(t.shape[1])]
             fill = None
             if impute and t.is_floating_point() and t.ndim == 2:
-                fill = _medians(t, features, source)
-                t = _fill(t, fill)
+                fill = medians(t, features, source)
+                t = fill_missing(t, fill)
             else:
-                _refuse_nan(t, features, source)
+                refuse_missing(t, features, source)
             mean = std = None
             if standardize and t.is_floating_point() and t.ndim == 2:
                 mean, std = column_stats(t)
@@ -427,9 +422,9 @@ class Preprocessor:
             t = _check_shape(s, t, features, source)
             t = t.float() if s.dtype == "float32" else t.long()
             if s.fill is not None:  # a new tensor: the caller's data is never modified
-                t = _fill(t, s.fill)
+                t = fill_missing(t, s.fill)
             else:
-                _refuse_nan(t, s.features, source)
+                refuse_missing(t, s.features, source)
             if s.mean is not None:  # one new tensor; the caller's data is never modified
                 t = t.sub(torch.tensor(s.mean, dtype=t.dtype)).div_(torch.tensor(s.std, dtype=t.dtype))
             out[s.name] = t.contiguous()
@@ -474,32 +469,6 @@ def _difference(want: Sequence[str], got: Sequence[str]) -> str:
     parts = ([f"missing: {_names(missing)}"] if missing else []) + (
         [f"unexpected: {_names(extra)}"] if extra else [])
     return "; " + "; ".join(parts) if parts else ""
-
-
-def _medians(t: Tensor, features: list[str], source: str) -> list[float]:
-    """Per-column medians of a 2-D float tensor, NaN ignored (the mean of the two middle
-    values for an even count, as ``numpy.nanmedian``)."""
-    a = t.double().numpy()
-    empty = [f for f, ok in zip(features, (~np.isnan(a)).any(axis=0), strict=True) if not ok]
-    if empty:
-        raise DataError(f"{source}: cannot impute column {empty[0]!r}: it has no values in the "
-                        "training split")
-    return np.nanmedian(a, axis=0).tolist()
-
-
-def _fill(t: Tensor, fill: list[float]) -> Tensor:
-    """``t`` with each column's NaN replaced by ``fill`` (a new tensor)."""
-    return torch.where(torch.isnan(t), torch.tensor(fill, dtype=t.dtype), t)
-
-
-def _refuse_nan(t: Tensor, features: list[str] | None, source: str) -> None:
-    """Missing values reaching a model trained without ``impute``, counted per column."""
-    if not t.is_floating_point() or not bool(torch.isnan(t).any()):
-        return
-    if t.ndim != 2 or features is None or len(features) != t.shape[1]:
-        raise DataError(f"{source}: missing values (NaN) and the model was not trained to impute them")
-    counts = torch.isnan(t).sum(0).tolist()
-    raise missing_values(source, {f: c for f, c in zip(features, counts, strict=True) if c})
 
 
 def _as_tensor(a: np.ndarray | Tensor) -> Tensor:
