@@ -56,7 +56,7 @@ def test_read_parquet(tmp_path: Path) -> None:
     [
         ("empty.csv", "", "file is empty"),
         ("header.csv", "a,b\n", "no data rows"),
-        ("ragged.csv", "a,b\n1,2\n3\n", "cannot parse: CSV parse error: Expected 2 columns, got 1"),
+        ("ragged.csv", "a,b\n1,2\n3\n", "cannot parse: row 2 has 1 field, the header has 2"),
         ("dupes.csv", "a,b,a,b,c\n1,2,3,4,5\n", "duplicate column names: a, b"),
         ("table.xlsx", "a,b\n1,2\n", "unsupported file type '.xlsx' (use .csv, .tsv or .parquet)"),
     ],
@@ -189,7 +189,7 @@ def test_wrong_feature_count_message() -> None:
     pre = Preprocessor.fit(raw_inputs(df))
     with pytest.raises(DataError) as e:
         pre.transform(raw_inputs(df.assign(e=1.0)), "new data")
-    assert str(e.value) == "new data: expected 4 features [a, b, c, d], got 5 [a, b, c, d, e]"
+    assert str(e.value) == "new data: expected 4 features [a, b, c, d], got 5 [a, b, c, d, e]; unexpected: e"
     pre = Preprocessor.fit(raw_inputs(np.zeros((5, 4))))
     with pytest.raises(DataError, match=r"^input: expected 4 features \[x0, x1, x2, x3\], got 5"):
         pre.transform(raw_inputs(np.zeros((3, 5))))
@@ -329,7 +329,7 @@ def test_label_map_unseen_label_message() -> None:
     lm = LabelMap.fit(np.array(["cat", "dog"]))
     with pytest.raises(DataError) as e:
         lm.encode(np.array(["dog", "fish", "cow", "fish"]), "test target")
-    assert str(e.value) == ("test target has labels unseen at training: 'fish', 'cow' "
+    assert str(e.value) == ("test target has labels unseen at training: 'fish', 'cow', first at row 2 "
                             "(known: 'cat', 'dog')")
 
 

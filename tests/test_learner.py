@@ -250,8 +250,8 @@ def test_unseen_label_at_evaluate(data) -> None:
     learner = nnfit.fit("mlp", x, y, **QUICK)
     with pytest.raises(DataError) as e:
         learner.evaluate(x[:3], np.array(["a", "zebra", "b"]))
-    assert str(e.value) == ("evaluation data target has labels unseen at training: 'zebra' "
-                            "(known: 'a', 'b')")
+    assert str(e.value) == ("evaluation data target has labels unseen at training: 'zebra', "
+                            "first at row 2 (known: 'a', 'b')")
 
 
 def test_bad_inputs(data) -> None:

@@ -1,7 +1,5 @@
 """``python -m nnfit``: the same as the ``nnfit`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

@@ -53,6 +53,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         help="fraction held out as a test set (default 0.2 for bundled datasets, else 0)")
     add("--patience", default=S, type=int, help="early-stopping patience in epochs, 0 = off (default 10)")
     add("--seed", default=S, type=int, help="random seed (default 0)")
+    add("--impute", default=S, action="store_true",
+        help="fill missing numeric feature values with the training split's column medians "
+             "(saved with the model; default: refuse missing values)")
     add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
     add("--config", default=None, help="YAML or TOML config file; flags override it")
     add("--out", default=None, help="run directory (default runs/NAME-N)")
@@ -122,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return getattr(cli_commands, f"cmd_{args.command}")(args)
     except Stopped as e:  # a graceful stop by SIGINT/SIGTERM, checkpoint committed
-        print(f"nnfit: {e}", file=sys.stderr)
+        _say(f"nnfit: {e}")
         return e.exit_code
     except NnfitError as e:
-        print(f"nnfit: error: {e}", file=sys.stderr)
+        _say(f"nnfit: error: {e}")
         return e.exit_code
     except OSError as e:  # the file system said no: a full disk, a directory, no permission
         where = f"{e.filename}: " if e.filename else ""
-        print(f"nnfit: error: {where}{e.strerror or e}", file=sys.stderr)
+        _say(f"nnfit: error: {where}{e.strerror or e}")
         return 2
     except KeyboardInterrupt:
         print("nnfit: interrupted", file=sys.stderr)
@@ -137,22 +140,48 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: one line unless debugging
         if os.environ.get("NNFIT_DEBUG"):
             raise
-        print(f"nnfit: internal error: {type(e).__name__}: {e} (NNFIT_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        _say(f"nnfit: internal error: {type(e).__name__}: {e} (NNFIT_DEBUG=1 shows the traceback)")
         return 1
+
+
+def _say(line: str) -> None:
+    """One line on stderr, whatever the message holds (a column name with a newline, say)."""
+    print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
 
 
 def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
                   line: Any = None) -> None:
     """Warnings as one ``nnfit: warning:`` line on stderr."""
-    print(f"nnfit: warning: {message}", file=sys.stderr)
+    _say(f"nnfit: warning: {message}")
+
+
+def run() -> None:
+    """The process entry point (``nnfit``, ``python -m nnfit``): :func:`main`, then exit.
+
+    The exit skips C++ static destructors (``os._exit`` after flushing): right after a
+    multi-threaded pyarrow read a reader thread may still be winding down, and with torch
+    loaded an ordinary exit then sometimes aborts (SIGABRT, status 134) instead of returning
+    the status nnfit chose. Every file nnfit writes is closed and fsynced before this point.
+    """
+    try:
+        status = main()
+    except SystemExit as e:  # argparse: --help, --version and usage errors
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more to deliver
+            pass
+    os._exit(status)
 
 
 def split_items(items: list[str]) -> tuple[str | None, dict[str, Any]]:
     """Split positional ``train`` arguments into DATA and ``key=value`` overrides."""
     data, overrides = None, {}
     for item in items:
-        if "=" in item and not Path(item).exists():
+        if "=" in item and not _exists(item):
             key, _, value = item.partition("=")
             overrides[key.strip().replace("-", "_")] = value
         elif data is None:
@@ -160,6 +189,13 @@ def split_items(items: list[str]) -> tuple[str | None, dict[str, Any]]:
         else:
             raise ConfigError(f"more than one DATA argument: {data!r} and {item!r}")
     return data, overrides
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except OSError:  # a name too long to be a file: an override such as lr=0.000...1
+        return False
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:

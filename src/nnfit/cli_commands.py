@@ -12,7 +12,7 @@ from typing import Any
 
 from .checkpoint import atomic_write_json, atomic_write_text, read_json
 from .cli import dumps, flag_values, split_items
-from .config import RunConfig, make_run_config, read_config_file
+from .config import RunConfig, check_names, make_run_config, read_config_file
 from .data import split_indices
 from .errors import ConfigError, DataError, Stopped
 from .ingest import read_table
@@ -40,7 +40,9 @@ def _config(args: argparse.Namespace) -> RunConfig:
     values.update(flag_values(args))
     if data_arg is not None:
         values["data"] = data_arg
-    return make_run_config(values)
+    cfg = make_run_config(values)
+    check_names(cfg)
+    return cfg
 
 
 def _training_columns(cfg: RunConfig) -> tuple[Columns, str, str, str]:
@@ -49,7 +51,7 @@ def _training_columns(cfg: RunConfig) -> tuple[Columns, str, str, str]:
     if d.data is not None:
         if d.target is None:
             raise ConfigError("--target is required with a data file")
-        cols = read_table(d.data, exclude=d.target)
+        cols = read_table(d.data, exclude=d.target, allow_missing=cfg.train.impute)
         if d.target not in cols.arrays:
             raise DataError(f"{d.data}: target column {d.target!r} not found "
                             f"(columns: {', '.join(cols.names[:12])})")
@@ -155,7 +157,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     target = args.target or learner.target_name
     if target is None:
         raise ConfigError("name the target column with --target")
-    metrics = learner.evaluate(read_table(args.data, exclude=target), target=target)
+    metrics = learner.evaluate(read_table(args.data, exclude=target, allow_missing=learner.imputes),
+                               target=target)
     metrics.pop("loss", None)
     if args.json:
         print(dumps(jsonable_metrics(metrics)))
@@ -185,8 +188,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     learner = load(args.run, device=args.device)
     if args.proba and learner.classes is None:
         raise ConfigError("--proba needs a classification model")
-    header, rows = _prediction_rows(learner, read_table(args.data, exclude=learner.target_name),
-                                    args.proba)
+    cols = read_table(args.data, exclude=learner.target_name, allow_missing=learner.imputes)
+    header, rows = _prediction_rows(learner, cols, args.proba)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -86,6 +87,10 @@ class TrainConfig:
         device: auto, cpu, cuda or cuda:N. Default auto.
         quiet: no progress display or tables. Default False.
         standardize: standardise numeric features with training-split statistics. Default True.
+        impute: fill missing values (empty cells, NaN) of numeric features with the training
+            split's per-column median, saved with the model so evaluate and predict fill the
+            same way. Default False: missing values are refused, counted per column. Missing
+            targets are always refused.
         scale_target: standardise regression targets for training (predictions are returned in
             the original units). Default True.
         checkpoint_every: write a checkpoint every N epochs when a run directory is given;
@@ -133,6 +138,7 @@ class TrainConfig:
     device: str = "auto"
     quiet: bool = False
     standardize: bool = True
+    impute: bool = False
     scale_target: bool = True
     checkpoint_every: int = 1
     checkpoint_steps: int = 0
@@ -162,6 +168,13 @@ class TrainConfig:
         _check(self.checkpoint_steps >= 0, "checkpoint_steps must be >= 0")
         _check(self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0")
         _check(not (self.nesterov and self.momentum <= 0), "nesterov needs momentum > 0")
+        # Values torch, NumPy or the OS cannot take are refused here, not deep in a library.
+        _check(self.seed is None or 0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}")
+        _check(self.threads <= 4096, f"threads must be <= 4096, got {self.threads}")
+        _check(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
+        _check(self.sched_patience >= 0, f"sched_patience must be >= 0, got {self.sched_patience}")
+        _check(self.min_delta >= 0, f"min_delta must be >= 0, got {self.min_delta}")
+        _check(all(m >= 1 for m in self.milestones), f"milestones must be >= 1, got {self.milestones}")
 
 
 @dataclass(frozen=True)
@@ -216,7 +229,7 @@ def _owner(key: str) -> type:
         if key in {f.name for f in fields(cls)}:
             return cls
     valid = sorted(f.name for cls in SECTIONS for f in fields(cls))
-    raise ConfigError(f"unknown config key {key!r} (valid keys: {', '.join(valid)})")
+    raise ConfigError(f"unknown config key {_short(key)} (valid keys: {', '.join(valid)})")
 
 
 def coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -238,7 +251,7 @@ def coerce(key: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             value = [value]
         return tuple(coerce(key, v, args[0]) for v in value)
-    bad = ConfigError(f"{key}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+    bad = ConfigError(f"{key}: expected {getattr(annotation, '__name__', annotation)}, got {_short(value)}")
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -252,18 +265,20 @@ def coerce(key: str, value: Any, annotation: Any) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if not isinstance(value, str):  # never str() a list or mapping: it may be huge
+            raise bad
         try:
-            return int(str(value))
+            return int(value)
         except ValueError:
             raise bad from None
     if annotation is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise bad
         try:
             out = float(value)
-        except (TypeError, ValueError):
+        except (OverflowError, ValueError):
             raise bad from None
-        if out != out:
+        if not math.isfinite(out):  # nan, inf and numbers beyond a double are never settings
             raise bad
         return out
     if annotation is str:
@@ -271,6 +286,16 @@ def coerce(key: str, value: Any, annotation: Any) -> Any:
             return str(value)
         raise bad
     return value
+
+
+def _short(value: Any) -> str:
+    """A one-line, bounded repr of a config value for error messages."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = 60
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 2, 4, 4, 4, 4
+    return r.repr(value)
 
 
 def build(cls: type, values: dict[str, Any], base: Any = None) -> Any:
@@ -283,7 +308,7 @@ def build(cls: type, values: dict[str, Any], base: Any = None) -> Any:
     for key in values:
         if key not in names:
             valid = ", ".join(sorted(names))
-            raise ConfigError(f"unknown {cls.__name__} key {key!r} (valid keys: {valid})")
+            raise ConfigError(f"unknown {cls.__name__} key {_short(key)} (valid keys: {valid})")
     hints = typing.get_type_hints(cls)
     kwargs = {k: coerce(k, v, hints[k]) for k, v in values.items()}
     try:
@@ -355,6 +380,30 @@ def make_run_config(values: dict[str, Any], base: RunConfig | None = None) -> Ru
         train=build(TrainConfig, by_section[TrainConfig], base.train),
         data=build(DataConfig, by_section[DataConfig], base.data),
     )
+
+
+def check_names(cfg: RunConfig) -> None:
+    """Resolve every registry name of ``cfg`` now, so a typo fails before any data is read.
+
+    Raises:
+        ConfigError: an unknown model, activation, optimizer, scheduler, loss, task, device or
+            dataset, naming the valid choices.
+    """
+    from .datasets import DATASETS
+    from .models import ACTIVATIONS, MODELS
+    from .optim import OPTIMIZERS, SCHEDULERS
+    from .runtime import resolve_device
+    from .tasks import LOSSES, TASKS
+
+    MODELS.get(cfg.model.model)
+    ACTIVATIONS.get(cfg.model.activation)
+    OPTIMIZERS.get(cfg.train.optimizer)
+    SCHEDULERS.get(cfg.train.scheduler)
+    LOSSES.get(cfg.train.loss)
+    _check(cfg.data.task in TASKS, f"unknown task {cfg.data.task!r} (choose from: {', '.join(TASKS)})")
+    resolve_device(cfg.train.device)
+    if cfg.data.data is None:
+        DATASETS.get(cfg.data.dataset)
 
 
 def train_config(config: TrainConfig | None = None, **overrides: Any) -> TrainConfig:

@@ -29,12 +29,14 @@ class _Fallback(Exception):
     """This file needs the general reader."""
 
 
-def read_table(path: str | Path, exclude: str | None = None) -> Columns:
+def read_table(path: str | Path, exclude: str | None = None, *, allow_missing: bool = False) -> Columns:
     """Read a CSV/TSV/Parquet file; numeric columns land in one float32 block.
 
     Args:
         path: the file.
         exclude: a column kept out of the block with its own type (the target), if present.
+        allow_missing: keep missing cells of the block's columns as NaN (for a model that
+            imputes them) instead of refusing them; other columns must still be complete.
 
     Returns:
         :class:`~nnfit.tables.Columns` whose ``block`` holds every numeric column except
@@ -54,14 +56,15 @@ def read_table(path: str | Path, exclude: str | None = None) -> Columns:
     """
     p = Path(path)
     suffix = p.suffix.lower()
+    general = {"allow_missing": allow_missing, "exclude": exclude}
     if not p.is_file() or p.stat().st_size == 0 or suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
-        return read_columns(p)  # its messages for missing, empty and unsupported files
+        return read_columns(p, **general)  # its messages for missing, empty and unsupported files
     try:
         if suffix in PARQUET_SUFFIXES:
-            return _read_parquet(p, exclude)
-        return _read_csv(p, exclude, "\t" if suffix == ".tsv" else ",")
+            return _read_parquet(p, exclude, allow_missing)
+        return _read_csv(p, exclude, "\t" if suffix == ".tsv" else ",", allow_missing)
     except _Fallback:
-        return read_columns(p)
+        return read_columns(p, **general)
 
 
 def _numeric(t: Any) -> bool:
@@ -91,8 +94,10 @@ def _values(col: Any, dtype: np.dtype) -> np.ndarray:
 class _Filler:
     """Copies Arrow record batches into the preallocated block and per-column lists."""
 
-    def __init__(self, names: list[str], types: list[Any], rows: int, exclude: str | None) -> None:
+    def __init__(self, names: list[str], types: list[Any], rows: int, exclude: str | None,
+                 allow_missing: bool = False) -> None:
         self.names = names
+        self.allow_missing = allow_missing
         self.block_names = [n for n, t in zip(names, types, strict=True) if _numeric(t) and n != exclude]
         # Column-major, so each column of a batch is one contiguous copy.
         self.block = np.empty((rows, len(self.block_names)), dtype=np.float32, order="F")
@@ -110,15 +115,17 @@ class _Filler:
             raise _Fallback  # more rows than newlines: cannot happen in a plain CSV
         for i, name in enumerate(self.names):
             col = batch.column(i)
-            if col.null_count:
+            j = self.where.get(name)
+            if col.null_count and (j is None or not self.allow_missing):
                 self.missing[name] = self.missing.get(name, 0) + col.null_count
                 continue
-            j = self.where.get(name)
             if j is None:
                 self.others[name].append(_to_numpy(col))
                 continue
             if col.type != self.float32:
                 col = col.cast(self.float32, safe=False)  # ints, booleans of the first piece
+            if col.null_count:  # kept for imputation, as NaN
+                col = col.fill_null(float("nan"))
             self.block[self.row:self.row + k, j] = _values(col, np.dtype(np.float32))
         self.row += k
 
@@ -126,7 +133,7 @@ class _Filler:
         if self.row == 0:
             raise DataError(f"{source}: no data rows")
         block = self.block[:self.row]
-        nan = [int(np.isnan(block[:, j]).sum()) for j in range(block.shape[1])]
+        nan = [0 if self.allow_missing else int(np.isnan(block[:, j]).sum()) for j in range(block.shape[1])]
         for name, count in zip(self.block_names, nan, strict=True):
             if count:
                 self.missing[name] = self.missing.get(name, 0) + count
@@ -164,18 +171,23 @@ def _peek_types(p: Path, names: list[str], exclude: str | None, parse: Any, pool
     head = head[:head.rfind(b"\n") + 1] or head
     table = csv.read_csv(pa.py_buffer(head), read_options=csv.ReadOptions(column_names=names),
                          parse_options=parse, memory_pool=pool)
+    if any(pa.types.is_binary(t) for t in table.schema.types):
+        raise _Fallback  # text that is not UTF-8: the general reader names the row
     return {n: (pa.float32() if _numeric(t) and not pa.types.is_boolean(t) and n != exclude else t)
             for n, t in zip(names, table.schema.types, strict=True)}
 
 
-def _read_csv(p: Path, exclude: str | None, delimiter: str) -> Columns:
+def _read_csv(p: Path, exclude: str | None, delimiter: str, allow_missing: bool) -> Columns:
     import pyarrow as pa
     from pyarrow import csv
 
     lines, header = _count_lines(p)
-    names = next(csv_module.reader([header.decode("utf-8", "replace")], delimiter=delimiter), [])
-    if not names or len(set(names)) != len(names) or b'"' in header:
-        raise _Fallback  # duplicate or quoted names: the general reader explains them
+    try:
+        names = next(csv_module.reader([header.decode("utf-8")], delimiter=delimiter), [])
+    except UnicodeDecodeError:
+        raise _Fallback from None
+    if not names or len(set(names)) != len(names) or b'"' in header or not all(n.strip() for n in names):
+        raise _Fallback  # empty, duplicate or quoted names: the general reader explains them
     parse = csv.ParseOptions(delimiter=delimiter)
     read = csv.ReadOptions(column_names=names)
     pool = pa.system_memory_pool()  # freed pieces go back to the OS instead of a cache
@@ -202,7 +214,8 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str) -> Columns:
                                          parse_options=parse, convert_options=convert,
                                          memory_pool=pool)
                     if filler is None:
-                        filler = _Filler(names, table.schema.types, max(1, lines - 1), exclude)
+                        filler = _Filler(names, table.schema.types, max(1, lines - 1), exclude,
+                                         allow_missing)
                     for batch in table.to_batches():
                         filler.add(batch)
                     del table
@@ -218,7 +231,7 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str) -> Columns:
     return filler.finish(str(p))
 
 
-def _read_parquet(p: Path, exclude: str | None) -> Columns:
+def _read_parquet(p: Path, exclude: str | None, allow_missing: bool) -> Columns:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -226,9 +239,10 @@ def _read_parquet(p: Path, exclude: str | None) -> Columns:
         f = pq.ParquetFile(p)
         schema = f.schema_arrow
         names = [str(n) for n in schema.names]
-        if len(set(names)) != len(names):
+        if len(set(names)) != len(names) or not all(n.strip() for n in names) or any(
+                pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in schema.types):
             raise _Fallback
-        filler = _Filler(names, list(schema.types), f.metadata.num_rows, exclude)
+        filler = _Filler(names, list(schema.types), f.metadata.num_rows, exclude, allow_missing)
         for batch in f.iter_batches(batch_size=1 << 16):
             filler.add(batch)
     except (pa.ArrowInvalid, OSError):

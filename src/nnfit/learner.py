@@ -44,7 +44,7 @@ from .tables import (
     is_frame,
     raw_inputs,
 )
-from .tasks import ClassificationTask, Task, infer_task, make_task, task_from_dict
+from .tasks import ClassificationTask, Task, check_target, infer_task, make_task, task_from_dict
 from .trainer import Trainer
 
 MODEL_FILE = "model.safetensors"
@@ -106,8 +106,13 @@ class Learner:
             return LoaderData(x)
         if self.preprocessor is None:
             raise ConfigError("this model was trained from a DataLoader: pass a Dataset or DataLoader")
-        raw, source = _raw(x, source, drop=self.target_name)
+        raw, source = _raw(x, source, drop=self.target_name, allow_missing=self.imputes)
         return TensorData(self.preprocessor.transform(raw, source))
+
+    @property
+    def imputes(self) -> bool:
+        """Whether missing feature values are filled with training medians (``impute=True``)."""
+        return self.preprocessor is not None and self.preprocessor.imputes
 
     def outputs(self, x: Any) -> Tensor:
         """Raw model outputs (logits or scaled values) for ``x``, on the CPU."""
@@ -132,9 +137,9 @@ class Learner:
         """``x`` and ``y`` as a model-ready labelled source, checked against the schema."""
         if isinstance(x, (Dataset, DataLoader)):
             return LoaderData(x)
-        raw, y_arr = _xy(x, y, target or self.target_name, source)
+        raw, y_arr, source, y_source = _xy(x, y, target or self.target_name, source, self.imputes)
         inputs = self.preprocessor.transform(raw, source)
-        return TensorData(inputs, self.task.encode_target(y_arr, f"{source} target"))
+        return TensorData(inputs, self.task.encode_target(y_arr, y_source))
 
     def summary(self, sample_input: Any = None) -> ModelSummary:
         """Layer table with output shapes from a forward pass on ``sample_input`` (default: a
@@ -201,8 +206,9 @@ class Learner:
             meta = None
         if not isinstance(meta, dict) or "task" not in meta:
             raise CheckpointError(f"{p / META_FILE}: not an nnfit model file")
-        if not isinstance(meta.get("format", 0), int) or meta.get("format", 0) > FORMAT_VERSION:
-            raise CheckpointError(f"{p}: written by a newer nnfit (format {meta['format']}); upgrade nnfit")
+        fmt = meta.get("format", 0)
+        if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
+            raise CheckpointError(f"{p}: written by a newer nnfit (format {fmt!r}); upgrade nnfit")
         if model is None:
             if meta.get("spec") is None:
                 raise CheckpointError(f"{p}: the model is a user-defined module; pass model=YourModule(...)")
@@ -210,53 +216,69 @@ class Learner:
         tensors, _ = tensors_from_bytes(read_verified(p, MODEL_FILE, body), str(p / MODEL_FILE))
         load_state_dict_strict(model, tensors, str(p / MODEL_FILE))
         pre = meta.get("preprocess")
-        learner = cls(model, task=task_from_dict(meta["task"]),
-                      preprocessor=None if pre is None else Preprocessor.from_dict(pre),
+        try:
+            task = task_from_dict(meta["task"])
+            preprocessor = None if pre is None else Preprocessor.from_dict(pre)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{p / META_FILE}: damaged task or preprocessing "
+                                  f"({type(e).__name__}: {e})") from None
+        learner = cls(model, task=task, preprocessor=preprocessor,
                       spec=meta.get("spec"), config=TrainConfig(device=device, quiet=True),
                       target_name=meta.get("target"))
         learner.model.to(learner.trainer.runtime.device).eval()
         return learner
 
 
-def _columns(x: Any, source: str, exclude: str | None) -> Columns | None:
+def _columns(x: Any, source: str, exclude: str | None, allow_missing: bool = False) -> Columns | None:
     """A path, Columns or DataFrame as Columns (a fresh copy), or None for other inputs."""
     if isinstance(x, (str, Path)):
-        return read_table(x, exclude=exclude)
+        return read_table(x, exclude=exclude, allow_missing=allow_missing)
     if isinstance(x, Columns):
         return x.copy()
-    return columns_from_frame(x, source) if is_frame(x) else None
+    if is_frame(x):
+        return columns_from_frame(x, source, allow_missing=allow_missing, exclude=exclude)
+    return None
 
 
-def _raw(x: Any, source: str, drop: str | None = None) -> tuple[RawInputs, str]:
+def _raw(x: Any, source: str, drop: str | None = None,
+         allow_missing: bool = False) -> tuple[RawInputs, str]:
     """Unlabelled inputs and the name to use in errors; a table's target column ``drop`` is
     ignored when present, so the file used for evaluation can also be predicted."""
-    cols = _columns(x, source, drop)
+    cols = _columns(x, source, drop, allow_missing)
     if cols is None:
-        return raw_inputs(x, source), source
+        return raw_inputs(x, source, allow_missing), source
     if drop is not None and drop in cols.arrays and len(cols.arrays) > 1:
         cols.pop(drop)
-    return raw_inputs(cols, cols.source), cols.source
+    return raw_inputs(cols, cols.source, allow_missing), cols.source
 
 
-def _xy(x: Any, y: Any, target: str | None, source: str) -> tuple[RawInputs, np.ndarray]:
-    """Split user data into raw inputs and a target array."""
-    cols = _columns(x, source, target)
+def _xy(x: Any, y: Any, target: str | None, source: str,
+        allow_missing: bool = False) -> tuple[RawInputs, np.ndarray, str, str]:
+    """Split user data into raw inputs and a target array.
+
+    Returns:
+        (inputs, target array, the inputs' name for errors, the target's name for errors).
+    """
+    cols = _columns(x, source, target, allow_missing)
+    y_source = f"{source} target"
     if cols is not None:
+        source = cols.source
         if y is None:
             if target is None:
                 raise DataError(f"{cols.source}: name the target column (target=...)")
             y = cols.pop(target)
+            y_source = f"{cols.source}: target column {target!r}"
         if not cols.arrays:
             raise DataError(f"{cols.source}: no feature columns besides the target")
-        raw = raw_inputs(cols, cols.source)
+        raw = raw_inputs(cols, cols.source, allow_missing)
     else:
         if y is None:
             raise DataError(f"{source}: targets are missing (pass y)")
-        raw = raw_inputs(x, source)
+        raw = raw_inputs(x, source, allow_missing)
     y_arr = _target_array(y)
     if len(y_arr) != len(raw):
         raise DataError(f"{source}: {len(raw)} rows of inputs but {len(y_arr)} targets")
-    return raw, y_arr
+    return raw, y_arr, source, y_source
 
 
 def _target_array(y: Any) -> np.ndarray:
@@ -363,8 +385,8 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         val_src = None if val is None else LoaderData(val)
         target_name = None
     else:
-        raw, y_arr = _xy(x, y, target, "training data")
-        fitted_task, pre, train_src, val_src = _prepare(raw, y_arr, val, target, task, cfg, ckpt)
+        raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute)
+        fitted_task, pre, train_src, val_src = _prepare(raw, y_arr, val, target, task, cfg, ckpt, sources)
         target_name = target
     module, spec = _build(model, pre, fitted_task)
     learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
@@ -387,12 +409,19 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
 
 
 def _prepare(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,
-             cfg: TrainConfig, ckpt: Any) -> tuple[Task, Preprocessor, TensorData, TensorData | None]:
-    """Split, fit the task and preprocessing on the training part, and build tensors."""
+             cfg: TrainConfig, ckpt: Any,
+             sources: Sequence[str] = ("training data", "training data target"),
+             ) -> tuple[Task, Preprocessor, TensorData, TensorData | None]:
+    """Split, fit the task and preprocessing on the training part, and build tensors.
+
+    ``sources`` name the inputs and the target in error messages.
+    """
+    x_source, y_source = sources
     name = task if isinstance(task, str) else task.name
     if len(raw) == 0:
         raise DataError("training data has no rows")
-    stratify = None
+    stratify, va_source = None, y_source
+    check_target(y, y_source)
     if name in ("binary", "multiclass") or (name == "auto" and infer_task(y) != "regression"):
         stratify = y
     if val is None and cfg.val_split > 0:
@@ -402,20 +431,20 @@ def _prepare(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: 
         raw_tr, y_tr, raw_va, y_va = raw, y, None, None
         if val is not None:
             vx, vy = (val if isinstance(val, tuple) and len(val) == 2 else (val, None))
-            raw_va, y_va = _xy(vx, vy, target, "validation data")
+            raw_va, y_va, _, va_source = _xy(vx, vy, target, "validation data", cfg.impute)
     if ckpt is not None:  # a resumed run keeps the task and preprocessing it started with
         meta = ckpt[1]
         fitted: Task = task_from_dict(meta["learner"]["task"])
         pre = Preprocessor.from_dict(meta["learner"]["preprocess"])
     else:
         fitted = task if not isinstance(task, str) else make_task(
-            task, y_tr, loss=cfg.loss, scale_target=cfg.scale_target)
-        pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize)
-    train = TensorData(pre.transform(raw_tr, "training data"), fitted.encode_target(y_tr))
+            task, y_tr, loss=cfg.loss, scale_target=cfg.scale_target, source=y_source)
+        pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize, impute=cfg.impute, source=x_source)
+    train = TensorData(pre.transform(raw_tr, x_source), fitted.encode_target(y_tr, y_source))
     val_src = None
     if raw_va is not None:
         val_src = TensorData(pre.transform(raw_va, "validation data"),
-                             fitted.encode_target(y_va, "validation target"))
+                             fitted.encode_target(y_va, va_source))
     return fitted, pre, train, val_src
 
 

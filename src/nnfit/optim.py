@@ -132,6 +132,9 @@ def _onecycle(opt: Optimizer, c: TrainConfig, steps_per_epoch: int) -> Schedule:
 def _plateau(opt: Optimizer, c: TrainConfig, steps_per_epoch: int) -> Schedule:
     from .metrics import metric_direction
 
+    if c.gamma >= 1:  # torch would raise a bare ValueError
+        raise ConfigError(f"scheduler 'plateau' needs gamma < 1 (the reduction factor), got {c.gamma}")
+
     sched = lrs.ReduceLROnPlateau(opt, mode=metric_direction(c.monitor), factor=c.gamma,
                                   patience=c.sched_patience, min_lr=c.min_lr)
     return Schedule(sched, "epoch", needs_metric=True)

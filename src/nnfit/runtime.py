@@ -7,6 +7,7 @@ rank, world size and device here too, and the trainer only asks the :class:`Runt
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 import torch
@@ -75,9 +76,12 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name == "cuda" or (isinstance(name, str) and name.startswith("cuda:")):
+    if isinstance(name, str) and re.fullmatch(r"cuda(:\d{1,4})?", name):
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} requested but CUDA is not available here")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA devices")
         return torch.device(name)
     raise ConfigError(f"unknown device {name!r} (choose from: auto, cpu, cuda, cuda:N)")
 

@@ -8,6 +8,7 @@ Files are read with pyarrow (multi-threaded, typed columns). Every problem is a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .errors import DataError
+from .impute import fill_missing, medians, missing_values, refuse_missing
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -77,12 +79,19 @@ def _one_line(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
-def read_columns(path: str | Path) -> Columns:
+def read_columns(path: str | Path, *, allow_missing: bool = False, exclude: str | None = None) -> Columns:
     """Read a CSV/TSV or Parquet file into :class:`Columns`.
 
+    Args:
+        path: the file.
+        allow_missing: keep missing cells of numeric columns as NaN (for imputation) instead
+            of refusing them; text columns and ``exclude`` must still be complete.
+        exclude: the target column, which may never have missing values.
+
     Raises:
-        DataError: missing or empty file, unknown format, a parse error (ragged rows, bad
-            encoding), duplicate column names, no data rows, or missing values.
+        DataError: missing or empty file, unknown format, a parse error (a ragged row is named
+            by its 1-based data row), text that is not UTF-8, empty or duplicate column names,
+            no data rows, or missing values (counted per column).
     """
     p = Path(path)
     if not p.exists():
@@ -96,15 +105,17 @@ def read_columns(path: str | Path) -> Columns:
         raise DataError(f"{p}: file is empty")
     import pyarrow as pa
 
+    delimiter = "\t" if suffix == ".tsv" else ","
     try:
         if suffix in PARQUET_SUFFIXES:
             import pyarrow.parquet as pq
 
+            check_unique([str(n) for n in pq.read_schema(p).names], str(p))  # before pyarrow trips
             table = pq.read_table(p)
         else:
             from pyarrow import csv
 
-            parse = csv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
+            parse = csv.ParseOptions(delimiter=delimiter)
             read = csv.ReadOptions(autogenerate_column_names=False)
             # Empty cells of text columns are missing values too, not the label "".
             convert = csv.ConvertOptions(strings_can_be_null=True)
@@ -112,36 +123,81 @@ def read_columns(path: str | Path) -> Columns:
                                  convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError,
             UnicodeDecodeError) as e:
-        raise DataError(f"{p}: cannot parse: {_one_line(e)}") from None
-    return _from_arrow(table, str(p))
+        raise _parse_error(p, e, delimiter) from None
+    return _from_arrow(table, str(p), allow_missing, exclude)
+
+
+def _parse_error(p: Path, e: Exception, delimiter: str) -> DataError:
+    """The reader's complaint in one line; a ragged row is found and named by its data row."""
+    text = _one_line(e)
+    if "Empty CSV file" in text:
+        return DataError(f"{p}: no header row (the file holds only blank lines)")
+    if isinstance(e, UnicodeDecodeError):
+        return DataError(f"{p}: cannot parse: the text is not UTF-8 ({_one_line(e)})")
+    m = re.search(r"Expected (\d+) columns, got (\d+)", text)
+    row = _ragged_row(p, delimiter, int(m.group(1))) if m else None
+    if row is not None:
+        fields = f"{row[1]} field" + ("" if row[1] == 1 else "s")
+        return DataError(f"{p}: cannot parse: row {row[0]} has {fields}, the header has {m.group(1)}")
+    return DataError(f"{p}: cannot parse: {text}")
+
+
+def _ragged_row(p: Path, delimiter: str, width: int) -> tuple[int, int] | None:
+    """The first data row (1-based, blank lines skipped as the parser does) whose field count
+    differs from ``width``, and that count; None when Python's csv module sees none."""
+    import csv as csv_module
+
+    try:
+        with open(p, encoding="utf-8", errors="replace", newline="") as f:
+            rows = (r for r in csv_module.reader(f, delimiter=delimiter) if r)
+            next(rows, None)  # the header
+            for i, r in enumerate(rows, 1):
+                if len(r) != width:
+                    return i, len(r)
+    except csv_module.Error:  # e.g. a field over the csv module's size limit
+        return None
+    return None
 
 
 def check_unique(names: Sequence[str], source: str) -> None:
-    """Raise a DataError naming any column name that appears more than once."""
+    """Raise a DataError naming an empty column name (by its 1-based position) or any name
+    that appears more than once."""
+    empty = [i + 1 for i, n in enumerate(names) if not str(n).strip()]
+    if empty:
+        raise DataError(f"{source}: column {empty[0]} has an empty name")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f"{source}: duplicate column names: {', '.join(dupes)}")
 
 
-def missing_values(source: str, counts: dict[str, int]) -> DataError:
-    """The error for missing cells, with a count per column."""
-    listed = ", ".join(f"{n} ({c})" for n, c in counts.items())
-    return DataError(f"{source}: missing values in columns: {listed}")
-
-
-def _from_arrow(table: Any, source: str) -> Columns:
-    names = [str(n) for n in table.column_names]
+def _from_arrow(table: Any, source: str, allow_missing: bool = False,
+                exclude: str | None = None) -> Columns:
+    try:
+        names = [str(n) for n in table.column_names]
+    except UnicodeDecodeError:
+        raise DataError(f"{source}: the header is not UTF-8 text") from None
     check_unique(names, source)
     if table.num_rows == 0:
         raise DataError(f"{source}: no data rows")
-    missing = {n: table.column(i).null_count for i, n in enumerate(names)
-               if table.column(i).null_count}
+    missing: dict[str, int] = {}
     arrays: dict[str, np.ndarray] = {}
     for i, n in enumerate(names):
         col = table.column(i)
-        arrays[n] = col.to_numpy() if not missing.get(n) else np.asarray(col.to_pylist(), dtype=object)
-        if arrays[n].dtype.kind == "f":
-            nan = int(np.isnan(arrays[n]).sum())
+        _check_text(col, n, source)
+        numeric = _arrow_numeric(col.type)
+        keep_nan = allow_missing and numeric and n != exclude
+        if col.null_count and not keep_nan:
+            missing[n] = col.null_count
+        if col.null_count and not numeric:
+            arrays[n] = np.asarray(col.to_pylist(), dtype=object)
+        elif col.null_count:  # numeric nulls become NaN (counted above unless they are kept)
+            import pyarrow as pa
+
+            arrays[n] = col.cast(pa.float64()).to_numpy()
+        else:
+            arrays[n] = col.to_numpy()
+        if arrays[n].dtype.kind == "f" and not keep_nan:
+            nan = int(np.isnan(arrays[n]).sum()) - col.null_count
             if nan:
                 missing[n] = missing.get(n, 0) + nan
     if missing:
@@ -149,14 +205,45 @@ def _from_arrow(table: Any, source: str) -> Columns:
     return Columns(source, arrays)
 
 
-def columns_from_frame(df: Any, source: str = "DataFrame") -> Columns:
-    """Columns of a pandas DataFrame (or any object with ``columns`` and ``__getitem__``)."""
+def _arrow_numeric(t: Any) -> bool:
+    import pyarrow.types as pt
+
+    return pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t)
+
+
+def _check_text(col: Any, name: str, source: str) -> None:
+    """Refuse a column the CSV parser left as raw bytes: its text is not UTF-8."""
+    import pyarrow.types as pt
+
+    if pt.is_binary(col.type) or pt.is_large_binary(col.type):
+        values = col.to_pylist()
+        bad = next((i for i, v in enumerate(values) if v is not None and not _utf8(v)), None)
+        if bad is None:  # bytes from a Parquet file, but valid text
+            return
+        raise DataError(f"{source}: column {name!r} is not UTF-8 text (row {bad + 1}: {values[bad]!r})")
+
+
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def columns_from_frame(df: Any, source: str = "DataFrame", *, allow_missing: bool = False,
+                       exclude: str | None = None) -> Columns:
+    """Columns of a pandas DataFrame (or any object with ``columns`` and ``__getitem__``).
+
+    ``allow_missing`` keeps NaN in float columns other than ``exclude`` (for imputation).
+    """
     names = [str(c) for c in df.columns]
     check_unique(names, source)
     if len(df) == 0:
         raise DataError(f"{source}: no data rows")
     arrays = {str(c): np.asarray(df[c].to_numpy()) for c in df.columns}
-    missing = {n: int(_isnan(a).sum()) for n, a in arrays.items() if _isnan(a).any()}
+    missing = {n: int(_isnan(a).sum()) for n, a in arrays.items() if _isnan(a).any()
+               and not (allow_missing and a.dtype.kind == "f" and n != exclude)}
     if missing:
         raise missing_values(source, missing)
     return Columns(source, arrays)
@@ -175,19 +262,27 @@ def is_frame(x: Any) -> bool:
     return hasattr(x, "columns") and hasattr(x, "iloc") and hasattr(x, "to_numpy")
 
 
-def feature_matrix(cols: Columns, features: Sequence[str]) -> np.ndarray:
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def feature_matrix(cols: Columns, features: Sequence[str], allow_nan: bool = False) -> np.ndarray:
     """Stack numeric ``features`` of ``cols`` into an (n, d) float32 matrix.
 
+    Args:
+        allow_nan: let missing values (NaN) through, for a model that imputes them.
+
     Raises:
-        DataError: a missing, non-numeric or infinite-valued feature column (naming the first
-            bad 1-based row).
+        DataError: a missing, non-numeric, infinite or float32-overflowing feature column
+            (naming the first bad 1-based row).
     """
     if cols.block is not None and list(features) == cols.block_names:
         # Already one float32 block (read by nnfit.ingest): check it, no copy.
-        if not np.isfinite(cols.block).all():
-            r, c = np.argwhere(~np.isfinite(cols.block))[0]
+        bad = np.isinf(cols.block) if allow_nan else ~np.isfinite(cols.block)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            v = cols.block[r, c]
             raise DataError(f"{cols.source}: column {features[c]!r} has a non-finite value "
-                            f"(row {r + 1}: {cols.block[r, c]})")
+                            f"(row {r + 1}: {v}{_F32_NOTE if np.isinf(v) else ''})")
         return cols.block
     out = np.empty((len(cols), len(features)), dtype=np.float32)
     for j, name in enumerate(features):
@@ -199,12 +294,22 @@ def feature_matrix(cols: Columns, features: Sequence[str]) -> np.ndarray:
             raise DataError(f"{cols.source}: column {name!r} is not numeric "
                             f"(row {bad + 1}: {a[bad]!r})")
         a = a.astype(np.float64)
-        if not np.isfinite(a).all():
-            bad = int(np.flatnonzero(~np.isfinite(a))[0])
+        finite = np.isfinite(a) | (np.isnan(a) if allow_nan else False)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
             raise DataError(f"{cols.source}: column {name!r} has a non-finite value "
                             f"(row {bad + 1}: {a[bad]})")
+        big = np.abs(a) > F32_MAX  # NaN compares False
+        if big.any():
+            bad = int(np.flatnonzero(big)[0])
+            raise DataError(f"{cols.source}: column {name!r} has a value beyond float32 range "
+                            f"(row {bad + 1}: {a[bad]:g})")
         out[:, j] = a
     return out
+
+
+# A float32 block holds any number beyond float32's range as inf; say so next to the value.
+_F32_NOTE = "; float32 holds at most 3.4e38 in size"
 
 
 def _is_number(v: Any) -> bool:
@@ -229,6 +334,8 @@ class InputSchema:
         mean, std: standardisation statistics (training split), or None.
         named: False when ``features`` are positional names made up for an array; then
             only the count is checked at predict time.
+        fill: per-feature values that replace missing ones (the training split's medians),
+            or None when the model was trained without ``impute``.
     """
 
     name: str
@@ -238,6 +345,7 @@ class InputSchema:
     mean: list[float] | None = None
     std: list[float] | None = None
     named: bool = True
+    fill: list[float] | None = None
 
 
 def column_stats(t: Tensor, chunk: int = 1 << 16) -> tuple[list[float], list[float]]:
@@ -274,19 +382,28 @@ class Preprocessor:
     inputs: list[InputSchema] = field(default_factory=list)
 
     @classmethod
-    def fit(cls, raw: RawInputs, *, standardize: bool = True) -> Preprocessor:
+    def fit(cls, raw: RawInputs, *, standardize: bool = True, impute: bool = False,
+            source: str = "training data") -> Preprocessor:
+        """Fit the schema on the training split; ``impute`` records each table feature's median
+        (missing values ignored) to fill missing values with, here and at predict time."""
         schemas = []
         for name, (arr, features) in raw.arrays.items():
             t = _as_tensor(arr)
-            mean = std = None
-            if standardize and t.is_floating_point() and t.ndim == 2:
-                mean, std = column_stats(t)
             dtype = "float32" if t.is_floating_point() else "int64"
             named = features is not None
             if features is None and t.ndim == 2:  # arrays: positional names, never checked
                 prefix = "x" if raw.style == "single" else f"{name}_"
                 features = [f"{prefix}{i}" for i in range(t.shape[1])]
-            schemas.append(InputSchema(name, features, list(t.shape[1:]), dtype, mean, std, named))
+            fill = None
+            if impute and t.is_floating_point() and t.ndim == 2:
+                fill = medians(t, features, source)
+                t = fill_missing(t, fill)
+            else:
+                refuse_missing(t, features, source)
+            mean = std = None
+            if standardize and t.is_floating_point() and t.ndim == 2:
+                mean, std = column_stats(t)
+            schemas.append(InputSchema(name, features, list(t.shape[1:]), dtype, mean, std, named, fill))
         return cls(raw.style, schemas)
 
     def transform(self, raw: RawInputs, source: str = "input") -> tuple[Tensor, ...] | dict[str, Tensor]:
@@ -304,13 +421,25 @@ class Preprocessor:
             t = _as_tensor(arr)
             t = _check_shape(s, t, features, source)
             t = t.float() if s.dtype == "float32" else t.long()
+            if s.fill is not None:  # a new tensor: the caller's data is never modified
+                t = fill_missing(t, s.fill)
+            else:
+                refuse_missing(t, s.features, source)
             if s.mean is not None:  # one new tensor; the caller's data is never modified
                 t = t.sub(torch.tensor(s.mean, dtype=t.dtype)).div_(torch.tensor(s.std, dtype=t.dtype))
             out[s.name] = t.contiguous()
         return out if self.style == "named" else tuple(out.values())
 
+    @property
+    def imputes(self) -> bool:
+        """Whether missing feature values are filled (the model was trained with ``impute``)."""
+        return any(s.fill is not None for s in self.inputs)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"style": self.style, "inputs": [asdict(s) for s in self.inputs]}
+        # "fill" only when imputing, so a model trained without it reads in older nnfit too.
+        inputs = [{k: v for k, v in asdict(s).items() if k != "fill" or v is not None}
+                  for s in self.inputs]
+        return {"style": self.style, "inputs": inputs}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessor:
@@ -322,7 +451,7 @@ def _check_shape(s: InputSchema, t: Tensor, features: list[str] | None, source: 
     if s.named and s.features is not None and features is not None and features != s.features:
         if sorted(features) != sorted(s.features):
             raise DataError(f"{source}: expected {len(s.features)} features [{_names(s.features)}], "
-                            f"got {len(features)} [{_names(features)}]")
+                            f"got {len(features)} [{_names(features)}]{_difference(s.features, features)}")
         t = t[:, [features.index(f) for f in s.features]]
     if list(t.shape[1:]) != s.shape:
         if s.features is not None and t.ndim == 2:
@@ -331,6 +460,15 @@ def _check_shape(s: InputSchema, t: Tensor, features: list[str] | None, source: 
         raise DataError(f"{source}: input {s.name!r} expected per-sample shape {tuple(s.shape)}, "
                         f"got {tuple(t.shape[1:])}")
     return t
+
+
+def _difference(want: Sequence[str], got: Sequence[str]) -> str:
+    """"; missing: b; unexpected: z" for two column lists that differ as sets."""
+    missing = [f for f in want if f not in set(got)]
+    extra = [f for f in got if f not in set(want)]
+    parts = ([f"missing: {_names(missing)}"] if missing else []) + (
+        [f"unexpected: {_names(extra)}"] if extra else [])
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _as_tensor(a: np.ndarray | Tensor) -> Tensor:
@@ -367,16 +505,18 @@ class RawInputs:
         return RawInputs(self.style, {k: (rows(a), f) for k, (a, f) in self.arrays.items()})
 
 
-def _single(x: Any, name: str, source: str) -> tuple[Any, list[str] | None]:
+def _single(x: Any, name: str, source: str, allow_nan: bool = False) -> tuple[Any, list[str] | None]:
     if isinstance(x, Columns) or is_frame(x):
-        cols = x if isinstance(x, Columns) else columns_from_frame(x, source)
-        return feature_matrix(cols, cols.names), cols.names
+        cols = x if isinstance(x, Columns) else columns_from_frame(x, source, allow_missing=allow_nan)
+        return feature_matrix(cols, cols.names, allow_nan), cols.names
     if isinstance(x, Tensor):
         t = x.unsqueeze(1) if x.ndim == 1 else x
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):  # as for arrays below
-            bad = torch.nonzero(~torch.isfinite(t))[0].tolist()
-            raise DataError(f"{source}: non-finite value at row {bad[0] + 1}"
-                            + (f", feature {bad[1]}" if len(bad) > 1 else ""))
+        if t.ndim == 0 or len(t) == 0:
+            raise DataError(f"{source}: no data rows")
+        if t.is_floating_point():  # as for arrays below
+            a = t.detach().cpu()
+            _check_finite((a if a.dtype in (torch.float32, torch.float64) else a.float()).numpy(),
+                          source, allow_nan)
         return t, None
     a = np.asarray(x)
     if a.dtype.kind not in "iufb":
@@ -385,27 +525,44 @@ def _single(x: Any, name: str, source: str) -> tuple[Any, list[str] | None]:
         a = a.reshape(-1, 1)
     if a.ndim == 0 or len(a) == 0:
         raise DataError(f"{source}: no data rows")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        bad = np.argwhere(~np.isfinite(a))[0]
-        raise DataError(f"{source}: non-finite value at row {bad[0] + 1}"
-                        + (f", feature {bad[1]}" if a.ndim > 1 else ""))
+    if a.dtype.kind == "f":
+        _check_finite(a, source, allow_nan)
     return a, None
 
 
-def raw_inputs(x: Any, source: str = "input") -> RawInputs:
+def _check_finite(a: np.ndarray, source: str, allow_nan: bool) -> None:
+    """Refuse inf, NaN (unless ``allow_nan``) and values float32 cannot hold, naming the first
+    bad 1-based row (and 0-based feature index)."""
+    bad = ~np.isfinite(a)
+    if allow_nan:
+        bad &= ~np.isnan(a)
+    what = "non-finite value"
+    if not bad.any() and a.dtype.itemsize > 4:
+        bad = np.abs(a) > F32_MAX  # NaN compares False
+        what = "value beyond float32 range"
+    if bad.any():
+        at = np.argwhere(bad)[0]
+        raise DataError(f"{source}: {what} at row {at[0] + 1}"
+                        + (f", feature {at[1]}" if a.ndim > 1 else ""))
+
+
+def raw_inputs(x: Any, source: str = "input", allow_nan: bool = False) -> RawInputs:
     """Normalise an array, tensor, DataFrame, tuple of them or dict of them.
+
+    ``allow_nan`` lets missing values (NaN) through, for a model that imputes them.
 
     Example:
         >>> raw_inputs((np.zeros((4, 2)), np.zeros((4, 3)))).style
         'positional'
     """
     if isinstance(x, Mapping):
-        return RawInputs("named", {str(k): _single(v, str(k), f"{source}[{k!r}]") for k, v in x.items()})
+        return RawInputs("named", {str(k): _single(v, str(k), f"{source}[{k!r}]", allow_nan)
+                                   for k, v in x.items()})
     if isinstance(x, (tuple, list)) and x and (isinstance(x[0], (Tensor, Columns)) or is_frame(x[0])
                                                or np.asarray(x[0]).ndim >= 1):
         if isinstance(x, list) and not isinstance(x[0], Tensor) and not is_frame(x[0]) \
                 and np.asarray(x).dtype.kind in "iufb" and np.asarray(x).ndim == 2:
-            return RawInputs("single", {"x": _single(np.asarray(x), "x", source)})
-        return RawInputs("positional", {f"input{i}": _single(v, f"input{i}_", f"{source}[{i}]")
+            return RawInputs("single", {"x": _single(np.asarray(x), "x", source, allow_nan)})
+        return RawInputs("positional", {f"input{i}": _single(v, f"input{i}_", f"{source}[{i}]", allow_nan)
                                         for i, v in enumerate(x)})
-    return RawInputs("single", {"x": _single(x, "x", source)})
+    return RawInputs("single", {"x": _single(x, "x", source, allow_nan)})

@@ -38,6 +38,33 @@ def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def check_target(y: np.ndarray, source: str = "target") -> None:
+    """Refuse a target with missing (None, NaN) or infinite values, naming the 1-based row.
+
+    Example:
+        >>> check_target(np.array([1.0, float("inf")]), "t.csv: target column 'y'")
+        Traceback (most recent call last):
+        nnfit.errors.DataError: t.csv: target column 'y' has a non-finite value (row 2: inf)
+    """
+    y = np.asarray(y)
+    if y.ndim == 0:
+        raise DataError(f"{source} must be an array of rows, got a scalar")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            at = np.argwhere(bad)[0]
+            v = y[tuple(at)]
+            what = "a missing value" if v != v else "a non-finite value"
+            raise DataError(f"{source} has {what} (row {at[0] + 1}: {v})")
+    elif y.dtype.kind == "O":
+        flat = y.reshape(len(y), -1)
+        for i, row in enumerate(flat):
+            if any(v is None or (isinstance(v, float) and v != v) for v in row):
+                raise DataError(f"{source} has a missing value (row {i + 1})")
+    elif y.dtype.kind not in "iubUS":
+        raise DataError(f"{source} must hold labels or numbers, got {y.dtype} values")
+
+
 def infer_task(y: np.ndarray) -> str:
     """Guess binary / multiclass / regression from a target column.
 
@@ -88,7 +115,9 @@ class LabelMap:
         return cls(tuple(_py(v) for v in np.unique(y)))
 
     def encode(self, y: np.ndarray, source: str = "target") -> np.ndarray:
-        """Indices of ``y``'s labels; labels never seen at training are an error naming them."""
+        """Indices of ``y``'s labels; labels never seen at training are an error naming them
+        and the first 1-based row holding one."""
+        check_target(y, source)
         y = np.asarray(y).reshape(-1)
         index = {c: i for i, c in enumerate(self.classes)}
         text_index = {str(c): i for i, c in enumerate(self.classes)}
@@ -107,11 +136,11 @@ class LabelMap:
                 j = 0
             codes[i] = j
         out = codes[inverse.reshape(-1)]
-        unseen = [v for _, v in sorted(unseen)]  # in the order they appear in the data
+        unseen.sort(key=lambda rv: rv[0])  # in the order they appear in the data
         if unseen:
-            shown = ", ".join(repr(v) for v in list(dict.fromkeys(unseen))[:5])
+            shown = ", ".join(repr(v) for v in list(dict.fromkeys(v for _, v in unseen))[:5])
             raise DataError(
-                f"{source} has labels unseen at training: {shown} "
+                f"{source} has labels unseen at training: {shown}, first at row {unseen[0][0] + 1} "
                 f"(known: {', '.join(repr(c) for c in self.classes[:10])})"
             )
         return out
@@ -237,9 +266,8 @@ class RegressionTask:
         y = np.asarray(y)
         if y.dtype.kind not in "iufb":
             raise DataError(f"{source} must be numeric for regression, got {y.dtype} values")
+        check_target(y, source)
         y = y.reshape(len(y), -1).astype(np.float64)
-        if not np.isfinite(y).all():
-            raise DataError(f"{source} has missing or infinite values")
         if y.shape[1] != self.n_targets:
             raise DataError(f"{source} has {y.shape[1]} columns, the model predicts {self.n_targets}")
         if self.mean is not None:
@@ -284,8 +312,11 @@ class RegressionTask:
 Task = ClassificationTask | RegressionTask
 
 
-def make_task(name: str, y: np.ndarray, *, loss: str = "auto", scale_target: bool = True) -> Task:
+def make_task(name: str, y: np.ndarray, *, loss: str = "auto", scale_target: bool = True,
+              source: str = "target") -> Task:
     """Build and fit the task for training targets ``y`` (the training split only).
+
+    ``source`` names the target in error messages (e.g. "data.csv: target column 'y'").
 
     Raises:
         ConfigError: unknown task name or a loss that does not fit it.
@@ -295,25 +326,26 @@ def make_task(name: str, y: np.ndarray, *, loss: str = "auto", scale_target: boo
         raise ConfigError(f"unknown task {name!r} (choose from: {', '.join(TASKS)})")
     LOSSES.get(loss)
     y = np.asarray(y)
-    if len(y) == 0:
+    if y.ndim == 0 or len(y) == 0:
         raise DataError("no training rows")
+    check_target(y, source)
     if name == "auto":
         name = infer_task(y)
     if name == "regression":
         if y.dtype.kind not in "iufb":
-            raise DataError(f"target must be numeric for regression, got {y.dtype} values")
+            raise DataError(f"{source} must be numeric for regression, got {y.dtype} values")
         task = RegressionTask(n_targets=y.reshape(len(y), -1).shape[1], loss_name=loss)
         if scale_target:
             task.fit_scaling(y.astype(np.float64))
         return task
-    if y.dtype.kind == "f" and not np.all(np.mod(y[np.isfinite(y)], 1) == 0):
-        raise DataError(f"task {name!r} needs class labels, but the target has fractional values "
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        raise DataError(f"task {name!r} needs class labels, but {source} has fractional values "
                         f"(e.g. {y[np.mod(y, 1) != 0][0]!r}): use task 'regression'")
     labels = LabelMap.fit(y)
     if len(labels.classes) < 2:
-        raise DataError(f"target has a single class ({labels.classes[0]!r}): nothing to learn")
+        raise DataError(f"{source} has a single class ({labels.classes[0]!r}): nothing to learn")
     if name == "binary" and len(labels.classes) != 2:
-        raise DataError(f"task 'binary' needs 2 classes, the target has {len(labels.classes)}")
+        raise DataError(f"task 'binary' needs 2 classes, {source} has {len(labels.classes)}")
     if name == "multiclass" and len(labels.classes) == 2 and loss == "auto":
         loss = "cross_entropy"  # two classes asked for as multiclass: two outputs and softmax
     return ClassificationTask(labels, loss)

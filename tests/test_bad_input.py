@@ -1,0 +1,354 @@
+"""Bad input, case by case: each kind of malformed data, config or saved model gets one line
+naming the file, the column and the 1-based data row (where they exist) and exit status 2.
+
+The CLI runs in-process (``nnfit.cli.main``) except for a few real subprocesses at the end,
+which prove the status and a one-line stderr of ``python -m nnfit``. ``--impute`` (``impute=``)
+is tested here too: training-split medians, saved with the model, applied at predict time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnfit
+from nnfit.cli import main
+from nnfit.config import RunConfig, TrainConfig, check_names, make_run_config, read_config_file
+from nnfit.errors import CheckpointError, ConfigError, DataError
+from nnfit.files import write_files
+
+FAST = {"quiet": True, "device": "cpu", "epochs": 2, "batch_size": 16}
+GOOD = "a,b,c,d,label\n" + "".join(
+    f"{i % 7},{(i * 3) % 5},{i / 10},{(i * i) % 11},{'yes' if i % 3 else 'no'}\n" for i in range(30))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("NNFIT_DEBUG", raising=False)
+
+
+def cli(capsys, *argv) -> tuple[int, str]:
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    return status, capsys.readouterr().err
+
+
+def one_error(capsys, *argv) -> str:
+    """Run the CLI, assert exit status 2 and exactly one stderr line; return that line."""
+    status, err = cli(capsys, *argv)
+    lines = err.splitlines()
+    assert status == 2 and len(lines) == 1, (status, err)
+    assert lines[0].startswith("nnfit: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def with_row(text: str, row: int, line: str) -> str:
+    """GOOD with data row ``row`` (1-based) replaced by ``line``."""
+    lines = text.splitlines()
+    lines[row] = line
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("trained")
+    (d / "good.csv").write_text(GOOD)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(d)
+        assert main(["train", "good.csv", "--target", "label", "--epochs", "2", "--hidden", "8",
+                     "--quiet", "--device", "cpu", "--out", "run"]) == 0
+    return d / "run"
+
+
+# ------------------------------------------------------------------------------ reading
+@pytest.mark.parametrize(("text", "named"), [
+    (with_row(GOOD, 4, "1,2,inf,4,yes"), "column 'c' has a non-finite value (row 4: inf"),
+    (with_row(GOOD, 2, "1,-inf,0.5,4,no"), "column 'b' has a non-finite value (row 2: -inf"),
+    (with_row(GOOD, 6, "1,2,1e39,4,no"), "column 'c' has a non-finite value (row 6: inf; float32 holds"),
+    (with_row(GOOD, 5, "1,2,0.5,oops,no"), "column 'd' is not numeric (row 5: 'oops')"),
+    (with_row(GOOD, 3, "1,2,0.5,4,yes,extra"), "cannot parse: row 3 has 6 fields, the header has 5"),
+    (with_row(GOOD, 7, "1,2,0.5,no"), "cannot parse: row 7 has 4 fields, the header has 5"),
+    (with_row(GOOD, 2, '1,2,"0.5,4,no'), "cannot parse: row 2 has"),
+    ("\n\n\n", "no header row (the file holds only blank lines)"),
+    ("a,,c,d,label\n1,2,3,4,yes\n2,3,4,5,no\n", "column 2 has an empty name"),
+    ("a,b,a,d,label\n1,2,3,4,yes\n2,3,4,5,no\n", "duplicate column names: a"),
+    (with_row(with_row(GOOD, 2, "1,,0.5,4,no"), 9, "nan,,0.5,4,no"),
+     "missing values in columns: a (1), b (2)"),
+    (with_row(GOOD, 8, "1,2,0.5,4,"), "missing values in columns: label (1)"),
+    ("a,b,c,d,label\n" + "1,2,3,4,yes\n" * 5, "target column 'label' has a single class ('yes')"),
+])
+def test_bad_csv_names_file_column_and_row(capsys, tmp_path, text, named):
+    (tmp_path / "bad.csv").write_text(text)
+    before = (tmp_path / "bad.csv").read_bytes()
+    line = one_error(capsys, "train", "bad.csv", "--target", "label", "--quiet", "--out", "NEW")
+    assert "bad.csv" in line and named in line, line
+    assert not (tmp_path / "NEW").exists() and (tmp_path / "bad.csv").read_bytes() == before
+
+
+def test_text_that_is_not_utf8_is_named_not_a_crash(capsys, tmp_path):
+    (tmp_path / "latin.csv").write_bytes(with_row(GOOD, 4, "1,2,0.5,4,y\xe9s").encode("latin-1"))
+    line = one_error(capsys, "train", "latin.csv", "--target", "label", "--quiet", "--out", "NEW")
+    assert line.endswith("latin.csv: column 'label' is not UTF-8 text (row 4: b'y\\xe9s')"), line
+    (tmp_path / "head.csv").write_bytes(b"a,l\xe9bel\n1,x\n2,y\n")
+    assert "head.csv: the header is not UTF-8 text" in one_error(
+        capsys, "train", "head.csv", "--target", "label", "--quiet", "--out", "NEW")
+
+
+def test_regression_target_with_inf_names_the_row(capsys, tmp_path):
+    rows = "".join(f"{i},{i * 2},{'inf' if i == 5 else i * 3}\n" for i in range(20))
+    (tmp_path / "r.csv").write_text("a,b,y\n" + rows)
+    line = one_error(capsys, "train", "r.csv", "--target", "y", "--quiet", "--out", "NEW")
+    assert line.endswith("r.csv: target column 'y' has a non-finite value (row 6: inf)"), line
+
+
+def test_parquet_duplicate_names_are_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table([pa.array([1.0, 2.0]), pa.array([3.0, 4.0])], names=["a", "a"]),
+                   tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"d.parquet: duplicate column names: a$"):
+        nnfit.ingest.read_table(tmp_path / "d.parquet")
+
+
+# ------------------------------------------------------------------------ evaluate / predict
+def test_unseen_label_names_file_column_and_first_row(capsys, trained, tmp_path):
+    (tmp_path / "u.csv").write_text(with_row(with_row(GOOD, 5, "1,2,0.5,4,maybe"), 9, "1,2,3,4,nah"))
+    line = one_error(capsys, "evaluate", trained, "u.csv")
+    assert line.endswith("u.csv: target column 'label' has labels unseen at training: 'maybe', 'nah', "
+                         "first at row 5 (known: 'no', 'yes')"), line
+
+
+@pytest.mark.parametrize(("header", "rows", "tail"), [
+    ("a,b,c,d,e", "1,2,3,4,5", "got 5 [a, b, c, d, e]; unexpected: e"),
+    ("a,b,c", "1,2,3", "got 3 [a, b, c]; missing: d"),
+    ("a,b,c,z", "1,2,3,4", "got 4 [a, b, c, z]; missing: d; unexpected: z"),
+])
+def test_wrong_features_at_predict_are_named(capsys, trained, tmp_path, header, rows, tail):
+    (tmp_path / "p.csv").write_text(f"{header}\n{rows}\n{rows}\n")
+    line = one_error(capsys, "predict", trained, "p.csv")
+    assert line == f"nnfit: error: p.csv: expected 4 features [a, b, c, d], {tail}"
+
+
+def test_columns_in_another_order_are_matched_by_name(capsys, trained, tmp_path):
+    """The same columns in another order are not an error: they are matched by name (the
+    schema is checked before the forward pass), so the predictions are the same."""
+    rows = [line.split(",") for line in GOOD.splitlines()]
+    (tmp_path / "swapped.csv").write_text("\n".join(",".join(r[3::-1]) for r in rows) + "\n")
+    learner = nnfit.load(trained, device="cpu")
+    np.testing.assert_array_equal(learner.predict_proba(str(tmp_path / "swapped.csv")),
+                                  learner.predict_proba(str(trained.parent / "good.csv")))
+
+
+def _rewrite_meta(run, meta) -> None:
+    """Edit model.json as a consistent save would (manifest rewritten): only the content differs."""
+    write_files(run, "model", {"model.safetensors": (run / "model.safetensors").read_bytes(),
+                               "model.json": json.dumps(meta).encode()})
+
+
+def test_architecture_mismatch_on_load_through_the_cli(capsys, trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "edited"
+    shutil.copytree(trained, run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["spec"]["hidden"] = [8, 8, 8]
+    _rewrite_meta(run, meta)
+    line = one_error(capsys, "predict", run, trained.parent / "good.csv")
+    assert line.endswith("model.safetensors: weights do not fit the model "
+                         "(missing keys: fc2.weight, fc2.bias, fc3.weight, fc3.bias)"), line
+    meta["spec"]["hidden"] = [4]
+    _rewrite_meta(run, meta)
+    line = one_error(capsys, "evaluate", run, trained.parent / "good.csv")
+    assert "shape mismatch: fc1.weight (8, 4) vs model (4, 4); fc1.bias (8,) vs model (4,)" in line, line
+
+
+def test_a_model_from_a_newer_format_is_refused(capsys, trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "newer"
+    shutil.copytree(trained, run)
+    meta = json.loads((run / "model.json").read_text())
+    _rewrite_meta(run, {**meta, "format": 99})
+    line = one_error(capsys, "predict", run, trained.parent / "good.csv")
+    assert "written by a newer nnfit (format 99); upgrade nnfit" in line
+    with pytest.raises(CheckpointError, match="damaged task or preprocessing"):
+        _rewrite_meta(run, {**meta, "preprocess": {"style": "single", "inputs": [{"nope": 1}]}})
+        nnfit.load(run)
+
+
+# ------------------------------------------------------------------------------ impute
+def test_impute_fills_with_training_medians_saved_with_the_model(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).round(3)
+    holes = [(2, 0), (7, 0), (11, 2), (30, 1)]
+    lines = ["a,b,c,label"]
+    for i, row in enumerate(x):
+        cells = ["" if (i, j) in holes else str(v) for j, v in enumerate(row)]
+        lines.append(",".join(cells) + ("," + ("up" if row[0] > 0 else "down")))
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    line = one_error(capsys, "train", "m.csv", "--target", "label", "--quiet", "--out", "NO")
+    assert line.endswith("m.csv: missing values in columns: a (2), b (1), c (1)"), line
+
+    assert cli(capsys, "train", "m.csv", "--target", "label", "--impute", "--val-split", "0",
+               "--epochs", "2", "--quiet", "--out", "R")[0] == 0
+    meta = json.loads((tmp_path / "R" / "model.json").read_text())
+    assert meta["format"] == 2
+    known = x.copy()
+    for i, j in holes:
+        known[i, j] = np.nan
+    np.testing.assert_allclose(meta["preprocess"]["inputs"][0]["fill"], np.nanmedian(known, axis=0),
+                               rtol=1e-6)
+    assert json.loads((tmp_path / "R" / "config.json").read_text())["impute"] is True
+
+    # predict fills a missing cell with the same median: the same answer as writing it in.
+    learner = nnfit.load(tmp_path / "R", device="cpu")
+    med = meta["preprocess"]["inputs"][0]["fill"]
+    (tmp_path / "q.csv").write_text(f"a,b,c\n,0.5,1.0\n{med[0]},0.5,1.0\n0.1,0.2,\n0.1,0.2,{med[2]}\n")
+    p = learner.predict_proba(str(tmp_path / "q.csv"))
+    np.testing.assert_allclose(p[0], p[1], rtol=1e-6)
+    np.testing.assert_allclose(p[2], p[3], rtol=1e-6)
+    status, _ = cli(capsys, "predict", "R", "q.csv", "-o", "out.csv")
+    assert status == 0 and len((tmp_path / "out.csv").read_text().splitlines()) == 5
+    # A missing target is never imputed.
+    (tmp_path / "t.csv").write_text("a,b,c,label\n1,2,3,up\n1,2,3,\n")
+    assert one_error(capsys, "evaluate", "R", "t.csv").endswith("missing values in columns: label (1)")
+
+
+def test_impute_flag_is_documented(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--impute" in capsys.readouterr().out
+
+
+def test_impute_through_the_api_and_its_limits(tmp_path):
+    x = np.random.default_rng(1).normal(size=(40, 2))
+    y = x[:, 0] > 0
+    holey = x.copy()
+    holey[3, 1] = np.nan
+    with pytest.raises(DataError, match=r"^training data: non-finite value at row 4, feature 1$"):
+        nnfit.fit("mlp", holey, y, **FAST)
+    learner = nnfit.fit("mlp", holey, y, impute=True, val_split=0, **FAST)
+    assert learner.preprocessor.inputs[0].fill == pytest.approx(np.nanmedian(holey, axis=0).tolist())
+    assert np.isfinite(learner.predict_proba(holey)).all()
+    learner.save(tmp_path / "m")
+    back = nnfit.load(tmp_path / "m", device="cpu")
+    np.testing.assert_array_equal(back.predict_proba(holey), learner.predict_proba(holey))
+    empty = x.copy()
+    empty[:, 1] = np.nan
+    with pytest.raises(DataError, match="cannot impute column 'x1': it has no values in the training"):
+        nnfit.fit("mlp", empty, y, impute=True, **FAST)
+    plain = nnfit.fit("mlp", x, y, **FAST)
+    plain.save(tmp_path / "p")
+    assert json.loads((tmp_path / "p" / "model.json").read_text())["format"] == 2
+    assert "fill" not in json.loads((tmp_path / "p" / "model.json").read_text())["preprocess"]["inputs"][0]
+    with pytest.raises(DataError, match="non-finite value at row 4"):
+        plain.predict(holey)
+
+
+# ------------------------------------------------------------------------------ arrays
+def test_array_inputs_are_checked_before_training():
+    x = np.random.default_rng(2).normal(size=(20, 3))
+    y = (x[:, 0] > 0).astype(int)
+    cases = [
+        (np.array([[1, "a"]] * 20, dtype=object), y,
+         "^training data: features must be numeric, got an array of object$"),
+        (np.float64(3.0), y, "^training data: no data rows$"),
+        (np.where(np.arange(60).reshape(20, 3) == 7, 1e39, x), y,
+         "^training data: value beyond float32 range at row 3, feature 1$"),
+        (x, np.where(np.arange(20) == 4, np.nan, y),
+         r"^training data target has a missing value \(row 5: nan\)$"),
+        (x, np.where(np.arange(20) == 6, np.inf, x[:, 0]),
+         r"^training data target has a non-finite value \(row 7: inf\)$"),
+        (x, np.array(["a", None] * 10, dtype=object),
+         r"^training data target has a missing value \(row 2\)$"),
+        (x, y[:5], "20 rows of inputs but 5 targets"),
+    ]
+    for xs, ys, message in cases:
+        with pytest.raises(DataError, match=message):
+            nnfit.fit("mlp", xs, ys, **FAST)
+
+
+# ------------------------------------------------------------------------------ configs
+@pytest.mark.parametrize(("values", "message"), [
+    ({"lr": "inf"}, "lr: expected float, got 'inf'"),
+    ({"lr": 1e400}, "lr: expected float, got inf"),
+    ({"lr": 10**400}, "lr: expected float, got 1000"),  # float() overflows
+    ({"dropout": float("nan")}, "dropout: expected float, got nan"),
+    ({"seed": -1}, r"seed must be in \[0, 2\*\*63\), got -1"),
+    ({"threads": 10**9}, "threads must be <= 4096"),
+    ({"epochs": [1, 2]}, r"epochs: expected int, got \[1, 2\]"),
+    ({"hidden": {"a": 1}}, "hidden: expected int, got {'a': 1}"),
+    ({"optimizer": "adamm"}, "unknown optimizer 'adamm'"),
+    ({"device": "gpu0"}, "unknown device 'gpu0'"),
+    ({"device": "cuda:x"}, "unknown device 'cuda:x'"),
+    ({"task": "ranking"}, "unknown task 'ranking'"),
+    ({"epochz": 3}, "unknown config key 'epochz'"),
+])
+def test_bad_config_values(values, message):
+    with pytest.raises(ConfigError, match=message):
+        check_names(make_run_config(values))
+
+
+def test_an_override_too_long_for_a_file_name_is_still_an_override():
+    from nnfit.cli import split_items
+
+    assert split_items(["data.csv", "lr=0." + "0" * 5000 + "1"])[1] == {"lr": "0." + "0" * 5000 + "1"}
+
+
+def test_yaml_alias_bomb_is_refused_quickly_in_a_short_line(tmp_path):
+    levels = ["a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9]"] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(levels) + "\nhidden: *a8\n")
+    values = read_config_file(tmp_path / "bomb.yaml")
+    with pytest.raises(ConfigError) as e:
+        make_run_config({"hidden": values["hidden"]})
+    assert len(str(e.value)) < 300 and "\n" not in str(e.value)
+
+
+def test_plateau_needs_a_reducing_gamma():
+    x = np.random.default_rng(3).normal(size=(20, 2))
+    with pytest.raises(ConfigError, match="scheduler 'plateau' needs gamma < 1"):
+        nnfit.fit("mlp", x, x[:, 0] > 0, scheduler="plateau", gamma=2.0, **FAST)
+
+
+def test_config_defaults_are_valid():
+    check_names(RunConfig())
+    assert TrainConfig().impute is False
+
+
+# ------------------------------------------------------------------------ real subprocesses
+def _nnfit(*argv, cwd: Path) -> subprocess.CompletedProcess:
+    src = str(Path(nnfit.__file__).resolve().parents[1])  # the nnfit this test imported
+    env = {k: v for k, v in os.environ.items() if k != "NNFIT_DEBUG"}
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "nnfit", *map(str, argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_subprocess_bad_input_exits_2_with_one_stderr_line(trained, tmp_path):
+    (tmp_path / "ragged.csv").write_text(with_row(GOOD, 3, "1,2,3"))
+    (tmp_path / "wide.csv").write_text("a,b,c,d,e\n1,2,3,4,5\n")
+    (tmp_path / "bad.yaml").write_text("epochs: [\n")
+    cases = [
+        (["train", "ragged.csv", "--target", "label", "--out", "NEW"],
+         "nnfit: error: ragged.csv: cannot parse: row 3 has 3 fields, the header has 5"),
+        (["predict", trained, "wide.csv"],
+         "nnfit: error: wide.csv: expected 4 features [a, b, c, d], got 5 [a, b, c, d, e]; unexpected: e"),
+        (["train", "ragged.csv", "--target", "label", "--config", "bad.yaml"],
+         "bad.yaml: invalid config file"),
+    ]
+    for argv, expected in cases:
+        r = _nnfit(*argv, cwd=tmp_path)
+        assert r.returncode == 2, (argv, r.returncode, r.stderr)
+        assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
+        assert expected in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "ragged.csv", "wide.csv"]
