@@ -38,7 +38,7 @@ def _write_data(path: Path, rows: int = 1200, seed: int = 0) -> Path:
 
 # Dropout, AdamW with a per-step schedule, shuffling, a checkpoint every 7 steps (the epoch has
 # 60 batches, so most land inside an epoch), early stopping and best-weights tracking on.
-TRAIN = ["--target", "y", "--epochs", "4", "--batch-size", "16", "--hidden", "64,64", "--dropout", "0.3",
+TRAIN = ["--target", "y", "--epochs", "6", "--batch-size", "16", "--hidden", "64,64", "--dropout", "0.3",
          "--optimizer", "adamw", "--weight-decay", "0.01", "--lr", "0.003", "--scheduler", "onecycle",
          "--patience", "3", "--seed", "5", "--quiet", "threads=1", "checkpoint_steps=7"]
 
@@ -95,8 +95,8 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(reference: P
     run = d / "KILLED"
     # Random kill points: inside a file write of a save, right after an optimizer step, and
     # at a random wall-clock moment of a real `nnfit train` process.
-    kills = [("save", rng.randint(4, 30)), ("step", rng.randint(70, 110)), ("save", rng.randint(4, 30)),
-             ("wall", 0), ("step", rng.randint(150, 200))]
+    kills = [("wall", 0), ("save", rng.randint(4, 30)), ("step", rng.randint(150, 200)),
+             ("save", rng.randint(4, 30)), ("step", rng.randint(260, 330))]
     outcomes = []
     for mode, n in kills:
         args = _start_or_resume(run)
@@ -107,15 +107,16 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(reference: P
             while committed(run)[-1:] == ([before] if before else []) and proc.poll() is None:
                 assert time.monotonic() < deadline
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.4))
+            time.sleep(rng.uniform(0.0, 0.2))
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=60)
             code = proc.returncode
         else:
             code = _driver(mode, n, args, d).returncode
         outcomes.append((mode, n, code, committed(run)[-1] if committed(run) else None))
+    print("kill outcomes (mode, n, exit status, newest checkpoint):", outcomes)
     killed = [o for o in outcomes if o[2] == -signal.SIGKILL]
-    assert len(killed) >= 3, outcomes
+    assert len(killed) >= 4, outcomes
     # At least one kill left the newest checkpoint inside an epoch, and at least one hit a save.
     assert any(o[3] and "-epoch-" not in o[3] for o in killed), outcomes
     assert any(o[0] == "save" for o in killed), outcomes
