@@ -229,3 +229,100 @@ def test_leaving_out_any_piece_of_resume_state_breaks_equality(ablation, tmp_pat
     run, x, y, full = ablation
     monkeypatch.setattr(Trainer, piece, lambda self, *a: None)
     assert not _equal(_resume(run, x, y, tmp_path), full)
+
+
+# ------------------------------------------------ resume exactness in the less common setups
+def _stop_and_resume(tmp: Path, make_model, data, step: int, **kw) -> tuple[dict, dict]:
+    """(uninterrupted, stopped by SIGTERM at ``step`` then resumed) final states."""
+    full = nnfit.fit(make_model(), *data, **kw)
+    with pytest.raises(nnfit.errors.Stopped):
+        nnfit.fit(make_model(), *data, run_dir=tmp / "r", callbacks=[_TermAt(step)], **kw)
+    return _final_state(full), _final_state(nnfit.fit(make_model(), *data, run_dir=tmp / "r",
+                                                      resume=tmp / "r", **kw))
+
+
+def _xy(n: int = 240) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(n, 5))
+    return x, (x[:, 0] + 0.3 * rng.normal(size=n) > 0).astype(int)
+
+
+def test_multistep_schedule_resumes_exactly(tmp_path) -> None:
+    full, resumed = _stop_and_resume(tmp_path, lambda: {"name": "mlp", "hidden": [16]}, _xy(), 17,
+                                     epochs=5, batch_size=16, scheduler="multistep", milestones=(2, 3),
+                                     quiet=True, device="cpu", checkpoint_steps=4)
+    assert _equal(resumed, full)
+    assert resumed["history"][-1]["lr"] == pytest.approx(1e-5)
+
+
+def test_user_dataloader_generator_and_numpy_augmentation_resume_exactly(tmp_path) -> None:
+    from torch.utils.data import DataLoader, Dataset
+
+    x, y = _xy()
+
+    class Noisy(Dataset):  # augments with NumPy's and Python's global generators
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            jitter = np.random.normal(scale=0.1, size=5) + random.random() * 0.01
+            return torch.tensor(x[i] + jitter, dtype=torch.float32), int(y[i])
+
+    def data():
+        np.random.seed(0)
+        random.seed(0)
+        return (DataLoader(Noisy(), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3)),)
+
+    def model():
+        torch.manual_seed(2)
+        return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 2))
+
+    kw = dict(task="multiclass", epochs=3, quiet=True, device="cpu", checkpoint_steps=5)
+    full = nnfit.fit(model(), *data(), **kw)
+    with pytest.raises(nnfit.errors.Stopped):
+        nnfit.fit(model(), *data(), run_dir=tmp_path / "r", callbacks=[_TermAt(22)], **kw)
+    resumed = nnfit.fit(model(), *data(), run_dir=tmp_path / "r", resume=tmp_path / "r", **kw)
+    assert _equal(_final_state(resumed), _final_state(full))
+
+
+def test_a_buffer_holding_inf_does_not_block_checkpoints(tmp_path) -> None:
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(5, 2)
+            self.register_buffer("floor", torch.tensor([float("-inf"), 0.0]))
+
+        def forward(self, inp):
+            return torch.maximum(self.fc(inp), self.floor)
+
+    x, y = _xy()
+    nnfit.fit(Masked(), x, y, epochs=2, quiet=True, device="cpu", run_dir=tmp_path / "r", checkpoint_steps=3)
+    assert committed(tmp_path / "r")
+
+
+def test_resume_may_extend_early_stopping(tmp_path) -> None:
+    x, y = _xy()
+    kw = dict(epochs=30, batch_size=16, lr=0.05, quiet=True, device="cpu")
+    first = nnfit.fit({"name": "mlp", "hidden": [16]}, x, y, patience=1, run_dir=tmp_path / "r", **kw)
+    assert first.stop_reason.startswith("early stopping")
+    more = nnfit.fit({"name": "mlp", "hidden": [16]}, x, y, patience=20, run_dir=tmp_path / "r",
+                     resume=tmp_path / "r", **kw)
+    assert len(more.history) > len(first.history)
+
+
+def test_the_api_refuses_a_changed_model_spec_on_resume(tmp_path) -> None:
+    x, y = _xy()
+    kw = dict(epochs=2, quiet=True, device="cpu", run_dir=tmp_path / "r")
+    nnfit.fit({"name": "mlp", "hidden": [16], "dropout": 0.2}, x, y, **kw)
+    with pytest.raises(nnfit.errors.ConfigError, match="model"):
+        nnfit.fit({"name": "mlp", "hidden": [16], "dropout": 0.7}, x, y, resume=tmp_path / "r",
+                  **{**kw, "epochs": 3})
+
+
+def test_checkpoint_names_beyond_their_padding_still_sort(tmp_path) -> None:
+    from nnfit.run import checkpoint_name
+
+    for step, epoch in [(999_999_999, 99_999), (1_000_000_000, 100_000), (5, None)]:
+        (tmp_path / "checkpoints" / checkpoint_name(step, epoch)).mkdir(parents=True)
+    assert committed(tmp_path) == ["step-000000005", "step-999999999-epoch-99999",
+                                   "step-1000000000-epoch-100000"]

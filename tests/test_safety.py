@@ -232,11 +232,16 @@ def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path) -> None:
     data = bytearray((newest / "state.safetensors").read_bytes())
     data[len(data) // 2] ^= 4
     (newest / "state.safetensors").write_bytes(bytes(data))
-    damaged = rf"skipping checkpoint {newest.name}: .*state.safetensors: damaged"
+    damaged = (rf"skipping checkpoint {newest.name} \(kept as damaged-{newest.name}\): "
+               r".*state.safetensors: damaged")
     with pytest.warns(NnfitWarning, match=damaged):
-        resumed = nnfit.fit(spec, x, y, epochs=4, run_dir=tmp_path / "r", resume=tmp_path / "r", **QUICK)
+        resumed = nnfit.fit(spec, x, y, epochs=4, run_dir=tmp_path / "r", resume=tmp_path / "r",
+                            keep_checkpoints=1, **QUICK)
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # Set aside, the damaged one no longer counts: rotation keeps the run's own newest checkpoint.
+    assert (newest.parent / f"damaged-{newest.name}").is_dir()
+    assert committed(tmp_path / "r")[-1].endswith("-epoch-00004")
 
 
 def test_rotation_keeps_the_newest_n_and_the_best(tmp_path) -> None:

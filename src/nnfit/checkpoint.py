@@ -208,7 +208,12 @@ def optimizer_from_parts(opt: torch.optim.Optimizer, tensors: dict[str, Tensor],
             state.setdefault(int(idx), {})[name] = v
     for idx, st in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(st)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # How the steps run (fused, capturable, ...) is this run's choice, e.g. after a resume on
+    # another device; the saved groups give the hyperparameters.
+    how = ("fused", "capturable", "foreach", "differentiable")
+    groups = [{**saved, **{k: cur[k] for k in how if k in cur}}
+              for saved, cur in zip(meta["param_groups"], opt.param_groups, strict=False)]
+    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 def split_prefix(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -185,6 +185,18 @@ class LoaderData:
             next(it, None)
         return self._iterate(it)
 
+    def generators(self) -> list[torch.Generator]:
+        """The generators of a user's DataLoader and its samplers: checkpoints save and restore
+        them, so a resumed run shuffles as the uninterrupted one would."""
+        if not isinstance(self.data, DataLoader):
+            return []  # nnfit builds the loader around its own generator
+        found: list[torch.Generator] = []
+        for owner in (self.data, self.data.sampler, getattr(self.data.batch_sampler, "sampler", None)):
+            g = getattr(owner, "generator", None)
+            if isinstance(g, torch.Generator) and all(g is not f for f in found):
+                found.append(g)
+        return found
+
     def _iterate(self, it: Iterator[Any]) -> Iterator[Batch]:
         non_blocking = self.device is not None and self.device.type == "cuda"
         move = (lambda t: t.to(self.device, non_blocking=non_blocking)) if self.device else (lambda t: t)

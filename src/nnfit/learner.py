@@ -377,7 +377,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
             raise ConfigError(f"{d} exists and is not empty: pass overwrite=True, resume= or another run_dir")
     cfg = train_config(config, **overrides)
     trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
-    ckpt = read_latest(resume) if resume is not None else None
+    ckpt = read_latest(resume, set_aside=True) if resume is not None else None
     if isinstance(x, (Dataset, DataLoader)):
         pre, loss_name = None, cfg.loss
         fitted_task = _loader_task(task, x, loss_name)
@@ -393,7 +393,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
                       trainer=trainer, target_name=target_name)
     writer = None
     if run_dir is not None:
-        record = dict(run_config) if run_config is not None else asdict(cfg)
+        record = dict(run_config) if run_config is not None else {**asdict(cfg), "model": spec}
         fingerprint = data_fingerprint(train_src, val_src)
         if ckpt is not None:
             check_resume(ckpt[1], record, fingerprint, force_resume)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from .trainer import Trainer
 
 CHECKPOINTS = "checkpoints"
-_NAME = re.compile(r"step-(\d{9})(?:-epoch-(\d{5}))?")
+_NAME = re.compile(r"step-(\d{9,})(?:-epoch-(\d{5,}))?")
 
 # What a resumed run may change: how long and where it runs, not what it trains.
 RESUMABLE = {"epochs", "patience", "quiet", "device", "eval_batch_size", "threads", "checkpoint_every",
@@ -68,7 +69,7 @@ def data_fingerprint(*sources: Any) -> str:
                 h.update(t.detach().cpu().contiguous().reshape(-1).view(dtype=_u8()).numpy())
         elif isinstance(s, LoaderData):
             ds = getattr(s.data, "dataset", s.data)
-            h.update(f"{type(ds).__name__}:{len(s)};".encode())
+            h.update(f"{type(ds).__name__}:{len(s)}:{getattr(s.data, 'batch_size', None)};".encode())
         else:
             h.update(b"none;")
     return h.hexdigest()
@@ -188,11 +189,12 @@ class RunWriter:
         return metrics
 
 
-def read_latest(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def read_latest(run_dir: str | Path, set_aside: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The newest checkpoint of ``run_dir`` that verifies, as ``(tensors, meta)``.
 
-    Damaged checkpoints are skipped with a warning naming the file and why; temporaries of a
-    writer that was killed are removed (with a warning).
+    Damaged checkpoints are skipped with a warning naming the file and why; with ``set_aside``
+    (a resume, which will write new checkpoints) they are renamed ``damaged-NAME`` so rotation
+    never counts them. Temporaries of a writer that was killed are removed (with a warning).
 
     Raises:
         CheckpointError: no run there, or no valid checkpoint in it.
@@ -213,7 +215,11 @@ def read_latest(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]
                 raise CheckpointError(f"{p / CHECKPOINTS / name}: not an nnfit checkpoint")
         except CheckpointError as e:
             problems.append(str(e))
-            warn(f"skipping checkpoint {name}: {e}")
+            aside = ""
+            if set_aside:
+                os.rename(p / CHECKPOINTS / name, p / CHECKPOINTS / f"damaged-{name}")
+                aside = f" (kept as damaged-{name})"
+            warn(f"skipping checkpoint {name}{aside}: {e}")
             continue
         return tensors, meta
     raise CheckpointError(f"{p}: no valid checkpoint ({'; '.join(problems)})")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from . import rng
 from .callbacks import Callback, History, ProgressBar
 from .checkpoint import load_state_dict_strict, optimizer_from_parts, optimizer_to_parts, split_prefix
 from .config import TrainConfig, train_config
@@ -112,7 +113,8 @@ class Trainer:
         self.graphed: GraphedStep | None = None
         self._loss_sum: Tensor | None = None
         self._loss_n = 0
-        self._epoch_rng: tuple[Tensor, Tensor] | None = None  # RNG states at the epoch's start
+        self._epoch_rng: dict[str, Tensor] | None = None  # RNG states at the epoch's start
+        self._loader_rngs: list[torch.Generator] = []  # generators of a user's DataLoader
         self._checkpoint_fn: Any = None
         self._signal = 0  # set by SIGINT/SIGTERM: commit a checkpoint after this step and stop
         self.guard: FiniteGuard | None = None
@@ -181,6 +183,7 @@ class Trainer:
         train = as_source(train, target).to(rt.device)
         val = None if val is None else as_source(val, val_target).to(rt.device)
         self.drop_single = self._drop_single()  # decided once: the model's layers do not change
+        self._loader_rngs = getattr(train, "generators", list)()
         self.batches_per_epoch = _num_batches(train, c.batch_size, self.drop_single)
         if self.batches_per_epoch == 0:
             raise ConfigError("no training batches: the training data is empty")
@@ -195,6 +198,10 @@ class Trainer:
         self._checkpoint_fn, self._signal = checkpoint_fn, 0
         if resume is not None:
             self._restore(*resume)
+            if self.state.stop and self.state.stop_reason.startswith("early stopping"):
+                # Decided again under this run's patience: a resume may allow more epochs.
+                self.state.stop, self.state.stop_reason = False, ""
+                self._early_stop(monitor)
         self.guard = FiniteGuard(model, per_step=not rt.is_cuda) if c.check_finite else None
         self.stepper = FusedStepper(self.optimizer)
         self.graphed = GraphedStep(self) if graphed else None
@@ -285,7 +292,7 @@ class Trainer:
         model.train()
         start = st.batch
         if start == 0:
-            self._epoch_rng = (torch.get_rng_state(), self.generator.get_state())
+            self._epoch_rng = self._rng_states(cuda=False)  # CPU-side: no device sync
             self._loss_sum = torch.zeros((), device=self.runtime.device)
             self._loss_n = 0
             batches = train.batches(c.batch_size, shuffle=True, generator=self.generator,
@@ -332,16 +339,18 @@ class Trainer:
     def _replay_order(self, train: DataSource, start: int) -> Any:
         """Batches from ``start`` on in the order the interrupted epoch had: the order is drawn
         again from the RNG states saved at the epoch's start, then the current states return."""
+        now = self._rng_states(cuda=False)
         if self._epoch_rng is None:  # no saved order (not an nnfit checkpoint): draw a new one
-            self._epoch_rng = (torch.get_rng_state(), self.generator.get_state())
-        now = (torch.get_rng_state(), self.generator.get_state())
-        torch.set_rng_state(self._epoch_rng[0])
-        self.generator.set_state(self._epoch_rng[1])
+            self._epoch_rng = now
+        rng.restore(self._epoch_rng, self.generator, self._loader_rngs)
         batches = train.batches(self.config.batch_size, shuffle=True, generator=self.generator,
                                 drop_single=self.drop_single, start=start)
-        torch.set_rng_state(now[0])
-        self.generator.set_state(now[1])
+        rng.restore(now, self.generator, self._loader_rngs)
         return batches
+
+    def _rng_states(self, cuda: bool = True) -> dict[str, Tensor]:
+        dev = self.runtime.device if cuda and self.runtime.is_cuda else None
+        return rng.capture(self.generator, self._loader_rngs, dev)
 
     def _where(self, i: int) -> str:
         st = self.state
@@ -432,22 +441,26 @@ class Trainer:
         epochs or inside one (after ``state.batch`` batches).
 
         Raises:
-            TrainingError: a tensor of the state is NaN or infinite (nothing should save it).
+            TrainingError: a parameter, its optimizer state or the running loss is NaN or
+                infinite (unless ``check_finite=False``): no checkpoint should hold it.
         """
         st = self.state
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         opt_tensors, opt_meta = optimizer_to_parts(self.optimizer)
         tensors.update(opt_tensors)
-        tensors["rng/torch"] = torch.get_rng_state()
-        tensors["rng/data"] = self.generator.get_state()
-        if self.runtime.is_cuda:
-            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.runtime.device)
+        tensors.update({f"rng/{k}": v for k, v in self._rng_states().items()})
         if st.best_weights is not None:
             tensors.update({f"best/{k}": v for k, v in st.best_weights.items()})
         if st.batch:  # inside an epoch: its order and its running loss
-            tensors["rng/torch_epoch"], tensors["rng/data_epoch"] = self._epoch_rng
+            tensors.update({f"rng_epoch/{k}": v for k, v in self._epoch_rng.items()})
             tensors["loop/loss_sum"] = self._loss_sum
-        bad = first_non_finite(tensors.items())
+        # Parameters, their optimizer state and the running loss must be finite; buffers may
+        # legitimately hold inf (an attention mask), so they are not checked.
+        params = {n for n, _ in self.model.named_parameters()}
+        checked = ((k, v) for k, v in tensors.items()
+                   if k.split("/", 1)[0] in ("optimizer", "loop")
+                   or (k.startswith(("model/", "best/")) and k.split("/", 1)[1] in params))
+        bad = first_non_finite(checked) if self.config.check_finite else None
         if bad is not None:
             raise TrainingError(f"{bad} is non-finite at step {st.step}: no checkpoint written, "
                                 "the last one is untouched")
@@ -494,12 +507,13 @@ class Trainer:
                 f"scheduler {self.config.scheduler!r} was planned over epochs={planned}: "
                 f"resume with epochs={planned}, or start a new run for more epochs")
         self.schedule.scheduler.load_state_dict(meta["scheduler"])
+        milestones = getattr(self.schedule.scheduler, "milestones", None)
+        if isinstance(milestones, dict):  # MultiStepLR's Counter: JSON turned its int keys to str
+            self.schedule.scheduler.milestones = type(milestones)({int(k): v for k, v in milestones.items()})
 
     def _restore_rng(self, tensors: dict[str, Tensor]) -> None:
-        torch.set_rng_state(tensors["rng/torch"])
-        self.generator.set_state(tensors["rng/data"])
-        if self.runtime.is_cuda and "rng/cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng/cuda"], self.runtime.device)
+        rng.restore(split_prefix(tensors, "rng/"), self.generator, self._loader_rngs,
+                    self.runtime.device if self.runtime.is_cuda else None)
 
     def _restore_progress(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         st = self.state
@@ -511,7 +525,7 @@ class Trainer:
 
     def _restore_order(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         if meta.get("batch"):
-            self._epoch_rng = (tensors["rng/torch_epoch"], tensors["rng/data_epoch"])
+            self._epoch_rng = split_prefix(tensors, "rng_epoch/")
 
     def _restore_best(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         st, best = self.state, split_prefix(tensors, "best/")
