@@ -147,3 +147,16 @@ def test_cuda_non_finite_loss_stops_by_the_epoch_end_and_never_checkpoints_it(tm
     for name in committed(tmp_path / "r"):
         tensors, _ = load_checkpoint(tmp_path / "r" / "checkpoints" / name)
         assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_a_cpu_run_resumes_on_cuda_with_graphs_and_back(tmp_path):
+    x, y = _data(n=640)
+    kw = dict(batch_size=32, quiet=True, lr=3e-3, optimizer="adamw")
+    spec = {"name": "mlp", "hidden": [16]}
+    nnfit.fit(spec, x, y, epochs=2, device="cpu", run_dir=tmp_path / "r", **kw)
+    on_gpu = nnfit.fit(spec, x, y, epochs=3, device="cuda", run_dir=tmp_path / "r",
+                       resume=tmp_path / "r", **kw)
+    assert on_gpu.trainer.graphed is not None and len(on_gpu.history) == 3
+    back = nnfit.fit(spec, x, y, epochs=4, device="cpu", fused=False, run_dir=tmp_path / "r",
+                     resume=tmp_path / "r", **kw)
+    assert len(back.history) == 4
