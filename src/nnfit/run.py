@@ -46,7 +46,7 @@ _NAME = re.compile(r"step-(\d{9,})(?:-epoch-(\d{5,}))?")
 
 # What a resumed run may change: how long and where it runs, not what it trains.
 RESUMABLE = {"epochs", "patience", "quiet", "device", "eval_batch_size", "threads", "checkpoint_every",
-             "checkpoint_steps", "keep_checkpoints", "compile", "check_finite", "cuda_graphs"}
+             "checkpoint_steps", "keep_checkpoints", "compile", "check_finite", "cuda_graphs", "fused"}
 
 
 def jsonable_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
