@@ -369,7 +369,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     Raises:
         ConfigError, DataError: bad arguments or data, named in one line.
     """
-    from .run import RunWriter, check_resume, data_fingerprint, read_latest
+    from .run import read_latest
 
     if run_dir is not None and resume is None and not overwrite:
         d = Path(run_dir)
@@ -378,27 +378,14 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     cfg = train_config(config, **overrides)
     trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
     ckpt = read_latest(resume, set_aside=True) if resume is not None else None
-    if isinstance(x, (Dataset, DataLoader)):
-        pre, loss_name = None, cfg.loss
-        fitted_task = _loader_task(task, x, loss_name)
-        train_src: Any = LoaderData(x)
-        val_src = None if val is None else LoaderData(val)
-        target_name = None
-    else:
-        raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute)
-        fitted_task, pre, train_src, val_src = _prepare(raw, y_arr, val, target, task, cfg, ckpt, sources)
-        target_name = target
+    fitted_task, pre, train_src, val_src = _sources(x, y, val, target, task, cfg, ckpt)
     module, spec = _build(model, pre, fitted_task)
     learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
-                      trainer=trainer, target_name=target_name)
+                      trainer=trainer, target_name=None if pre is None else target)
     writer = None
     if run_dir is not None:
         record = dict(run_config) if run_config is not None else {**asdict(cfg), "model": spec}
-        fingerprint = data_fingerprint(train_src, val_src)
-        if ckpt is not None:
-            check_resume(ckpt[1], record, fingerprint, force_resume)
-        writer = RunWriter(run_dir, learner, record, fingerprint,
-                           best=None if ckpt is None else ckpt[1].get("best_checkpoint"))
+        writer = _run_writer(run_dir, learner, record, (train_src, val_src), ckpt, force_resume)
     history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
                           checkpoint_fn=writer.checkpoint if writer else None)
     learner.history = history
@@ -406,6 +393,28 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     if writer is not None:
         writer.finish(trainer, val_src)
     return learner
+
+
+def _sources(x: Any, y: Any, val: Any, target: str | None, task: str | Task, cfg: TrainConfig,
+             ckpt: Any) -> tuple[Task, Preprocessor | None, Any, Any]:
+    """Task, preprocessing and training/validation sources for ``fit``'s inputs."""
+    if isinstance(x, (Dataset, DataLoader)):
+        return (_loader_task(task, x, cfg.loss), None, LoaderData(x),
+                None if val is None else LoaderData(val))
+    raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute)
+    return _prepare(raw, y_arr, val, target, task, cfg, ckpt, sources)
+
+
+def _run_writer(run_dir: str | Path, learner: Learner, record: dict[str, Any], data: tuple,
+                ckpt: Any, force_resume: bool) -> Any:
+    """The run directory's writer; on a resume, first checks settings and data are the run's."""
+    from .run import RunWriter, check_resume, data_fingerprint
+
+    fingerprint = data_fingerprint(*data)
+    if ckpt is not None:
+        check_resume(ckpt[1], record, fingerprint, force_resume)
+    return RunWriter(run_dir, learner, record, fingerprint,
+                     best=None if ckpt is None else ckpt[1].get("best_checkpoint"))
 
 
 def _prepare(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,

@@ -182,30 +182,7 @@ class Trainer:
         self.model, self.task = model.to(rt.device), task
         train = as_source(train, target).to(rt.device)
         val = None if val is None else as_source(val, val_target).to(rt.device)
-        self.drop_single = self._drop_single()  # decided once: the model's layers do not change
-        self._loader_rngs = getattr(train, "generators", list)()
-        self.batches_per_epoch = _num_batches(train, c.batch_size, self.drop_single)
-        if self.batches_per_epoch == 0:
-            raise ConfigError("no training batches: the training data is empty")
-        steps_per_epoch = math.ceil(self.batches_per_epoch / c.accumulate)
-        monitor = c.monitor if val is not None or not c.monitor.startswith("val_") else "train_loss"
-        graphed = graphs_wanted(self, train)
-        self.optimizer = build_optimizer(model.parameters(), c, capturable=graphed)
-        # "plateau" takes its direction from the monitor actually watched (train_loss without
-        # validation data), not from a configured val_ metric that is never logged.
-        self.schedule = build_schedule(self.optimizer, replace(c, monitor=monitor), steps_per_epoch)
-        self.state = FitState()
-        self._checkpoint_fn, self._signal = checkpoint_fn, 0
-        if resume is not None:
-            self._restore(*resume)
-            if self.state.stop and self.state.stop_reason.startswith("early stopping"):
-                # Decided again under this run's patience: a resume may allow more epochs.
-                self.state.stop, self.state.stop_reason = False, ""
-                self._early_stop(monitor)
-        self.guard = FiniteGuard(model, per_step=not rt.is_cuda) if c.check_finite else None
-        self.stepper = FusedStepper(self.optimizer)
-        self.graphed = GraphedStep(self) if graphed else None
-        self.optimizer.zero_grad(set_to_none=True)
+        monitor = self._setup(train, val, resume, checkpoint_fn)
         # Decided once per fit: CPU threads for this model size, and the (compiled) step model.
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         threads, threads_before = cpu_threads(rt, n_params, c.batch_size, c.threads), torch.get_num_threads()
@@ -228,6 +205,36 @@ class Trainer:
         if c.restore_best and self.state.best_weights is not None:
             model.load_state_dict(self.state.best_weights)
         return self.state.history
+
+    def _setup(self, train: DataSource, val: DataSource | None, resume: Any, checkpoint_fn: Any) -> str:
+        """Batching, optimizer, schedule, restored state, guard and CUDA graph for a fit;
+        returns the monitored metric's name."""
+        c, model = self.config, self.model
+        self.drop_single = self._drop_single()  # decided once: the model's layers do not change
+        self._loader_rngs = getattr(train, "generators", list)()
+        self.batches_per_epoch = _num_batches(train, c.batch_size, self.drop_single)
+        if self.batches_per_epoch == 0:
+            raise ConfigError("no training batches: the training data is empty")
+        steps_per_epoch = math.ceil(self.batches_per_epoch / c.accumulate)
+        monitor = c.monitor if val is not None or not c.monitor.startswith("val_") else "train_loss"
+        graphed = graphs_wanted(self, train)
+        self.optimizer = build_optimizer(model.parameters(), c, capturable=graphed)
+        # "plateau" takes its direction from the monitor actually watched (train_loss without
+        # validation data), not from a configured val_ metric that is never logged.
+        self.schedule = build_schedule(self.optimizer, replace(c, monitor=monitor), steps_per_epoch)
+        self.state = FitState()
+        self._checkpoint_fn, self._signal = checkpoint_fn, 0
+        if resume is not None:
+            self._restore(*resume)
+            if self.state.stop and self.state.stop_reason.startswith("early stopping"):
+                # Decided again under this run's patience: a resume may allow more epochs.
+                self.state.stop, self.state.stop_reason = False, ""
+                self._early_stop(monitor)
+        self.guard = FiniteGuard(model, per_step=not self.runtime.is_cuda) if c.check_finite else None
+        self.stepper = FusedStepper(self.optimizer)
+        self.graphed = GraphedStep(self) if graphed else None
+        self.optimizer.zero_grad(set_to_none=True)
+        return monitor
 
     def _run_epoch(self, train: DataSource, val: DataSource | None, monitor: str,
                    checkpoint_fn: Any) -> None:
