@@ -7,6 +7,12 @@ small methods (:meth:`Trainer.forward`, :meth:`Trainer.compute_loss`,
 
 Host syncs: none per step. Losses accumulate on the device; the loop reads them once per epoch
 (marked ``# sync``), and the progress display reads the running loss at most twice a second.
+On the CPU only, the finiteness guard (:mod:`nnfit.guards`) reads the step's loss and one
+gradient flag: reads of host memory, not device syncs; on CUDA it checks at epoch ends.
+
+Checkpoints (with a run directory): at epoch ends, every ``checkpoint_steps`` optimizer steps,
+and on SIGINT/SIGTERM after the current step; a resume inside an epoch replays its data order
+from the RNG states saved at its start (:mod:`nnfit.rng`) and skips the batches already done.
 """
 
 from __future__ import annotations
