@@ -314,14 +314,20 @@ def summarize(
     elif batch_size is not None:
         raise ConfigError("batch_size needs a sample_input to cut; got sample_input=None")
 
-    seen: set[int] = set()  # ids of parameters already counted, so tied weights count once
+    total, n_trainable = count_parameters(model)
+    return ModelSummary(layers=_layer_rows(model, shapes), total_params=total,
+                        trainable_params=n_trainable)
+
+
+def _layer_rows(model: nn.Module, shapes: dict[nn.Module, str]) -> tuple[LayerInfo, ...]:
+    """One row per module that owns parameters or has no children (the root only if it owns
+    parameters); tied weights are counted once, at their first owner."""
+    seen: set[int] = set()  # ids of parameters already counted
     layers = []
     for name, module in model.named_modules():
         own = list(module.parameters(recurse=False))
         is_leaf = next(module.children(), None) is None
-        if module is model and not own:
-            continue
-        if not own and not is_leaf:
+        if (module is model and not own) or (not own and not is_leaf):
             continue
         params = trainable = 0
         for p in own:
@@ -330,17 +336,10 @@ def summarize(
             seen.add(id(p))
             params += p.numel()
             trainable += p.numel() if p.requires_grad else 0
-        layers.append(
-            LayerInfo(
-                name=name or ROOT_NAME,
-                type=type(module).__name__,
-                output_shape=shapes.get(module, NOT_RUN),
-                params=params,
-                trainable=trainable,
-            )
-        )
-    total, n_trainable = count_parameters(model)
-    return ModelSummary(layers=tuple(layers), total_params=total, trainable_params=n_trainable)
+        layers.append(LayerInfo(name=name or ROOT_NAME, type=type(module).__name__,
+                                output_shape=shapes.get(module, NOT_RUN), params=params,
+                                trainable=trainable))
+    return tuple(layers)
 
 
 def _detach(out: Any) -> Any:
