@@ -361,20 +361,15 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     Returns:
         The trained :class:`Learner`; ``learner.history`` holds the per-epoch records.
 
-    Seeding: ``seed`` seeds torch's global RNG when training starts, which fixes dropout,
-    data order, the validation split and the initialisation of a model built from a spec.
-    A module you construct yourself is initialised before ``fit`` sees it: call
-    ``torch.manual_seed`` before building it for a reproducible start.
+    Seeding: ``seed`` fixes dropout, data order, the validation split and the initialisation
+    of a model built from a spec; call ``torch.manual_seed`` before building your own module.
 
     Raises:
         ConfigError, DataError: bad arguments or data, named in one line.
     """
     from .run import read_latest
 
-    if run_dir is not None and resume is None and not overwrite:
-        d = Path(run_dir)
-        if d.exists() and (not d.is_dir() or any(d.iterdir())):
-            raise ConfigError(f"{d} exists and is not empty: pass overwrite=True, resume= or another run_dir")
+    _check_run_dir(run_dir, resume, overwrite)
     cfg = train_config(config, **overrides)
     trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
     ckpt = read_latest(resume, set_aside=True) if resume is not None else None
@@ -386,13 +381,20 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     if run_dir is not None:
         record = dict(run_config) if run_config is not None else {**asdict(cfg), "model": spec}
         writer = _run_writer(run_dir, learner, record, (train_src, val_src), ckpt, force_resume)
-    history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
-                          checkpoint_fn=writer.checkpoint if writer else None)
-    learner.history = history
+    learner.history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
+                                  checkpoint_fn=writer.checkpoint if writer else None)
     learner.stop_reason = trainer.state.stop_reason
     if writer is not None:
         writer.finish(trainer, val_src)
     return learner
+
+
+def _check_run_dir(run_dir: str | Path | None, resume: Any, overwrite: bool) -> None:
+    """Refuse to train into a non-empty directory unless resuming it or told to overwrite."""
+    if run_dir is not None and resume is None and not overwrite:
+        d = Path(run_dir)
+        if d.exists() and (not d.is_dir() or any(d.iterdir())):
+            raise ConfigError(f"{d} exists and is not empty: pass overwrite=True, resume= or another run_dir")
 
 
 def _sources(x: Any, y: Any, val: Any, target: str | None, task: str | Task, cfg: TrainConfig,
