@@ -26,9 +26,8 @@ from .files import (  # noqa: F401  (re-exported: the writers everyone uses)
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    read_bundle,
     read_json,
-    read_verified,
-    verify_bundle,
     write_bundle,
 )
 
@@ -103,10 +102,10 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, Tensor], dict[str,
         CheckpointError: naming the damaged, missing or foreign file.
     """
     d = Path(directory)
-    body = verify_bundle(d, "checkpoint")
-    tensors, _ = tensors_from_bytes(read_verified(d, STATE_TENSORS, body), str(d / STATE_TENSORS))
+    files = read_bundle(d, "checkpoint", (STATE_TENSORS, STATE_JSON))
+    tensors, _ = tensors_from_bytes(files[STATE_TENSORS], str(d / STATE_TENSORS))
     try:
-        meta = json.loads(read_verified(d, STATE_JSON, body).decode("utf-8"))
+        meta = json.loads(files[STATE_JSON].decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise CheckpointError(f"{d / STATE_JSON}: not valid JSON") from None
     if not isinstance(meta, dict):

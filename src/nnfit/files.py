@@ -8,8 +8,8 @@ Nothing here imports torch or unpickles anything; it moves bytes.
 * A **bundle** is a directory of files plus ``manifest.json`` holding the format version,
   the size and SHA-256 of every file, and a checksum of the manifest itself.
   :func:`write_bundle` builds it under a temporary name and commits it with one rename, so a
-  bundle directory either exists complete or not at all. :func:`verify_bundle` checks every
-  file and names the first damaged one (safetensors alone would load a flipped bit silently).
+  bundle directory either exists complete or not at all. :func:`read_bundle` checks every
+  file as it reads it and names the first damaged one (safetensors alone would load a flipped bit silently).
 * :func:`clean_temporaries` removes what a killed writer left behind; temporary names start
   with a dot and end in ``.tmp``, so nothing that lists committed files ever sees them.
 """
@@ -82,19 +82,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: Path) -> tuple[str, int]:
-    """SHA-256 and size of a file, read in 1 MB pieces."""
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-def manifest_bytes(kind: str, files: dict[str, bytes], extra: dict[str, Any] | None = None) -> bytes:
+def manifest_bytes(kind: str, files: dict[str, bytes]) -> bytes:
     """The manifest of ``files``: format, kind, size and SHA-256 of each, self-checksummed."""
-    body = {"format": FORMAT_VERSION, "kind": kind, **(extra or {}),
+    body = {"format": FORMAT_VERSION, "kind": kind,
             "files": {name: {"bytes": len(data), "sha256": sha256_bytes(data)}
                       for name, data in files.items()}}
     body["self_sha256"] = sha256_bytes(_canonical(body))
@@ -110,8 +100,7 @@ def _canonical(body: dict[str, Any]) -> bytes:
     return json.dumps({k: v for k, v in body.items() if k != "self_sha256"}, sort_keys=True).encode()
 
 
-def write_files(directory: str | Path, kind: str, files: dict[str, bytes],
-                extra: dict[str, Any] | None = None) -> None:
+def write_files(directory: str | Path, kind: str, files: dict[str, bytes]) -> None:
     """Write ``files`` into an existing or new ``directory`` one atomic rename at a time, then
     the manifest; a crash part-way leaves a manifest that no longer matches, which
     :func:`verify_bundle` reports, naming the file."""
@@ -119,11 +108,10 @@ def write_files(directory: str | Path, kind: str, files: dict[str, bytes],
     d.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         atomic_write_bytes(d / name, data)
-    atomic_write_bytes(d / MANIFEST, manifest_bytes(kind, files, extra))
+    atomic_write_bytes(d / MANIFEST, manifest_bytes(kind, files))
 
 
-def write_bundle(target: str | Path, kind: str, files: dict[str, bytes],
-                 extra: dict[str, Any] | None = None) -> Path:
+def write_bundle(target: str | Path, kind: str, files: dict[str, bytes]) -> Path:
     """Create the directory ``target`` holding ``files`` and their manifest, all or nothing.
 
     The files are written and fsynced under ``.<name>.<random>.tmp`` beside ``target``, which
@@ -135,7 +123,7 @@ def write_bundle(target: str | Path, kind: str, files: dict[str, bytes],
     try:
         for name, data in files.items():
             _write_file(tmp / name, data)
-        _write_file(tmp / MANIFEST, manifest_bytes(kind, files, extra))
+        _write_file(tmp / MANIFEST, manifest_bytes(kind, files))
         fsync_dir(tmp)
         os.rename(tmp, target)
     except BaseException:
@@ -183,8 +171,14 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return body
 
 
-def verify_bundle(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Check every file of a bundle against its manifest; returns the manifest.
+def read_bundle(directory: str | Path, kind: str | None = None,
+                required: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file of a bundle, each read once and checked against the manifest.
+
+    Args:
+        directory: the bundle.
+        kind: the kind the manifest must name, if given.
+        required: files the manifest must list.
 
     Raises:
         CheckpointError: naming the missing, truncated, extended or altered file.
@@ -193,35 +187,30 @@ def verify_bundle(directory: str | Path, kind: str | None = None) -> dict[str, A
     body = read_manifest(d)
     if kind is not None and body.get("kind") != kind:
         raise CheckpointError(f"{d}: holds a {body.get('kind')!r}, not a {kind!r}")
+    for name in required:
+        if name not in body["files"]:
+            raise CheckpointError(f"{d / MANIFEST}: does not list {name}")
+    out = {}
     for name, entry in body["files"].items():
         p = d / name
         if not p.is_file():
             raise CheckpointError(f"{p}: missing")
         try:
-            digest, size = sha256_file(p)
+            data = p.read_bytes()
         except OSError as e:
             raise CheckpointError(f"{p}: unreadable ({e.strerror})") from None
-        if not isinstance(entry, dict) or size != entry.get("bytes"):
-            raise CheckpointError(f"{p}: damaged (size {size}, manifest says {entry.get('bytes')})")
-        if digest != entry.get("sha256"):
+        expected = entry.get("bytes") if isinstance(entry, dict) else None
+        if len(data) != expected:
+            raise CheckpointError(f"{p}: damaged (size {len(data)}, manifest says {expected})")
+        if sha256_bytes(data) != entry.get("sha256"):
             raise CheckpointError(f"{p}: damaged (SHA-256 does not match the manifest)")
-    return body
+        out[name] = data
+    return out
 
 
-def read_verified(directory: str | Path, name: str, body: dict[str, Any]) -> bytes:
-    """The bytes of one file of a verified bundle, checked again as read (no window between
-    verification and use)."""
-    p = Path(directory) / name
-    entry = body["files"].get(name)
-    if entry is None:
-        raise CheckpointError(f"{Path(directory) / MANIFEST}: does not list {name}")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{p}: unreadable ({e.strerror})") from None
-    if len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
-        raise CheckpointError(f"{p}: damaged (SHA-256 does not match the manifest)")
-    return data
+def verify_bundle(directory: str | Path, kind: str | None = None) -> None:
+    """Check every file of a bundle against its manifest (see :func:`read_bundle`)."""
+    read_bundle(directory, kind)
 
 
 def clean_temporaries(directory: str | Path) -> list[str]:

@@ -11,7 +11,7 @@ checkpoint is checked before it is written.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -48,17 +48,18 @@ class FiniteGuard:
         self._one = torch.ones(1, device=dev)
         self._fused = True
 
-    def check_loss(self, loss: Tensor, where: str) -> None:
-        """Raise when this step's loss is not finite (CPU: reading a value, not a sync)."""
+    def check_loss(self, loss: Tensor, where: Callable[[], str]) -> None:
+        """Raise when this step's loss is not finite (CPU: reading a value, not a sync);
+        ``where()`` describes the step, and is formatted only for the error."""
         value = loss.item()
         if not math.isfinite(value):
             hint = first_non_finite(self.named)
             cause = (f"; parameter {hint!r} was already non-finite (the previous update overflowed)"
                      if hint else "")
-            raise TrainingError(f"non-finite loss ({value}) {where}{cause}; training stopped before "
+            raise TrainingError(f"non-finite loss ({value}) {where()}{cause}; training stopped before "
                                 "this step's update, the last checkpoint is untouched")
 
-    def check_grads(self, where: str) -> None:
+    def check_grads(self, where: Callable[[], str]) -> None:
         """Raise when any gradient is not finite, before the optimizer uses it."""
         grads = [p.grad for _, p in self.named if p.grad is not None]
         if not grads:
@@ -76,7 +77,7 @@ class FiniteGuard:
         if bad:
             name = first_non_finite((n, p.grad) for n, p in self.named)
             if name is not None:
-                raise TrainingError(f"non-finite gradient of {name!r} {where}; training stopped before "
+                raise TrainingError(f"non-finite gradient of {name!r} {where()}; training stopped before "
                                     "this step's update, the last checkpoint is untouched")
             self._found.zero_()
 

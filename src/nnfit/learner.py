@@ -24,15 +24,13 @@ from .callbacks import Callback, History
 from .checkpoint import (
     FORMAT_VERSION,
     load_state_dict_strict,
-    read_verified,
     tensors_from_bytes,
     tensors_to_bytes,
-    verify_bundle,
 )
 from .config import TrainConfig, train_config
 from .data import LoaderData, TensorData, split_indices
 from .errors import CheckpointError, ConfigError, DataError
-from .files import write_files
+from .files import read_bundle, write_files
 from .ingest import read_table
 from .models import build_model, model_spec
 from .summary import ModelSummary, summarize
@@ -199,9 +197,9 @@ class Learner:
         p = Path(path)
         if not p.is_dir():
             raise CheckpointError(f"{p}: not a run or model directory")
-        body = verify_bundle(p, "model")
+        files = read_bundle(p, "model", (MODEL_FILE, META_FILE))
         try:
-            meta = json.loads(read_verified(p, META_FILE, body).decode("utf-8"))
+            meta = json.loads(files[META_FILE].decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             meta = None
         if not isinstance(meta, dict) or "task" not in meta:
@@ -213,7 +211,7 @@ class Learner:
             if meta.get("spec") is None:
                 raise CheckpointError(f"{p}: the model is a user-defined module; pass model=YourModule(...)")
             model = build_model(meta["spec"])
-        tensors, _ = tensors_from_bytes(read_verified(p, MODEL_FILE, body), str(p / MODEL_FILE))
+        tensors, _ = tensors_from_bytes(files[MODEL_FILE], str(p / MODEL_FILE))
         load_state_dict_strict(model, tensors, str(p / MODEL_FILE))
         pre = meta.get("preprocess")
         try:

@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 from .checkpoint import FORMAT_VERSION, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
@@ -66,19 +67,13 @@ def data_fingerprint(*sources: Any) -> str:
             tensors = list(s.inputs.values()) if isinstance(s.inputs, dict) else list(s.inputs)
             for t in [*tensors, *([s.target] if s.target is not None else [])]:
                 h.update(f"{t.dtype}{tuple(t.shape)};".encode())
-                h.update(t.detach().cpu().contiguous().reshape(-1).view(dtype=_u8()).numpy())
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(dtype=torch.uint8).numpy())
         elif isinstance(s, LoaderData):
             ds = getattr(s.data, "dataset", s.data)
             h.update(f"{type(ds).__name__}:{len(s)}:{getattr(s.data, 'batch_size', None)};".encode())
         else:
             h.update(b"none;")
     return h.hexdigest()
-
-
-def _u8() -> Any:
-    import torch
-
-    return torch.uint8
 
 
 def checkpoint_name(step: int, epoch_end: int | None) -> str:

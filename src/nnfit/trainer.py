@@ -21,7 +21,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -329,10 +329,11 @@ class Trainer:
                 else:
                     loss = self.train_step(inputs, target, scale)
                 if guard is not None:
-                    guard.check_loss(loss, self._where(i))
+                    where = self._where(i)  # the text is built only on failure
+                    guard.check_loss(loss, where)
                 if boundary:
                     if guard is not None:
-                        guard.check_grads(self._where(i))
+                        guard.check_grads(where)
                     self.optimizer_step()
             n = len(target)
             self._loss_sum.add_(loss, alpha=n)  # on device: no sync
@@ -365,9 +366,11 @@ class Trainer:
         dev = self.runtime.device if cuda and self.runtime.is_cuda else None
         return rng.capture(self.generator, self._loader_rngs, dev)
 
-    def _where(self, i: int) -> str:
+    def _where(self, i: int) -> Callable[[], str]:
+        """Where batch ``i`` of the running epoch is, as a description made when called."""
         st = self.state
-        return f"in epoch {st.epoch + 1}, step {st.step + 1} (batch {i + 1} of {self.batches_per_epoch})"
+        n = self.batches_per_epoch
+        return lambda: f"in epoch {st.epoch + 1}, step {st.step + 1} (batch {i + 1} of {n})"
 
     def _timed_first_step(self, inputs: Inputs, target: Tensor, scale: float) -> Tensor:
         """The first compiled step, timed: its time is almost all compilation."""
