@@ -7,7 +7,13 @@ PY := $(VENV)/bin/python
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
-	bash scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+	@touch $@
+
+# The peer frameworks the benchmarks compare with (Lightning, Keras, skorch: ~1.5 GB); only
+# `make bench` needs them, so the default setup leaves them out.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	VENV=$(VENV) EXTRAS=dev,bench bash scripts/setup.sh
 	@touch $@
 
 demo: setup
@@ -16,7 +22,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-bench: setup
+bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench.py
 
 lint: setup

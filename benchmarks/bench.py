@@ -8,11 +8,15 @@ rounds and reported as medians, with each contender's speed relative to nnfit. R
     python benchmarks/bench.py                 # full CPU suite (several minutes)
     python benchmarks/bench.py --device cuda   # the same on a GPU
     python benchmarks/bench.py --smoke         # tiny sizes: checks that every contender runs
+
+Peer frameworks come from the ``bench`` extra (``make bench`` installs it); a peer that is not
+installed is skipped, and the results list it under ``skipped`` with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -28,6 +32,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 PEERS = ["nnfit", "minimal_loop", "dataloader_loop", "lightning", "skorch", "keras"]
+# Contenders that need a package beyond nnfit's own dependencies: the module each imports.
+PEER_MODULES = {"lightning": "lightning", "skorch": "skorch", "keras": "keras"}
 WORKLOADS = {
     "mlp-b32": dict(rows=100_000, features=32, classes=10, batch=32, epochs=2),
     "mlp-b128": dict(rows=100_000, features=32, classes=10, batch=128, epochs=2),
@@ -59,6 +65,12 @@ def median_row(runs: list[dict]) -> dict:
     if not ok:
         return {"error": next((r.get("error") for r in runs if r.get("error")), "no result")}
     return {k: statistics.median(r[k] for r in ok) for k in ok[0] if isinstance(ok[0][k], (int, float))}
+
+
+def not_installed(contenders: list[str]) -> dict[str, str]:
+    """The contenders whose framework this interpreter cannot import, with the reason."""
+    return {c: "not installed" for c in contenders
+            if c in PEER_MODULES and importlib.util.find_spec(PEER_MODULES[c]) is None}
 
 
 def training_suite(args: argparse.Namespace) -> dict:
@@ -145,6 +157,9 @@ def markdown(results: dict) -> str:
     lines = [f"# nnfit benchmarks ({results['device']}, {results['machine']})", "",
              f"Medians of {results['reps']} interleaved runs, each in a fresh process. "
              "`nnfit speedup` = nnfit's samples/s divided by the contender's.", ""]
+    if results.get("skipped"):
+        lines += ["Skipped: " + ", ".join(f"{c} ({why})" for c, why in results["skipped"].items())
+                  + "; `make bench` installs the peers (the `bench` extra).", ""]
     for wname, wres in results["training"].items():
         s = wres["spec"]
         lines += [f"## {wname}: {s['rows']:,} rows x {s['features']} features, batch {s['batch']}, "
@@ -186,10 +201,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.reps = 1
+    skipped = not_installed(args.contenders)
+    args.contenders = [c for c in args.contenders if c not in skipped]
+    if skipped:
+        print("skipping " + ", ".join(f"{c} ({why})" for c, why in skipped.items()), flush=True)
     results: dict = {"device": args.device, "reps": args.reps, "smoke": args.smoke,
                      "machine": (f"{platform.machine()}, {os.cpu_count()} CPUs, "
                                  f"Python {platform.python_version()}"),
-                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S"), "skipped": skipped}
     with tempfile.TemporaryDirectory() as d:
         if "training" not in args.skip:
             results["training"] = training_suite(args)

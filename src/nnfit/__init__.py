@@ -12,18 +12,59 @@ Example:
 
 __version__ = "0.1.0"
 
-from . import models  # noqa: E402
-from .callbacks import Callback, CSVLogger, History, LambdaCallback, ProgressBar  # noqa: E402
-from .checkpoint import load_weights, save_weights  # noqa: E402
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from .data import DataSource, LoaderData, TensorData  # noqa: E402
-from .errors import CheckpointError, ConfigError, DataError, NnfitError  # noqa: E402
-from .learner import Learner, fit, load  # noqa: E402
-from .metrics import ClassificationMetrics, Metric, RegressionMetrics  # noqa: E402
-from .models import MLP, MultiInput, ResidualBlock, ResidualMLP, build_model  # noqa: E402
-from .runtime import Runtime, make_runtime  # noqa: E402
-from .summary import capture_activations, count_parameters, parameter_shapes, summarize  # noqa: E402
-from .trainer import FitState, Trainer  # noqa: E402
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use (PEP 562), not here: `import nnfit` must not import torch, so that the
+# `nnfit` command handles Ctrl-C from its first line on (see nnfit.cli.run) and `--help` is
+# instant. Each public name -> the submodule defining it.
+_SOURCES = {
+    "models": "", "Callback": "callbacks", "CSVLogger": "callbacks", "History": "callbacks",
+    "LambdaCallback": "callbacks", "ProgressBar": "callbacks",
+    "load_weights": "checkpoint", "save_weights": "checkpoint",
+    "DataConfig": "config", "ModelConfig": "config", "RunConfig": "config", "TrainConfig": "config",
+    "DataSource": "data", "LoaderData": "data", "TensorData": "data",
+    "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors", "NnfitError": "errors",
+    "Learner": "learner", "fit": "learner", "load": "learner",
+    "ClassificationMetrics": "metrics", "Metric": "metrics", "RegressionMetrics": "metrics",
+    "MLP": "models", "MultiInput": "models", "ResidualBlock": "models", "ResidualMLP": "models",
+    "build_model": "models",
+    "Runtime": "runtime", "make_runtime": "runtime",
+    "capture_activations": "summary", "count_parameters": "summary", "parameter_shapes": "summary",
+    "summarize": "summary",
+    "FitState": "trainer", "Trainer": "trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    where = _SOURCES.get(name)
+    if where is None:
+        raise AttributeError(f"module 'nnfit' has no attribute {name!r}")
+    value = importlib.import_module(f"{__name__}.{where or name}")
+    if where:
+        value = getattr(value, name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCES))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from . import models
+    from .callbacks import Callback, CSVLogger, History, LambdaCallback, ProgressBar
+    from .checkpoint import load_weights, save_weights
+    from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from .data import DataSource, LoaderData, TensorData
+    from .errors import CheckpointError, ConfigError, DataError, NnfitError
+    from .learner import Learner, fit, load
+    from .metrics import ClassificationMetrics, Metric, RegressionMetrics
+    from .models import MLP, MultiInput, ResidualBlock, ResidualMLP, build_model
+    from .runtime import Runtime, make_runtime
+    from .summary import capture_activations, count_parameters, parameter_shapes, summarize
+    from .trainer import FitState, Trainer
 
 __all__ = [
     "__version__", "models",

@@ -116,6 +116,9 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, Tensor], dict[str,
 def save_weights(model: nn.Module | dict[str, Tensor], path: str | Path) -> None:
     """Save a model's ``state_dict`` (parameters and buffers) as a safetensors file.
 
+    Safetensors whatever the name (``w.pth`` too: no pickle is ever written);
+    :func:`load_weights` tells the format from the content, so every name loads back.
+
     Example:
         >>> import tempfile, pathlib
         >>> with tempfile.TemporaryDirectory() as d:
@@ -152,15 +155,29 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: s
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load weights into ``model`` (strictly) and return the model.
 
-    ``path`` is a safetensors file, or a ``.pt``/``.pth`` state_dict written by
-    ``torch.save``, which is read with ``torch.load(weights_only=True)`` and must hold only
-    tensors.
+    The content decides the format, not the name, so whatever :func:`save_weights` wrote
+    loads back: a safetensors file, or a state_dict written by ``torch.save`` (a zip archive,
+    or torch's older format under a ``.pt``/``.pth`` name), which is read with
+    ``torch.load(weights_only=True)`` and must hold only tensors.
+
+    Raises:
+        CheckpointError: a missing, unreadable or refused file, or weights that do not fit.
     """
-    if Path(path).suffix.lower() in (".pt", ".pth"):
-        load_state_dict_strict(model, legacy_state_dict(path), str(path))
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: file not found")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise CheckpointError(f"{p}: unreadable ({e.strerror})") from None
+    # safetensors: an 8-byte header length, then the JSON header; torch.save: a zip archive.
+    safetensors = head[8:9] == b"{"
+    if not safetensors and (head.startswith(b"PK\x03\x04") or p.suffix.lower() in (".pt", ".pth")):
+        load_state_dict_strict(model, legacy_state_dict(p), str(p))
         return model
-    tensors, _ = load_tensors(path)
-    load_state_dict_strict(model, tensors, str(path))
+    tensors, _ = load_tensors(p)
+    load_state_dict_strict(model, tensors, str(p))
     return model
 
 

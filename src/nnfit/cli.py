@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, NnfitError, NnfitWarning, Stopped
+from .errors import ConfigError, NnfitError, NnfitWarning, Stopped, printable
 
 EPILOG = "Docs and examples: README.md. Errors exit with status 2."
 
@@ -22,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"nnfit: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"nnfit: error: {printable(message)} (see {self.prog} --help)\n")
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA")
     p.add_argument("-o", "--output", default=None, help="output CSV (default: standard output)")
     p.add_argument("--proba", action="store_true", help="add one probability column per class")
+    p.add_argument("--overwrite", action="store_true", help="allow -o to name DATA itself")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     p = sub.add_parser("inspect", help="layer table and parameter counts of a run's model",
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from . import cli_commands
 
+        _imports_done()
         with warnings.catch_warnings():
             warnings.simplefilter("always", NnfitWarning)  # shown, whatever the filters say
             warnings.showwarning = _show_warning
@@ -134,9 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         _say(f"nnfit: error: {where}{e.strerror or e}")
         return 2
-    except KeyboardInterrupt:
-        print("nnfit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM outside training (see run)
+        return _interrupted(e)
     except Exception as e:  # a bug, not bad input: one line unless debugging
         if os.environ.get("NNFIT_DEBUG"):
             raise
@@ -145,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _say(line: str) -> None:
-    """One line on stderr, whatever the message holds (a column name with a newline, say)."""
-    print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
+    """One line on stderr, whatever the message holds (a column name with a newline or an
+    escape sequence, say): the last line of defence after NnfitError's own escaping."""
+    print(printable(line), file=sys.stderr)
 
 
 def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
@@ -155,20 +158,71 @@ def _show_warning(message: Any, category: type, filename: str, lineno: int, file
     _say(f"nnfit: warning: {message}")
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived outside the training loop (which handles them itself).
+
+    Attributes:
+        signum: the signal; the exit status is 128 + signum.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_SIGNAL_LINES = {signal.SIGINT: "nnfit: interrupted", signal.SIGTERM: "nnfit: terminated"}
+
+
+def _exit_at_once(signum: int, frame: Any) -> None:
+    """While modules load: one line and 128 + signum at once. A KeyboardInterrupt raised
+    inside ``import torch`` leaves half-built modules that then fail in unrelated ways (a
+    RecursionError, say), and nothing has been written yet that would need cleaning up."""
+    os.write(2, (_SIGNAL_LINES[signum] + "\n").encode())
+    os._exit(128 + signum)
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """Say which signal stopped nnfit, in one line; returns the exit status 128 + signum."""
+    signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+    print(_SIGNAL_LINES[signum], file=sys.stderr)
+    return 128 + signum
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def _imports_done() -> None:
+    """From here on a signal raises :class:`Interrupted`, so writes in progress clean up their
+    temporaries; only when :func:`run` installed the early handlers (never in-process)."""
+    for sig in _SIGNAL_LINES:
+        if signal.getsignal(sig) is _exit_at_once:
+            signal.signal(sig, _raise_interrupted)
+
+
 def run() -> None:
     """The process entry point (``nnfit``, ``python -m nnfit``): :func:`main`, then exit.
+
+    SIGINT and SIGTERM are handled from the first line on, before the heavy imports (torch
+    takes about a second): the process always ends with one line and 130 / 143, never a
+    traceback or death by signal. ``import nnfit`` itself loads nothing heavy (see
+    ``nnfit/__init__.py``), so this runs within milliseconds of the start.
 
     The exit skips C++ static destructors (``os._exit`` after flushing): right after a
     multi-threaded pyarrow read a reader thread may still be winding down, and with torch
     loaded an ordinary exit then sometimes aborts (SIGABRT, status 134) instead of returning
     the status nnfit chose. Every file nnfit writes is closed and fsynced before this point.
     """
+    for sig in _SIGNAL_LINES:
+        signal.signal(sig, _exit_at_once)
     try:
         status = main()
+    except KeyboardInterrupt as e:  # a signal between main's own handlers
+        status = _interrupted(e)
     except SystemExit as e:  # argparse: --help, --version and usage errors
         status = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
         if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
+            print(printable(e.code), file=sys.stderr)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -6,18 +6,22 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import re
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_json, atomic_write_text, read_json
+import torch
+
+from .checkpoint import atomic_write_text, read_json
 from .cli import dumps, flag_values, split_items
 from .config import RunConfig, check_names, make_run_config, read_config_file
+from .confusion import MAX_SHOWN_CLASSES, split_confusion
 from .data import split_indices
-from .errors import ConfigError, DataError, Stopped
+from .errors import ConfigError, DataError, Stopped, printable
 from .ingest import read_table
+from .io.layout import is_empty, new_run_dir
+from .io.lock import hold_run_dir
 from .learner import Learner, fit, load
-from .run import jsonable_metrics
+from .run import jsonable_metrics, write_metrics
 from .tables import Columns
 from .tasks import infer_task
 
@@ -64,18 +68,27 @@ def _training_columns(cfg: RunConfig) -> tuple[Columns, str, str, str]:
     return cols, target, task if d.task == "auto" else d.task, d.dataset
 
 
-def _run_dir(args: argparse.Namespace, name: str) -> Path:
+def _run_dir(args: argparse.Namespace, name: str) -> tuple[Path, list[Path]]:
+    """The run directory, and the directories just created for it (``runs/NAME-N``, claimed
+    by creating it, and ``runs`` when new): removed again if the run fails to start."""
     if args.resume:
-        return Path(args.resume)
+        return Path(args.resume), []
     if args.out:
         out = Path(args.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-            raise ConfigError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
-        return out
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out} exists and is not a directory: choose another --out")
+        return out, []
     root = Path("runs")
-    taken = [int(m.group(1)) for p in (root.iterdir() if root.is_dir() else [])
-             if (m := re.fullmatch(re.escape(name) + r"-(\d+)", p.name))]
-    return root / f"{name}-{max(taken, default=0) + 1}"
+    made = [] if root.is_dir() else [root]
+    out = new_run_dir(root, name)
+    return out, [out, *made]
+
+
+def _check_out(out: Path, args: argparse.Namespace) -> None:
+    """Refuse to train into a non-empty ``--out`` without ``--overwrite``; checked under the
+    run's lock, so a run that finished a moment ago is seen."""
+    if args.out and not args.resume and not args.overwrite and not is_empty(out):
+        raise ConfigError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
 
 
 def write_columns_csv(path: Path, cols: Columns) -> None:
@@ -99,30 +112,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_idx, test_idx = split_indices(len(cols), test_split, cfg.train.seed,
                                         y if classify else None)
     train_cols, test_cols = cols.take(train_idx), cols.take(test_idx)
-    out = _run_dir(args, name)
     m = cfg.model
     spec = {"name": m.model, "hidden": list(m.hidden), "activation": m.activation,
             "dropout": m.dropout, "batchnorm": m.batchnorm}
     record = cfg.to_dict()
     if record["data"] is not None:  # absolute, so `--resume` works from any directory
         record["data"] = str(Path(record["data"]).resolve())
-    try:
-        learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
-                      run_config=record, resume=out if args.resume else None, overwrite=args.overwrite,
-                      force_resume=args.force_resume)
-    except Stopped as e:
-        raise Stopped(f"{e}; resume with: nnfit train --resume {out}", e.exit_code - 128) from None
-    val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
-    test = None
-    if len(test_idx):
-        write_columns_csv(out / "test.csv", test_cols)
-        test = learner.evaluate(test_cols, target=target)
-        test.pop("loss", None)
-        atomic_write_json(out / "test_metrics.json", jsonable_metrics(test))
+    out, made = _run_dir(args, name)
+    # One writer per run: the lock covers fit and the test files written after it (fit takes
+    # it again, re-entrantly); a second writer is refused here, before anything is written.
+    with hold_run_dir(out, create=not args.resume, made=made):
+        _check_out(out, args)
+        try:
+            learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
+                          run_config=record, resume=out if args.resume else None,
+                          overwrite=args.overwrite, force_resume=args.force_resume)
+        except Stopped as e:
+            raise Stopped(f"{e}; resume with: nnfit train --resume {out}", e.exit_code - 128) from None
+        val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
+        test = None
+        if len(test_idx):
+            write_columns_csv(out / "test.csv", test_cols)
+            test = learner.evaluate(test_cols, target=target)
+            test.pop("loss", None)
+            test = write_metrics(out, "test", test, learner.classes)
     if not cfg.train.quiet and learner.stop_reason:
         _console().print(learner.stop_reason)
     _print_metrics({"validation": val, "test": test})
-    print(f"run written to {out}")
+    print(f"run written to {printable(out)}")
     return 0
 
 
@@ -137,15 +154,32 @@ def _print_metrics(columns: dict[str, dict[str, Any] | None]) -> None:
     table.add_column("metric")
     for name in present:
         table.add_column(name, justify="right")
-    keys = list(dict.fromkeys(k for v in present.values() for k in v if k != "confusion_matrix"))
+    keys = list(dict.fromkeys(k for v in present.values() for k in v if k not in _NOT_IN_TABLE))
     for k in keys:
         table.add_row(k, *[_fmt(v.get(k)) for v in present.values()])
     con = _console()
     con.print(table)
     for name, v in present.items():
+        # markup=False: labels are user data, and "[bold]" is a label like any other
         if "confusion_matrix" in v:
             con.print(f"confusion matrix ({name}; rows = true, columns = predicted): "
-                      f"{v['confusion_matrix']}")
+                      f"{v['confusion_matrix']}", markup=False)
+        if "lowest_recall" in v:
+            con.print(_per_class_summary(name, v), markup=False)
+
+
+# Shown below the table, or not at all (a file name, the class count).
+_NOT_IN_TABLE = ("confusion_matrix", "lowest_recall", "confusion_matrix_file", "num_classes")
+
+
+def _per_class_summary(name: str, v: dict[str, Any]) -> str:
+    """The terminal's view of a confusion matrix too large to print (see nnfit.confusion)."""
+    where = (f"; in the run's {v['confusion_matrix_file']}, key {name!r}" if "confusion_matrix_file" in v
+             else "")
+    worst = ", ".join(f"{printable(repr(c['class']))} {c['recall']:.3f} "
+                      f"({round(c['recall'] * c['support'])} of {c['support']})" for c in v["lowest_recall"])
+    return (f"confusion matrix ({name}): {v['num_classes']} classes, too many to show (over "
+            f"{MAX_SHOWN_CLASSES}){where}. Lowest recall: {worst}")
 
 
 def _fmt(v: Any) -> str:
@@ -160,6 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = learner.evaluate(read_table(args.data, exclude=target, allow_missing=learner.imputes),
                                target=target)
     metrics.pop("loss", None)
+    metrics, _ = split_confusion(metrics, learner.classes)  # no file: readers never write a run
     if args.json:
         print(dumps(jsonable_metrics(metrics)))
     else:
@@ -170,7 +205,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list[str], list[list]]:
     if learner.target_name in cols.arrays:
         cols.pop(learner.target_name)
-    pred = learner.predict(cols)
+    out = learner.outputs(cols)  # once, for labels and probabilities alike
+    bad = ~torch.isfinite(out.reshape(len(out), -1))
+    if bad.any():  # never a "nan" prediction with exit status 0
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise DataError(f"{cols.source}: the model's output for row {row + 1} is not finite "
+                        f"({out.reshape(len(out), -1)[row, col].item()}): inputs far outside the "
+                        "training data, or a model with non-finite weights")
+    pred = learner.task.decode(out)
     name = learner.target_name or "prediction"
     if pred.ndim == 2:
         header = [f"{name}_{i}" for i in range(pred.shape[1])]
@@ -178,13 +220,27 @@ def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list
     else:
         header, rows = [name], [[v] for v in pred.tolist()]
     if proba:
-        p = learner.predict_proba(cols)
+        p = learner.task.proba(out).double().numpy()
         header += [f"proba_{c}" for c in learner.classes]
         rows = [r + pr for r, pr in zip(rows, p.tolist(), strict=False)]
     return header, rows
 
 
+def _check_output(output: str, data: str, overwrite: bool) -> None:
+    """Refuse ``-o`` naming DATA itself (by any path: a link, ``./x.csv``) unless ``overwrite``:
+    the predictions would silently replace the input."""
+    try:
+        same = Path(output).resolve() == Path(data).resolve() or Path(output).samefile(data)
+    except OSError:  # -o does not exist yet (or cannot be looked at): not the input
+        return
+    if same and not overwrite:
+        raise ConfigError(f"-o {output} is the input DATA file: choose another output, or pass "
+                          "--overwrite to replace the input with the predictions")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.output:
+        _check_output(args.output, args.data, args.overwrite)
     learner = load(args.run, device=args.device)
     if args.proba and learner.classes is None:
         raise ConfigError("--proba needs a classification model")
@@ -215,7 +271,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     con = _console()
     con.print(summary.table())
     task = learner.task.to_dict()
-    con.print(f"task: {task['name']}" + (f", classes: {task['classes']}" if "classes" in task else ""))
+    con.print(f"task: {task['name']}" + (f", classes: {task['classes']}" if "classes" in task else ""),
+              markup=False)  # labels are user data: "[red]" is a label, not a colour
     return 0
 
 

@@ -101,6 +101,8 @@ class TrainConfig:
             ones are removed once a newer one is committed. 0 keeps all. Default 2.
         check_finite: stop in the step whose loss or gradient is NaN or infinite, before the
             update (CPU; on CUDA the loss and parameters are checked once per epoch). Default True.
+            False turns only these loop checks off: checkpoints and a run's final model are
+            still checked when written, and a non-finite one is refused (TrainingError).
         fused: use the optimizer's fused kernel (sgd, adam, adamw) where torch has one for
             the device. Default True.
         threads: CPU intra-op threads while training; 0 picks one thread for small models

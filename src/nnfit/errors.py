@@ -19,6 +19,11 @@ class NnfitError(Exception):
 
     exit_code = 2
 
+    def __init__(self, *args: object) -> None:
+        # Messages name files, columns and labels taken from user data: made printable here,
+        # so no caller can put a raw ESC or newline on the user's terminal.
+        super().__init__(*(printable(a) if isinstance(a, str) else a for a in args))
+
 
 class ConfigError(NnfitError, ValueError):
     """An unknown key, a wrong type or an invalid value in a config, a flag or an argument."""
@@ -59,4 +64,36 @@ def warn(message: str) -> None:
     """Issue an :class:`NnfitWarning` (the CLI prints it as one ``nnfit: warning:`` line)."""
     import warnings
 
-    warnings.warn(message, NnfitWarning, stacklevel=2)
+    warnings.warn(printable(message), NnfitWarning, stacklevel=2)
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: object) -> str:
+    """``text`` with every character a terminal could act on written as a Python escape.
+
+    Control characters (ESC, newline, carriage return, backspace ...), invisible format
+    characters such as bidirectional overrides, and line separators become ``\\x1b``,
+    ``\\n``, ``\\u202e`` and so on, as :func:`repr` writes them; letters of any script stay.
+    Every name from user data (a column, a file, a label) goes through this before it reaches
+    a message, so a crafted CSV header cannot recolour the terminal or add a line.
+
+    Args:
+        text: a name or a whole message (any object; ``str()`` is taken).
+
+    Returns:
+        One line of printable text.
+
+    Example:
+        >>> printable("a\\x1b[31mb\\nc")
+        'a\\\\x1b[31mb\\\\nc'
+    """
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else _ESCAPES.get(c) or _escape(ord(c)) for c in s)
+
+
+def _escape(code: int) -> str:
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

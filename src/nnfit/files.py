@@ -10,17 +10,22 @@ Nothing here imports torch or unpickles anything; it moves bytes.
   :func:`write_bundle` builds it under a temporary name and commits it with one rename, so a
   bundle directory either exists complete or not at all. :func:`read_bundle` checks every
   file as it reads it and names the first damaged one (safetensors alone would load a flipped bit silently).
-* :func:`clean_temporaries` removes what a killed writer left behind; temporary names start
-  with a dot and end in ``.tmp``, so nothing that lists committed files ever sees them.
+* Temporaries are named ``.TARGET.nnfit-PID-RANDOM.tmp``: hidden, recognisably nnfit's, and
+  naming the writing process. :func:`clean_temporaries` removes only such names whose writer
+  is gone (a killed writer's leftovers), never a user's ``.x.tmp`` nor a live writer's file.
+* Every failure names the path the caller asked for, never the temporary, and new files and
+  directories get the usual permissions (0666 / 0777 less the umask), not ``mkstemp``'s 0600.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,8 @@ from .errors import CheckpointError
 FORMAT_VERSION = 2  # of manifests and everything a run writes; readers refuse newer ones
 MANIFEST = "manifest.json"
 TMP_SUFFIX = ".tmp"
+# .TARGET.nnfit-PID-RANDOM.tmp: the only names clean_temporaries ever removes
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.nnfit-(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}\.tmp")
 
 
 def fsync_dir(path: Path) -> None:
@@ -53,17 +60,71 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a fsynced temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    os.close(fd)
+def temporary_name(target: str) -> str:
+    """``.TARGET.nnfit-PID-RANDOM.tmp``, the name of a temporary that will become ``target``."""
+    return f".{target}.nnfit-{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def _new_temporary(target: Path, directory: bool = False) -> Path:
+    """Create an empty temporary file (or directory) beside ``target``, after removing the
+    temporaries of ``target`` that a killed writer left there.
+
+    Created with mode 0666 (0777) like any new file, so the umask decides, as for every other
+    tool (``mkstemp``/``mkdtemp`` would make every output 0600/0700).
+    """
     try:
-        _write_file(Path(tmp), data)
+        parent = target.parent
+        if not parent.is_dir():
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:  # a file where the directory should be
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent)) from None
+        clean_temporaries(parent, target.name)
+        while True:
+            tmp = parent / temporary_name(target.name)
+            try:
+                if directory:
+                    os.mkdir(tmp, 0o777)
+                else:
+                    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                return tmp
+            except FileExistsError:  # 32 random bits taken by this very process: draw again
+                continue
+    except OSError as e:
+        raise _naming(e, target, None) from e
+
+
+def _naming(error: OSError, target: Path, tmp: Path | None) -> OSError:
+    """``error`` as raised for ``target``: the path the caller asked for, not the temporary
+    (a file inside a temporary directory is named inside ``target``)."""
+    where = target
+    if tmp is not None and error.filename:
+        try:
+            where = target / Path(error.filename).relative_to(tmp)
+        except ValueError:
+            pass
+    # OSError(errno, ...) picks the subclass (PermissionError, IsADirectoryError, ...)
+    return OSError(error.errno, error.strerror or str(error), str(where))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary file and a rename.
+
+    Temporaries of ``path`` left by a killed writer are removed first.
+
+    Raises:
+        OSError: naming ``path`` (never the temporary): a full disk, a directory that cannot
+            be written or is a file, ``path`` being a directory. ``path`` is then unchanged.
+    """
+    path = Path(path)
+    tmp = _new_temporary(path)
+    try:
+        _write_file(tmp, data)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path, tmp) from e
         raise
     fsync_dir(path.parent)
 
@@ -114,20 +175,25 @@ def write_files(directory: str | Path, kind: str, files: dict[str, bytes]) -> No
 def write_bundle(target: str | Path, kind: str, files: dict[str, bytes]) -> Path:
     """Create the directory ``target`` holding ``files`` and their manifest, all or nothing.
 
-    The files are written and fsynced under ``.<name>.<random>.tmp`` beside ``target``, which
-    is then renamed to ``target`` (which must not exist) and the parent fsynced.
+    The files are written and fsynced in a temporary directory (:func:`temporary_name`)
+    beside ``target``, which is then renamed to ``target`` (which must not exist) and the
+    parent fsynced.
+
+    Raises:
+        OSError: naming ``target`` or a file inside it, never the temporary.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX))
+    tmp = _new_temporary(target, directory=True)
     try:
         for name, data in files.items():
             _write_file(tmp / name, data)
         _write_file(tmp / MANIFEST, manifest_bytes(kind, files))
         fsync_dir(tmp)
         os.rename(tmp, target)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _naming(e, target, tmp) from e
         raise
     fsync_dir(target.parent)
     return target
@@ -137,7 +203,7 @@ def remove_bundle(path: str | Path) -> None:
     """Delete a bundle directory: renamed to a temporary name first (one atomic step), so a
     kill part-way never leaves a half-deleted directory under a committed name."""
     path = Path(path)
-    doomed = path.with_name(f".{path.name}.removed{TMP_SUFFIX}")
+    doomed = path.with_name(temporary_name(path.name))
     try:
         os.rename(path, doomed)
     except FileNotFoundError:
@@ -213,21 +279,49 @@ def verify_bundle(directory: str | Path, kind: str | None = None) -> None:
     read_bundle(directory, kind)
 
 
-def clean_temporaries(directory: str | Path) -> list[str]:
-    """Remove files and directories named ``.*.tmp`` (left by a killed writer) in
-    ``directory``; returns their names."""
+def clean_temporaries(directory: str | Path, target: str | None = None) -> list[str]:
+    """Remove the temporaries that killed nnfit writers left in ``directory``.
+
+    Only names nnfit writes (``.TARGET.nnfit-PID-RANDOM.tmp``) whose writing process no
+    longer exists are removed: a user's ``.x.tmp`` and the temporary of a writer still at work
+    (another process, or another thread of this one) stay.
+
+    Args:
+        directory: where to look (a missing directory holds nothing).
+        target: only the temporaries of this file or directory name; default: all.
+
+    Returns:
+        The names removed.
+    """
     d = Path(directory)
     if not d.is_dir():
         return []
     removed = []
     for p in d.iterdir():
-        if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            removed.append(p.name)
+        m = _TEMPORARY.fullmatch(p.name)
+        if m is None or (target is not None and m["target"] != target) or _alive(int(m["pid"])):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p.name)
     return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie counts until its parent reaps it)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, OSError):  # no such pid can exist
+        return False
+    return True
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:

@@ -6,6 +6,10 @@ and the gradients are checked by one fused ``foreach`` kernel per optimizer step
 per-step checks would each be a host sync, so they are skipped there: the epoch's mean loss
 (read once per epoch anyway) and the parameters are checked at every epoch end, and every
 checkpoint is checked before it is written.
+
+``check_finite=False`` turns these guards off; checkpoints and a run's final model are still
+checked when written (:meth:`nnfit.trainer.Trainer.checkpoint_parts`). The messages say what
+went wrong; the trainer adds which checkpoint, if any, is left to resume from.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class FiniteGuard:
             cause = (f"; parameter {hint!r} was already non-finite (the previous update overflowed)"
                      if hint else "")
             raise TrainingError(f"non-finite loss ({value}) {where()}{cause}; training stopped before "
-                                "this step's update, the last checkpoint is untouched")
+                                "this step's update")
 
     def check_grads(self, where: Callable[[], str]) -> None:
         """Raise when any gradient is not finite, before the optimizer uses it."""
@@ -78,12 +82,11 @@ class FiniteGuard:
             name = first_non_finite((n, p.grad) for n, p in self.named)
             if name is not None:
                 raise TrainingError(f"non-finite gradient of {name!r} {where()}; training stopped before "
-                                    "this step's update, the last checkpoint is untouched")
+                                    "this step's update")
             self._found.zero_()
 
     def check_params(self, where: str) -> None:
         """Raise when a parameter is not finite (e.g. an update overflowed)."""
         name = first_non_finite(self.named)
         if name is not None:
-            raise TrainingError(f"parameter {name!r} became non-finite {where}; the last checkpoint "
-                                "is untouched")
+            raise TrainingError(f"parameter {name!r} became non-finite {where}")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .tables import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, missing_values, read_columns
+from .tables import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, check_flat, missing_values, read_columns
 
 CHUNK_BYTES = 32 << 20  # text parsed per call: enough for the parser's threads, small in memory
 
@@ -186,8 +186,10 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str, allow_missing: bool)
         names = next(csv_module.reader([header.decode("utf-8")], delimiter=delimiter), [])
     except UnicodeDecodeError:
         raise _Fallback from None
-    if not names or len(set(names)) != len(names) or b'"' in header or not all(n.strip() for n in names):
-        raise _Fallback  # empty, duplicate or quoted names: the general reader explains them
+    if not names or len(set(names)) != len(names) or not all(n.strip() for n in names):
+        raise _Fallback  # empty or duplicate names: the general reader explains them
+    if header.count(b'"') % 2:
+        raise _Fallback  # a quoted name running over more than one line
     parse = csv.ParseOptions(delimiter=delimiter)
     read = csv.ReadOptions(column_names=names)
     pool = pa.system_memory_pool()  # freed pieces go back to the OS instead of a cache
@@ -207,6 +209,10 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str, allow_missing: bool)
                     buf.extend(bytes(len(buf)))
                     view, held = memoryview(buf), end
                     continue
+                if buf.count(b'"', 0, cut) % 2:
+                    # The cut falls inside a quoted value holding a newline: parsed in two
+                    # pieces it would be wrong without any error, so the general reader reads it.
+                    raise _Fallback
                 if re.search(rb"\S", view[:cut]):
                     convert = csv.ConvertOptions(column_types=types, strings_can_be_null=True)
                     # Parsed straight from the reusable buffer: the text is never copied.
@@ -239,6 +245,8 @@ def _read_parquet(p: Path, exclude: str | None, allow_missing: bool) -> Columns:
         f = pq.ParquetFile(p)
         schema = f.schema_arrow
         names = [str(n) for n in schema.names]
+        for n, t in zip(names, schema.types, strict=True):
+            check_flat(t, n, str(p))
         if len(set(names)) != len(names) or not all(n.strip() for n in names) or any(
                 pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in schema.types):
             raise _Fallback

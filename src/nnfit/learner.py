@@ -9,7 +9,8 @@ model's spec (so a saved built-in model is rebuilt without user code) and the tr
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from .tables import (
     Columns,
     Preprocessor,
     RawInputs,
+    column_name,
     columns_from_frame,
     is_frame,
     raw_inputs,
@@ -257,6 +259,7 @@ def _xy(x: Any, y: Any, target: str | None, source: str,
     Returns:
         (inputs, target array, the inputs' name for errors, the target's name for errors).
     """
+    target = column_name(target)
     cols = _columns(x, source, target, allow_missing)
     y_source = f"{source} target"
     if cols is not None:
@@ -273,14 +276,16 @@ def _xy(x: Any, y: Any, target: str | None, source: str,
         if y is None:
             raise DataError(f"{source}: targets are missing (pass y)")
         raw = raw_inputs(x, source, allow_missing)
-    y_arr = _target_array(y)
+    y_arr = _target_array(y, y_source)
     if len(y_arr) != len(raw):
         raise DataError(f"{source}: {len(raw)} rows of inputs but {len(y_arr)} targets")
     return raw, y_arr, source, y_source
 
 
-def _target_array(y: Any) -> np.ndarray:
+def _target_array(y: Any, source: str = "target") -> np.ndarray:
     if isinstance(y, Tensor):
+        if y.is_meta:
+            raise DataError(f"{source}: tensors on the meta device hold no data")
         return y.detach().cpu().numpy()
     if hasattr(y, "to_numpy"):
         y = y.to_numpy()
@@ -316,13 +321,40 @@ def _build(model: Any, pre: Preprocessor | None, task: Task) -> tuple[nn.Module,
     spec = dict(model)
     if spec.get("name") in ("mlp", "resmlp"):
         spec.setdefault("hidden", [64, 64])
-        if "in_features" not in spec:
-            if pre is None or pre.style != "single" or len(pre.inputs[0].shape) != 1:
-                raise ConfigError("give in_features in the model spec for non-tabular inputs")
-            spec["in_features"] = pre.inputs[0].shape[0]
+        if pre is None:  # a DataLoader: its shapes are not known before training
+            if "in_features" not in spec:
+                raise ConfigError("give in_features in the model spec when training from a DataLoader")
+        else:
+            width = _table_width(pre, spec["name"])
+            spec.setdefault("in_features", width)
+            if spec["in_features"] != width:
+                raise ConfigError(f"model spec: in_features is {spec['in_features']!r} but the data "
+                                  f"has {width} features per row")
         spec.setdefault("out_features", task.out_features)
     built = build_model(spec)
     return built, model_spec(built)
+
+
+def _table_width(pre: Preprocessor, name: str) -> int:
+    """The feature count of one (rows, features) input, the only input an mlp/resmlp takes.
+
+    Raises:
+        DataError: several inputs, or samples that are not flat vectors.
+    """
+    if pre.style != "single":
+        raise DataError(f"model {name!r} takes one input, got {len(pre.inputs)} ({pre.style}): "
+                        "pass one array, or a model of your own")
+    shape = pre.inputs[0].shape
+    if len(shape) != 1:
+        raise DataError(f"model {name!r} takes (rows, features) input, got per-sample shape "
+                        f"{tuple(shape)}: flatten it (x.reshape(len(x), -1)) or pass a model of your own")
+    return shape[0]
+
+
+def _built_in(model: Any) -> bool:
+    """Whether ``model`` names a built-in model (a spec dict or name), not a user's module."""
+    name = model if isinstance(model, str) else model.get("name") if isinstance(model, Mapping) else None
+    return name in ("mlp", "resmlp")
 
 
 def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str | None = None,
@@ -353,6 +385,8 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         run_config: what to record as the run's ``config.json`` (default: the TrainConfig).
         overwrite: allow ``run_dir`` to be a directory that already holds files (without
             ``resume``); off by default so an earlier run is never overwritten by accident.
+            The earlier run's files (every name in ``nnfit.io.layout.RUN_LAYOUT``) are removed
+            before the first write, once the data and model checked out; other files stay.
         force_resume: resume even when settings or data differ (a warning lists the changes).
         **overrides: TrainConfig fields, e.g. ``epochs=20, lr=3e-4, optimizer="adamw"``.
 
@@ -364,57 +398,88 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
 
     Raises:
         ConfigError, DataError: bad arguments or data, named in one line.
+        RunDirInUse: (a ConfigError) another process is writing ``run_dir`` or ``resume``:
+            every writer holds the directory's lock (``nnfit.io.lock``) for all of ``fit``.
     """
     from .run import read_latest
 
-    _check_run_dir(run_dir, resume, overwrite)
-    cfg = train_config(config, **overrides)
-    trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
-    ckpt = read_latest(resume, set_aside=True) if resume is not None else None
-    fitted_task, pre, train_src, val_src = _sources(x, y, val, target, task, cfg, ckpt)
-    module, spec = _build(model, pre, fitted_task)
-    learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
-                      trainer=trainer, target_name=None if pre is None else target)
-    writer = None
-    if run_dir is not None:
-        record = dict(run_config) if run_config is not None else {**asdict(cfg), "model": spec}
-        writer = _run_writer(run_dir, learner, record, (train_src, val_src), ckpt, force_resume)
-    learner.history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
-                                  checkpoint_fn=writer.checkpoint if writer else None)
-    learner.stop_reason = trainer.state.stop_reason
-    if writer is not None:
-        writer.finish(trainer, val_src)
+    with _holding(run_dir, resume):  # one writer per run directory, for all of fit
+        _check_run_dir(run_dir, resume, overwrite)
+        cfg = train_config(config, **overrides)
+        trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
+        ckpt = read_latest(resume, set_aside=True) if resume is not None else None
+        target = column_name(target)
+        fitted_task, pre, train_src, val_src = _sources(x, y, val, target, task, cfg, ckpt,
+                                                        numeric=_built_in(model))
+        module, spec = _build(model, pre, fitted_task)
+        learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
+                          trainer=trainer, target_name=None if pre is None else target)
+        writer = None
+        if run_dir is not None:
+            record = dict(run_config) if run_config is not None else {**asdict(cfg), "model": spec}
+            writer = _run_writer(run_dir, learner, record, (train_src, val_src), ckpt, force_resume,
+                                 overwrite and resume is None)
+        learner.history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
+                                      checkpoint_fn=writer.checkpoint if writer else None)
+        learner.stop_reason = trainer.state.stop_reason
+        if writer is not None:
+            writer.finish(trainer, val_src)
     return learner
+
+
+@contextmanager
+def _holding(run_dir: str | Path | None, resume: str | Path | None) -> Iterator[None]:
+    """Hold the lock of each run directory ``fit`` writes: ``run_dir``, and ``resume``, whose
+    damaged checkpoints are renamed aside. A directory to resume is never created (a missing
+    one is named by the resume itself)."""
+    from .io.lock import hold_run_dir
+
+    same = resume is not None and run_dir is not None and Path(run_dir).absolute() == Path(resume).absolute()
+    with ExitStack() as held:
+        if run_dir is not None:
+            held.enter_context(hold_run_dir(run_dir, create=not same))
+        if resume is not None and not same:
+            held.enter_context(hold_run_dir(resume, create=False))
+        yield
 
 
 def _check_run_dir(run_dir: str | Path | None, resume: Any, overwrite: bool) -> None:
     """Refuse to train into a non-empty directory unless resuming it or told to overwrite."""
+    from .io.layout import is_empty
+
     if run_dir is not None and resume is None and not overwrite:
         d = Path(run_dir)
-        if d.exists() and (not d.is_dir() or any(d.iterdir())):
+        if d.exists() and (not d.is_dir() or not is_empty(d)):
             raise ConfigError(f"{d} exists and is not empty: pass overwrite=True, resume= or another run_dir")
 
 
 def _sources(x: Any, y: Any, val: Any, target: str | None, task: str | Task, cfg: TrainConfig,
-             ckpt: Any) -> tuple[Task, Preprocessor | None, Any, Any]:
-    """Task, preprocessing and training/validation sources for ``fit``'s inputs."""
+             ckpt: Any, numeric: bool = False) -> tuple[Task, Preprocessor | None, Any, Any]:
+    """Task, preprocessing and training/validation sources for ``fit``'s inputs.
+
+    ``numeric``: integer and boolean tensors are features like any other (standardised
+    float32), as built-in models need; a user's module may want them as int64 indices.
+    """
     if isinstance(x, (Dataset, DataLoader)):
         return (_loader_task(task, x, cfg.loss), None, LoaderData(x),
                 None if val is None else LoaderData(val))
     raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute)
+    if numeric:
+        raw = raw.as_float()
     return _prepare(raw, y_arr, val, target, task, cfg, ckpt, sources)
 
 
 def _run_writer(run_dir: str | Path, learner: Learner, record: dict[str, Any], data: tuple,
-                ckpt: Any, force_resume: bool) -> Any:
-    """The run directory's writer; on a resume, first checks settings and data are the run's."""
+                ckpt: Any, force_resume: bool, overwrite: bool) -> Any:
+    """The run directory's writer; on a resume, first checks settings and data are the run's.
+    With ``overwrite`` it removes the earlier run's files before its first write."""
     from .run import RunWriter, check_resume, data_fingerprint
 
     fingerprint = data_fingerprint(*data)
     if ckpt is not None:
         check_resume(ckpt[1], record, fingerprint, force_resume)
     return RunWriter(run_dir, learner, record, fingerprint,
-                     best=None if ckpt is None else ckpt[1].get("best_checkpoint"))
+                     best=None if ckpt is None else ckpt[1].get("best_checkpoint"), overwrite=overwrite)
 
 
 def _prepare(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,

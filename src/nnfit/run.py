@@ -14,6 +14,12 @@ Layout::
       history.csv                   one row per epoch
       model.safetensors, model.json, manifest.json   the final model (see Learner.save)
       metrics.json                  final validation metrics
+      confusion_matrix.safetensors  the confusion matrices of a target over 100 classes
+      test.csv, test_metrics.json   the test split and its metrics (``nnfit train``)
+      .nnfit.lock                   while a writer holds the run (see nnfit.io.lock)
+
+Every name nnfit writes here is registered in ``nnfit.io.layout.RUN_LAYOUT`` (what
+``--overwrite`` removes). One process writes a run at a time: it holds the run's lock.
 
 A checkpoint directory is built under a temporary name and committed with one rename; the
 newest ``keep_checkpoints`` plus the best one are kept, older ones removed only after a newer
@@ -37,6 +43,7 @@ from .checkpoint import FORMAT_VERSION, atomic_write_json, atomic_write_text, lo
 from .data import LoaderData, TensorData
 from .errors import CheckpointError, ConfigError, warn
 from .files import clean_temporaries, remove_bundle
+from .io.layout import clear_run
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -56,6 +63,24 @@ def jsonable_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     for k, v in metrics.items():
         out[k] = None if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))) else v
     return out
+
+
+def write_metrics(run_dir: str | Path, split: str, metrics: dict[str, Any],
+                  classes: list | None) -> dict[str, Any]:
+    """Write ``metrics.json`` (``split`` "validation") or ``SPLIT_metrics.json``; returns what
+    was written. A confusion matrix over ``confusion.MAX_SHOWN_CLASSES`` classes goes to
+    ``confusion_matrix.safetensors`` (key ``split``) instead, with a per-class summary and
+    ``confusion_matrix_file`` in the JSON."""
+    from .confusion import FILE, save_confusion, split_confusion
+
+    shown, matrix = split_confusion(metrics, classes)
+    if matrix is not None:
+        save_confusion(run_dir, split, matrix)
+        shown["confusion_matrix_file"] = FILE
+    shown = jsonable_metrics(shown)
+    name = "metrics.json" if split == "validation" else f"{split}_metrics.json"
+    atomic_write_json(Path(run_dir) / name, shown)
+    return shown
 
 
 def data_fingerprint(*sources: Any) -> str:
@@ -112,20 +137,29 @@ class RunWriter:
         config: the configuration recorded in ``config.json`` and every checkpoint.
         fingerprint: :func:`data_fingerprint` of the data trained on.
         best: the name of the best checkpoint so far (when resuming), kept through rotation.
+        overwrite: remove an earlier run's files (every name of ``RUN_LAYOUT``) at the first
+            write, so none of its checkpoints, model or metrics mixes with this run's.
+
+    The caller holds the run directory's lock (:mod:`nnfit.io.lock`) while the writer writes.
     """
 
     def __init__(self, run_dir: str | Path, learner: Learner, config: dict[str, Any],
-                 fingerprint: str | None = None, best: str | None = None) -> None:
+                 fingerprint: str | None = None, best: str | None = None,
+                 overwrite: bool = False) -> None:
         self.dir = Path(run_dir)
         self.learner = learner
         self.config = dict(config)
         self.fingerprint = fingerprint
         self.best = best
+        self.overwrite = overwrite
         self._started = False
 
     def _start(self) -> None:
-        # Created at the first write, so a run that fails while starting leaves nothing behind.
+        # At the first write, when the inputs have checked out and training has begun: a run
+        # that fails while starting changes nothing, an earlier run's files included.
         if not self._started:
+            if self.overwrite:
+                clear_run(self.dir)
             for d in (self.dir, self.dir / CHECKPOINTS):
                 clean_temporaries(d)
             (self.dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
@@ -180,7 +214,7 @@ class RunWriter:
             return None
         metrics = trainer.evaluate(self.learner.model, val, task=self.learner.task)
         metrics.pop("loss", None)
-        atomic_write_json(self.dir / "metrics.json", jsonable_metrics(metrics))
+        write_metrics(self.dir, "validation", metrics, self.learner.classes)
         return metrics
 
 

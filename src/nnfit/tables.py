@@ -183,6 +183,7 @@ def _from_arrow(table: Any, source: str, allow_missing: bool = False,
     arrays: dict[str, np.ndarray] = {}
     for i, n in enumerate(names):
         col = table.column(i)
+        check_flat(col.type, n, source)
         _check_text(col, n, source)
         numeric = _arrow_numeric(col.type)
         keep_nan = allow_missing and numeric and n != exclude
@@ -209,6 +210,22 @@ def _arrow_numeric(t: Any) -> bool:
     import pyarrow.types as pt
 
     return pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t)
+
+
+def check_flat(t: Any, name: str, source: str) -> None:
+    """Refuse a column of lists, structs or maps (Parquet can hold them): each cell must be
+    one number or label.
+
+    Raises:
+        DataError: naming the file, the column and its Arrow type.
+    """
+    import pyarrow.types as pt
+
+    if pt.is_nested(t):
+        kind = str(t)
+        kind = kind if len(kind) <= 60 else kind[:57] + "..."
+        raise DataError(f"{source}: column {name!r} holds a nested value per row ({kind}); nnfit "
+                        "reads one number or label per cell: store each element as its own column")
 
 
 def _check_text(col: Any, name: str, source: str) -> None:
@@ -255,6 +272,12 @@ def _isnan(a: np.ndarray) -> np.ndarray:
     if a.dtype.kind == "O":
         return np.array([v is None or (isinstance(v, float) and v != v) for v in a], dtype=bool)
     return np.zeros(len(a), dtype=bool)
+
+
+def column_name(label: Any) -> str | None:
+    """A column label as nnfit names it: ``str(label)``, as for a DataFrame's columns, so a
+    pandas MultiIndex column is found by its tuple (``target=("t", "y")``) or by its text."""
+    return label if label is None or isinstance(label, str) else str(label)
 
 
 def is_frame(x: Any) -> bool:
@@ -425,8 +448,8 @@ class Preprocessor:
                 t = fill_missing(t, s.fill)
             else:
                 refuse_missing(t, s.features, source)
-            if s.mean is not None:  # one new tensor; the caller's data is never modified
-                t = t.sub(torch.tensor(s.mean, dtype=t.dtype)).div_(torch.tensor(s.std, dtype=t.dtype))
+            if s.mean is not None:
+                t = _standardize(t, s, source)
             out[s.name] = t.contiguous()
         return out if self.style == "named" else tuple(out.values())
 
@@ -444,6 +467,37 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessor:
         return cls(d["style"], [InputSchema(**s) for s in d["inputs"]])
+
+
+def _standardize(t: Tensor, s: InputSchema, source: str) -> Tensor:
+    """``(t - mean) / std`` as a new float32 tensor (the caller's data is never modified).
+
+    Near float32's limit ``t - mean`` can overflow even where the result is small (3e38 minus
+    a mean of -1e38): such columns are computed in float64. A value whose standardised size
+    float32 cannot hold (far outside the training range: 3e38 in a column of std 1e-3) is
+    refused, naming the column, instead of reaching the model as inf.
+
+    Raises:
+        DataError: naming the column, the 1-based row and the value.
+    """
+    mean, std = torch.tensor(s.mean, dtype=torch.float64), torch.tensor(s.std, dtype=torch.float64)
+    wide: list[int] = []
+    if len(t):  # two reductions decide where float32 is not enough, without a full copy
+        reach = torch.maximum((t.amax(0).double() - mean).abs(), (t.amin(0).double() - mean).abs())
+        beyond = torch.nonzero(reach / std > F32_MAX).flatten().tolist()
+        if beyond:
+            j = beyond[0]
+            z = (t[:, j].double() - mean[j]) / std[j]
+            row = int(torch.nonzero(z.abs() > F32_MAX)[0])
+            name = s.features[j] if s.features else f"feature {j}"
+            raise DataError(f"{source}: column {name!r} has a value too far from the training data "
+                            f"(row {row + 1}: {float(t[row, j]):g}; training mean {s.mean[j]:g}, "
+                            f"std {s.std[j]:g}): standardised it is beyond float32 range")
+        wide = torch.nonzero(reach > F32_MAX).flatten().tolist()
+    out = t.sub(mean.to(t.dtype)).div_(std.to(t.dtype))
+    for j in wide:
+        out[:, j] = ((t[:, j].double() - mean[j]) / std[j]).to(t.dtype)
+    return out
 
 
 def _check_shape(s: InputSchema, t: Tensor, features: list[str] | None, source: str) -> Tensor:
@@ -498,6 +552,12 @@ class RawInputs:
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values()))[0])
 
+    def as_float(self) -> RawInputs:
+        """Integer and boolean tensors as float32 (NumPy arrays become float32 anyway): for
+        built-in models, which treat every feature as a number."""
+        return RawInputs(self.style, {k: (a.float() if isinstance(a, Tensor) and not a.is_floating_point()
+                                          else a, f) for k, (a, f) in self.arrays.items()})
+
     def take(self, idx: np.ndarray) -> RawInputs:
         """The rows ``idx`` of every input."""
         def rows(a: Any) -> Any:
@@ -510,6 +570,8 @@ def _single(x: Any, name: str, source: str, allow_nan: bool = False) -> tuple[An
         cols = x if isinstance(x, Columns) else columns_from_frame(x, source, allow_missing=allow_nan)
         return feature_matrix(cols, cols.names, allow_nan), cols.names
     if isinstance(x, Tensor):
+        if x.is_meta:
+            raise DataError(f"{source}: tensors on the meta device hold no data")
         t = x.unsqueeze(1) if x.ndim == 1 else x
         if t.ndim == 0 or len(t) == 0:
             raise DataError(f"{source}: no data rows")

@@ -122,6 +122,7 @@ class Trainer:
         self._epoch_rng: dict[str, Tensor] | None = None  # RNG states at the epoch's start
         self._loader_rngs: list[torch.Generator] = []  # generators of a user's DataLoader
         self._checkpoint_fn: Any = None
+        self._left = ""  # what a failed run leaves to resume from, for its error message
         self._signal = 0  # set by SIGINT/SIGTERM: commit a checkpoint after this step and stop
         self.guard: FiniteGuard | None = None
 
@@ -202,6 +203,8 @@ class Trainer:
         try:
             while self.state.epoch < c.epochs and not self.state.stop:
                 self._run_epoch(train, val, monitor, checkpoint_fn)
+        except TrainingError as e:  # a guard or the checkpoint check: say what is left on disk
+            raise TrainingError(self._with_left(str(e))) from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
@@ -210,6 +213,11 @@ class Trainer:
                 cb.on_fit_end(self)
         if c.restore_best and self.state.best_weights is not None:
             model.load_state_dict(self.state.best_weights)
+        if checkpoint_fn is not None:  # the run writes this model next: never a non-finite one
+            bad = first_non_finite(model.named_parameters())
+            if bad is not None:
+                raise TrainingError(self._with_left(
+                    f"parameter {bad!r} of the final model is non-finite: the model is not written"))
         return self.state.history
 
     def _setup(self, train: DataSource, val: DataSource | None, resume: Any, checkpoint_fn: Any) -> str:
@@ -229,13 +237,11 @@ class Trainer:
         # validation data), not from a configured val_ metric that is never logged.
         self.schedule = build_schedule(self.optimizer, replace(c, monitor=monitor), steps_per_epoch)
         self.state = FitState()
-        self._checkpoint_fn, self._signal = checkpoint_fn, 0
+        self._checkpoint_fn, self._signal, self._left = checkpoint_fn, 0, "no checkpoint was written yet"
         if resume is not None:
             self._restore(*resume)
-            if self.state.stop and self.state.stop_reason.startswith("early stopping"):
-                # Decided again under this run's patience: a resume may allow more epochs.
-                self.state.stop, self.state.stop_reason = False, ""
-                self._early_stop(monitor)
+            self._left = f"the checkpoint resumed from (step {self.state.step}) is untouched"
+            self._resume_stopped(resume[1], monitor)
         self.guard = FiniteGuard(model, per_step=not self.runtime.is_cuda) if c.check_finite else None
         self.stepper = FusedStepper(self.optimizer)
         self.graphed = GraphedStep(self) if graphed else None
@@ -252,8 +258,7 @@ class Trainer:
         if self.guard is not None:
             where = f"in epoch {self.state.epoch + 1} (by step {self.state.step})"
             if not math.isfinite(train_loss):
-                raise TrainingError(f"non-finite mean training loss ({train_loss}) {where}; "
-                                    "the last checkpoint is untouched")
+                raise TrainingError(f"non-finite mean training loss ({train_loss}) {where}")
             self.guard.check_params(where)
         logs: dict[str, Any] = {"epoch": self.state.epoch + 1, "train_loss": train_loss}
         if val is not None:
@@ -272,6 +277,7 @@ class Trainer:
             cb.on_epoch_end(self, logs)
         if checkpoint_fn is not None:
             written = checkpoint_fn(self, improved)
+            self._note_saved(written)
             if self._signal:
                 self._stop_by_signal(written or checkpoint_fn(self, False, True))
 
@@ -293,6 +299,37 @@ class Trainer:
         at = f"in epoch {st.epoch + 1} after batch {st.batch}" if st.batch else f"after epoch {st.epoch}"
         raise Stopped(f"stopped by {name} {at} (step {st.step}); checkpoint {written} committed",
                       self._signal)
+
+    def _note_saved(self, written: Any) -> None:
+        """Remember the newest checkpoint committed (``checkpoint_fn``'s return value)."""
+        if written:
+            self._left = f"the last checkpoint ({getattr(written, 'name', written)}) is untouched"
+
+    def _with_left(self, message: str) -> str:
+        """``message`` plus what is left to resume from, when the fit writes checkpoints."""
+        return message if self._checkpoint_fn is None else f"{message}; {self._left}"
+
+    def _resume_stopped(self, meta: dict[str, Any], monitor: str) -> None:
+        """Decide again whether a resumed run that had stopped goes on: early stopping under
+        this run's patience (a larger one trains on). Still stopped, a resume given other
+        ``epochs`` would train nothing while asked for more: refused, saying how to go on.
+
+        Raises:
+            ConfigError: the run stays stopped although ``epochs`` changed.
+        """
+        st, c = self.state, self.config
+        if not st.stop:
+            return
+        if st.stop_reason.startswith("early stopping"):
+            st.stop, st.stop_reason = False, ""
+            self._early_stop(monitor)
+        if not st.stop or c.epochs == meta.get("epochs", c.epochs) or c.epochs <= st.epoch:
+            return
+        how = (f"resume with a patience above {st.epoch - st.best_epoch} (--patience N, patience=N in "
+               "Python; 0 turns early stopping off)" if st.stop_reason.startswith("early stopping")
+               else "start a new run")
+        raise ConfigError(f"nothing to train: the run stopped after epoch {st.epoch} ("
+                          f"{st.stop_reason or 'by a callback'}); to train on to epoch {c.epochs}, {how}")
 
     def _drop_single(self) -> bool:
         # BatchNorm cannot normalise a batch of one sample in training mode.
@@ -345,6 +382,7 @@ class Trainer:
                 st.batch = i + 1
                 if self._signal or (every and st.step % every == 0 and i + 1 < n_batches):
                     written = self._checkpoint_fn(self, False, True)
+                    self._note_saved(written)
                     if self._signal:
                         self._stop_by_signal(written)
         st.batch = 0
@@ -458,7 +496,8 @@ class Trainer:
 
         Raises:
             TrainingError: a parameter, its optimizer state or the running loss is NaN or
-                infinite (unless ``check_finite=False``): no checkpoint should hold it.
+                infinite: no checkpoint may hold it, whatever ``check_finite`` (which only
+                turns the loop's guards off) says.
         """
         st = self.state
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
@@ -476,10 +515,9 @@ class Trainer:
         checked = ((k, v) for k, v in tensors.items()
                    if k.split("/", 1)[0] in ("optimizer", "loop")
                    or (k.startswith(("model/", "best/")) and k.split("/", 1)[1] in params))
-        bad = first_non_finite(checked) if self.config.check_finite else None
-        if bad is not None:
-            raise TrainingError(f"{bad} is non-finite at step {st.step}: no checkpoint written, "
-                                "the last one is untouched")
+        bad = first_non_finite(checked)
+        if bad is not None:  # fit() adds which earlier checkpoint, if any, is left
+            raise TrainingError(f"{bad} is non-finite at step {st.step}: not checkpointed")
         meta = {
             "epoch": st.epoch, "step": st.step, "batch": st.batch, "loss_n": self._loss_n,
             "epochs": self.config.epochs, "history": st.history.records,
@@ -514,15 +552,23 @@ class Trainer:
             raise CheckpointError(f"checkpoint: optimizer state does not fit ({why})") from None
 
     def _restore_schedule(self, meta: dict[str, Any]) -> None:
+        """The schedule where the checkpoint left it (exactly, with the same ``epochs``).
+        A per-step schedule (cosine, onecycle) resumed with other ``epochs`` is re-planned:
+        from here on its rate (and momentum) is that of a run started with the new ``epochs``,
+        as Hugging Face's schedules do when the number of training steps changes."""
         if self.schedule is None or meta.get("scheduler") is None:
             return
-        planned = meta.get("epochs", self.config.epochs)
-        if self.schedule.interval == "step" and planned != self.config.epochs:
-            # A per-step schedule laid its whole curve over the original number of epochs.
-            raise ConfigError(
-                f"scheduler {self.config.scheduler!r} was planned over epochs={planned}: "
-                f"resume with epochs={planned}, or start a new run for more epochs")
-        self.schedule.scheduler.load_state_dict(meta["scheduler"])
+        c, sched, saved = self.config, self.schedule.scheduler, meta["scheduler"]
+        steps = saved["last_epoch"]  # optimizer steps taken
+        total = c.epochs * math.ceil(self.batches_per_epoch / c.accumulate)
+        if self.schedule.interval == "step" and meta.get("epochs", c.epochs) != c.epochs and steps <= total:
+            # The fresh plan, built over this run's epochs, moved to the checkpoint's step; its
+            # step count past 1 keeps torch's "scheduler stepped before optimizer" check quiet.
+            sched.load_state_dict({**sched.state_dict(), "last_epoch": int(steps) - 1,
+                                   "_step_count": max(2, int(steps))})
+            sched.step()  # sets the new plan's rate (and momentum) for the next step
+            return
+        sched.load_state_dict(saved)
         milestones = getattr(self.schedule.scheduler, "milestones", None)
         if isinstance(milestones, dict):  # MultiStepLR's Counter: JSON turned its int keys to str
             self.schedule.scheduler.milestones = type(milestones)({int(k): v for k, v in milestones.items()})

@@ -15,6 +15,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from .activations import ACTIVATIONS, make_activation
+from .state import Slot, linear
+from .state import batchnorm as norm
 
 
 def _check_size(owner: str, arg: str, value: Any) -> int:
@@ -52,6 +54,27 @@ def _check_options(
     if not isinstance(batchnorm, bool):
         raise ConfigError(f"{owner}: batchnorm must be true or false, got {batchnorm!r}")
     return activation, float(dropout), batchnorm
+
+
+def _stack_args(
+    owner: str,
+    in_features: Any,
+    hidden: Any,
+    out_features: Any,
+    activation: Any,
+    dropout: Any,
+    batchnorm: Any,
+    *,
+    allow_empty: bool,
+) -> tuple[int, list[int], int, str, float, bool]:
+    """The arguments of a layer-stack model (MLP, ResidualMLP), checked and normalised."""
+    in_features = _check_size(owner, "in_features", in_features)
+    widths = _check_hidden(owner, hidden, allow_empty=allow_empty)
+    out_features = _check_size(owner, "out_features", out_features)
+    activation, dropout, batchnorm = _check_options(
+        owner, activation=activation, dropout=dropout, batchnorm=batchnorm
+    )
+    return in_features, widths, out_features, activation, dropout, batchnorm
 
 
 class MLP(nn.Sequential):
@@ -106,12 +129,9 @@ class MLP(nn.Sequential):
         dropout: float = 0.0,
         batchnorm: bool = False,
     ) -> None:
-        owner = type(self).__name__
-        in_features = _check_size(owner, "in_features", in_features)
-        widths = _check_hidden(owner, hidden, allow_empty=True)
-        out_features = _check_size(owner, "out_features", out_features)
-        activation, dropout, batchnorm = _check_options(
-            owner, activation=activation, dropout=dropout, batchnorm=batchnorm
+        in_features, widths, out_features, activation, dropout, batchnorm = _stack_args(
+            type(self).__name__, in_features, hidden, out_features, activation, dropout, batchnorm,
+            allow_empty=True,
         )
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -133,6 +153,38 @@ class MLP(nn.Sequential):
         self.activation = activation
         self.dropout = dropout
         self.batchnorm = batchnorm
+
+    @staticmethod
+    def state_shapes(
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+    ) -> dict[str, Slot]:
+        """The ``state_dict`` that ``MLP(...)`` with these arguments would hold, without building it.
+
+        Raises:
+            ConfigError: as the constructor would.
+
+        Example:
+            >>> MLP.state_shapes(4, [8], 2)["fc1.weight"].shape
+            (8, 4)
+        """
+        in_features, widths, out_features, _, _, batchnorm = _stack_args(
+            "MLP", in_features, hidden, out_features, activation, dropout, batchnorm, allow_empty=True
+        )
+        state: dict[str, Slot] = {}
+        width = in_features
+        for i, h in enumerate(widths, start=1):
+            state.update(linear(f"fc{i}", width, h))
+            if batchnorm:
+                state.update(norm(f"bn{i}", h))
+            width = h
+        state.update(linear("out", width, out_features))
+        return state
 
     def __getitem__(self, idx: int | slice) -> nn.Module:
         # nn.Sequential rebuilds a slice as self.__class__(OrderedDict), which MLP's signature

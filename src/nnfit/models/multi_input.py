@@ -26,6 +26,23 @@ def _spec_of(what: str, module: nn.Module) -> dict[str, Any]:
     return spec()
 
 
+def check_branch_name(name: Any) -> str:
+    """Return ``name`` if it can name a branch: a non-empty string without ``"."`` that is not
+    an attribute of ``nn.ModuleDict`` (``keys``, ``items``...).
+
+    Raises:
+        ConfigError: naming the bad name.
+    """
+    if not isinstance(name, str) or not name or "." in name:
+        raise ConfigError(f"MultiInput: branch name {name!r} must be a non-empty string without '.'")
+    if hasattr(_EMPTY, name):
+        raise ConfigError(f"MultiInput: invalid branch name: attribute {name!r} already exists")
+    return name
+
+
+_EMPTY = nn.ModuleDict()  # what a branch name must not shadow
+
+
 class MultiInput(nn.Module):
     """Run one branch per named input, concatenate their flattened outputs, apply a head.
 
@@ -72,10 +89,7 @@ class MultiInput(nn.Module):
                 f"got {branches!r}"
             )
         for name, branch in branches.items():
-            if not isinstance(name, str) or not name or "." in name:
-                raise ConfigError(
-                    f"MultiInput: branch name {name!r} must be a non-empty string without '.'"
-                )
+            check_branch_name(name)
             if not isinstance(branch, nn.Module):
                 raise ConfigError(
                     f"MultiInput: branch {name!r} must be an nn.Module, got {type(branch).__name__}"

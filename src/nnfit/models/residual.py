@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from .activations import make_activation
-from .mlp import _check_hidden, _check_options, _check_size, stack_repr, stack_spec
+from .mlp import _check_options, _check_size, _stack_args, stack_repr, stack_spec
+from .state import Slot, linear, prefixed
+from .state import batchnorm as norm
 
 
 class ResidualBlock(nn.Module):
@@ -138,12 +140,9 @@ class ResidualMLP(nn.Module):
         batchnorm: bool = False,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
-        in_features = _check_size(owner, "in_features", in_features)
-        widths = _check_hidden(owner, hidden, allow_empty=False)
-        out_features = _check_size(owner, "out_features", out_features)
-        activation, dropout, batchnorm = _check_options(
-            owner, activation=activation, dropout=dropout, batchnorm=batchnorm
+        in_features, widths, out_features, activation, dropout, batchnorm = _stack_args(
+            type(self).__name__, in_features, hidden, out_features, activation, dropout, batchnorm,
+            allow_empty=False,
         )
         self.in_features = in_features
         self.hidden = widths
@@ -160,6 +159,38 @@ class ResidualMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x))
+
+    @staticmethod
+    def state_shapes(
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        *,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+    ) -> dict[str, Slot]:
+        """The ``state_dict`` that ``ResidualMLP(...)`` would hold, without building it.
+
+        Raises:
+            ConfigError: as the constructor would.
+
+        Example:
+            >>> ResidualMLP.state_shapes(4, [8], 2)["blocks.0.proj.weight"].shape
+            (8, 4)
+        """
+        in_features, widths, out_features, _, _, batchnorm = _stack_args(
+            "ResidualMLP", in_features, hidden, out_features, activation, dropout, batchnorm,
+            allow_empty=False,
+        )
+        state: dict[str, Slot] = {}
+        for j, (a, b) in enumerate(zip([in_features, *widths[:-1]], widths, strict=True)):
+            block = {**linear("fc1", a, b), **(norm("bn1", b) if batchnorm else {}),
+                     **linear("fc2", b, b), **(norm("bn2", b) if batchnorm else {}),
+                     **(linear("proj", a, b, bias=False) if a != b else {})}
+            state.update(prefixed(f"blocks.{j}", block))
+        state.update(linear("head", widths[-1], out_features))
+        return state
 
     def spec(self) -> dict[str, Any]:
         """Return a JSON-serialisable description that ``build_model`` turns back into this model.

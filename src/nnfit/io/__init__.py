@@ -1,0 +1,1 @@
+"""What nnfit reads and writes on disk: run directory layout, locks and validation of loaded state."""
