@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nnfit.data import LoaderData, TensorData, split_indices
 from nnfit.errors import DataError
-from nnfit.tables import Columns, Preprocessor, feature_matrix, raw_inputs, read_columns
+from nnfit.preprocess import Preprocessor
+from nnfit.tables import Columns, feature_matrix, raw_inputs, read_columns
 from nnfit.tasks import LabelMap, infer_task
 
 

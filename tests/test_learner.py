@@ -333,7 +333,10 @@ def test_architecture_mismatch_is_named(tmp_path: Path, data) -> None:
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a run or model directory"):
         nnfit.load(tmp_path / "missing")
-    (tmp_path / "model.json").write_text(json.dumps({"format": 1, "task": {}, "spec": None}))
+    # a valid model.json (every field is checked first), so the weights are what is refused
+    (tmp_path / "model.json").write_text(json.dumps({
+        "format": 1, "nnfit_version": "0.1.0", "spec": None, "target": None, "preprocess": None,
+        "task": {"name": "binary", "classes": [0, 1], "loss": "auto"}}))
     (tmp_path / "model.safetensors").write_bytes(b"\x80\x04garbage")
     with pytest.raises(CheckpointError, match="manifest.json: manifest missing"):
         nnfit.load(tmp_path, model=SmallNet())

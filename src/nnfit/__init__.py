@@ -37,10 +37,13 @@ _SOURCES = {
 
 def __getattr__(name: str) -> Any:
     import importlib
+    import importlib.util
 
     where = _SOURCES.get(name)
-    if where is None:
-        raise AttributeError(f"module 'nnfit' has no attribute {name!r}")
+    if where is None:  # a submodule, as `nnfit.metrics.ClassificationMetrics` reads it
+        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'nnfit' has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")
     value = importlib.import_module(f"{__name__}.{where or name}")
     if where:
         value = getattr(value, name)

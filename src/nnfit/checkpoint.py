@@ -106,7 +106,7 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, Tensor], dict[str,
     tensors, _ = tensors_from_bytes(files[STATE_TENSORS], str(d / STATE_TENSORS))
     try:
         meta = json.loads(files[STATE_JSON].decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
         raise CheckpointError(f"{d / STATE_JSON}: not valid JSON") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{d / STATE_JSON}: not an nnfit checkpoint")
@@ -225,9 +225,11 @@ def optimizer_from_parts(opt: torch.optim.Optimizer, tensors: dict[str, Tensor],
     for idx, st in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(st)
     # How the steps run (fused, capturable, ...) is this run's choice, e.g. after a resume on
-    # another device; the saved groups give the hyperparameters.
+    # another device; the saved groups give the hyperparameters. A key the save lacks (a
+    # scheduler's, after a --force-resume that changed it) keeps this run's value.
     how = ("fused", "capturable", "foreach", "differentiable")
-    groups = [{**saved, **{k: cur[k] for k in how if k in cur}}
+    groups = [{**{k: v for k, v in cur.items() if k != "params"}, **saved,
+               **{k: cur[k] for k in how if k in cur}}
               for saved, cur in zip(meta["param_groups"], opt.param_groups, strict=False)]
     opt.load_state_dict({"state": state, "param_groups": groups})
 

@@ -64,7 +64,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         help="continue a run from its newest valid checkpoint (same settings and data)")
     add("--force-resume", dest="force_resume", action="store_true",
         help="with --resume: continue even though settings or data changed (the changes are listed)")
-    add("--overwrite", action="store_true", help="allow --out to name an existing, non-empty directory")
+    add("--overwrite", action="store_true",
+        help="start over in an existing --out: the earlier run's files are removed, yours stay")
     add("--quiet", default=S, action="store_true", help="no progress display")
 
 
@@ -203,10 +204,11 @@ def _imports_done() -> None:
 def run() -> None:
     """The process entry point (``nnfit``, ``python -m nnfit``): :func:`main`, then exit.
 
-    SIGINT and SIGTERM are handled from the first line on, before the heavy imports (torch
-    takes about a second): the process always ends with one line and 130 / 143, never a
-    traceback or death by signal. ``import nnfit`` itself loads nothing heavy (see
-    ``nnfit/__init__.py``), so this runs within milliseconds of the start.
+    SIGINT and SIGTERM are handled from its first line on, before the heavy imports (torch
+    takes about a second): the process ends with one line and 130 / 143, never a traceback
+    or death by signal. ``import nnfit`` loads nothing heavy (see ``nnfit/__init__.py``), so
+    this line runs some 20-30 ms after the start; only a signal during the interpreter's own
+    start-up, before any code of nnfit's runs, still ends the process the default way.
 
     The exit skips C++ static destructors (``os._exit`` after flushing): right after a
     multi-threaded pyarrow read a reader thread may still be winding down, and with torch

@@ -20,6 +20,7 @@ from .errors import ConfigError, DataError, Stopped, printable
 from .ingest import read_table
 from .io.layout import is_empty, new_run_dir
 from .io.lock import hold_run_dir
+from .io.model_dir import resume_config
 from .learner import Learner, fit, load
 from .run import jsonable_metrics, write_metrics
 from .tables import Columns
@@ -36,8 +37,8 @@ def _console() -> Any:
 def _config(args: argparse.Namespace) -> RunConfig:
     data_arg, overrides = split_items(args.items)
     values: dict[str, Any] = {}
-    if args.resume:
-        values.update(read_json(Path(args.resume) / "config.json", "run config (config.json)"))
+    if args.resume:  # config.json as its manifest covers it, checked (nnfit.io.model_dir)
+        values.update(resume_config(args.resume))
     if args.config:
         values.update(read_config_file(args.config))
     values.update(overrides)
@@ -206,12 +207,7 @@ def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list
     if learner.target_name in cols.arrays:
         cols.pop(learner.target_name)
     out = learner.outputs(cols)  # once, for labels and probabilities alike
-    bad = ~torch.isfinite(out.reshape(len(out), -1))
-    if bad.any():  # never a "nan" prediction with exit status 0
-        row, col = (int(i) for i in bad.nonzero()[0])
-        raise DataError(f"{cols.source}: the model's output for row {row + 1} is not finite "
-                        f"({out.reshape(len(out), -1)[row, col].item()}): inputs far outside the "
-                        "training data, or a model with non-finite weights")
+    _check_finite_outputs(out, cols.source)
     pred = learner.task.decode(out)
     name = learner.target_name or "prediction"
     if pred.ndim == 2:
@@ -224,6 +220,18 @@ def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list
         header += [f"proba_{c}" for c in learner.classes]
         rows = [r + pr for r, pr in zip(rows, p.tolist(), strict=False)]
     return header, rows
+
+
+def _check_finite_outputs(out: torch.Tensor, source: str) -> None:
+    """Refuse NaN/inf model outputs, naming the first row: never a "nan" prediction (or a
+    label argmax picked from NaN) with exit status 0."""
+    flat = out.reshape(len(out), -1)
+    bad = ~torch.isfinite(flat)
+    if bad.any():
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise DataError(f"{source}: the model's output for row {row + 1} is not finite "
+                        f"({flat[row, col].item()}): inputs far outside the training data, "
+                        "or a model with non-finite weights")
 
 
 def _check_output(output: str, data: str, overwrite: bool) -> None:

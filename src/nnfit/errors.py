@@ -76,8 +76,9 @@ def printable(text: object) -> str:
     Control characters (ESC, newline, carriage return, backspace ...), invisible format
     characters such as bidirectional overrides, and line separators become ``\\x1b``,
     ``\\n``, ``\\u202e`` and so on, as :func:`repr` writes them; letters of any script stay.
-    Every name from user data (a column, a file, a label) goes through this before it reaches
-    a message, so a crafted CSV header cannot recolour the terminal or add a line.
+    :class:`NnfitError` and :func:`warn` apply it to every message, and the CLI to every line
+    it prints to stderr, so a name from user data (a column, a file, a label) cannot recolour
+    the terminal or add a line.
 
     Args:
         text: a name or a whole message (any object; ``str()`` is taken).

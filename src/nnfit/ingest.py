@@ -184,7 +184,7 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str, allow_missing: bool)
     lines, header = _count_lines(p)
     try:
         names = next(csv_module.reader([header.decode("utf-8")], delimiter=delimiter), [])
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, csv_module.Error):  # e.g. a lone "\r", a line end to pyarrow
         raise _Fallback from None
     if not names or len(set(names)) != len(names) or not all(n.strip() for n in names):
         raise _Fallback  # empty or duplicate names: the general reader explains them

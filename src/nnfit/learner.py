@@ -22,22 +22,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
 from .callbacks import Callback, History
-from .checkpoint import (
-    FORMAT_VERSION,
-    load_state_dict_strict,
-    tensors_from_bytes,
-    tensors_to_bytes,
-)
+from .checkpoint import FORMAT_VERSION, tensors_to_bytes
 from .config import TrainConfig, train_config
 from .data import LoaderData, TensorData, split_indices
 from .errors import CheckpointError, ConfigError, DataError
-from .files import read_bundle, write_files
+from .files import write_files
 from .ingest import read_table
+from .io.model_dir import META_FILE, MODEL_FILE, read_model_dir
 from .models import build_model, model_spec
+from .preprocess import Preprocessor
 from .summary import ModelSummary, summarize
 from .tables import (
     Columns,
-    Preprocessor,
     RawInputs,
     column_name,
     columns_from_frame,
@@ -46,9 +42,6 @@ from .tables import (
 )
 from .tasks import ClassificationTask, Task, check_target, infer_task, make_task, task_from_dict
 from .trainer import Trainer
-
-MODEL_FILE = "model.safetensors"
-META_FILE = "model.json"
 
 
 class Learner:
@@ -176,10 +169,15 @@ class Learner:
         that does not match the manifest.
         """
         out = Path(path)
+        write_files(out, "model", self.files())
+        return out
+
+    def files(self) -> dict[str, bytes]:
+        """What :meth:`save` writes besides the manifest: ``model.safetensors`` and
+        ``model.json``, as bytes."""
         weights = tensors_to_bytes(self.model.state_dict(), {"format": FORMAT_VERSION, "kind": "weights"})
         meta = (json.dumps(self.meta(), indent=2) + "\n").encode("utf-8")
-        write_files(out, "model", {MODEL_FILE: weights, META_FILE: meta})
-        return out
+        return {MODEL_FILE: weights, META_FILE: meta}
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None, *,
@@ -193,28 +191,13 @@ class Learner:
             device: where the model runs predictions.
 
         Raises:
-            CheckpointError: missing or damaged files, a newer format, or weights that do not
-                fit the model (missing/unexpected keys, shape differences named).
+            CheckpointError: missing or damaged files, a newer format, a field of
+                ``model.json`` or ``config.json`` that is not valid, or weights that do not fit
+                the model (missing/unexpected tensors, shapes, dtypes, NaN), all named. Every
+                byte is checked before the model is built (:mod:`nnfit.io.model_dir`).
         """
         p = Path(path)
-        if not p.is_dir():
-            raise CheckpointError(f"{p}: not a run or model directory")
-        files = read_bundle(p, "model", (MODEL_FILE, META_FILE))
-        try:
-            meta = json.loads(files[META_FILE].decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            meta = None
-        if not isinstance(meta, dict) or "task" not in meta:
-            raise CheckpointError(f"{p / META_FILE}: not an nnfit model file")
-        fmt = meta.get("format", 0)
-        if not isinstance(fmt, int) or fmt > FORMAT_VERSION:
-            raise CheckpointError(f"{p}: written by a newer nnfit (format {fmt!r}); upgrade nnfit")
-        if model is None:
-            if meta.get("spec") is None:
-                raise CheckpointError(f"{p}: the model is a user-defined module; pass model=YourModule(...)")
-            model = build_model(meta["spec"])
-        tensors, _ = tensors_from_bytes(files[MODEL_FILE], str(p / MODEL_FILE))
-        load_state_dict_strict(model, tensors, str(p / MODEL_FILE))
+        model, meta = read_model_dir(p, model)
         pre = meta.get("preprocess")
         try:
             task = task_from_dict(meta["task"])
@@ -401,13 +384,14 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         RunDirInUse: (a ConfigError) another process is writing ``run_dir`` or ``resume``:
             every writer holds the directory's lock (``nnfit.io.lock``) for all of ``fit``.
     """
-    from .run import read_latest
+    from .io.resume import read_resume
 
     with _holding(run_dir, resume):  # one writer per run directory, for all of fit
         _check_run_dir(run_dir, resume, overwrite)
         cfg = train_config(config, **overrides)
         trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
-        ckpt = read_latest(resume, set_aside=True) if resume is not None else None
+        # checked whole (the task, preprocessing and model it describes too) before any use
+        ckpt = read_resume(resume) if resume is not None else None
         target = column_name(target)
         fitted_task, pre, train_src, val_src = _sources(x, y, val, target, task, cfg, ckpt,
                                                         numeric=_built_in(model))

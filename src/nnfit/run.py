@@ -42,8 +42,9 @@ from torch import Tensor
 from .checkpoint import FORMAT_VERSION, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
 from .data import LoaderData, TensorData
 from .errors import CheckpointError, ConfigError, warn
-from .files import clean_temporaries, remove_bundle
+from .files import clean_temporaries, remove_bundle, write_files
 from .io.layout import clear_run
+from .io.model_dir import KIND, run_files, write_run_config
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -163,7 +164,7 @@ class RunWriter:
             for d in (self.dir, self.dir / CHECKPOINTS):
                 clean_temporaries(d)
             (self.dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.dir / "config.json", self.config)
+            write_run_config(self.dir, self.config)  # with the manifest that covers it
             self._started = True
 
     def checkpoint(self, trainer: Trainer, improved: bool, force: bool = False) -> Path | None:
@@ -209,7 +210,8 @@ class RunWriter:
         """Write the final model and ``metrics.json`` (validation metrics, when there is
         validation data); returns those metrics."""
         self._start()
-        self.learner.save(self.dir)
+        # One manifest over the model and config.json: the finished run verifies as a whole.
+        write_files(self.dir, KIND, run_files(self.learner.files(), self.config))
         if val is None:
             return None
         metrics = trainer.evaluate(self.learner.model, val, task=self.learner.task)
@@ -219,7 +221,14 @@ class RunWriter:
 
 
 def read_latest(run_dir: str | Path, set_aside: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The newest checkpoint of ``run_dir`` that verifies, as ``(tensors, meta)``.
+    """The newest checkpoint of ``run_dir`` that verifies, as ``(tensors, meta)``
+    (:func:`latest_checkpoint` without its directory)."""
+    return latest_checkpoint(run_dir, set_aside)[1:]
+
+
+def latest_checkpoint(run_dir: str | Path, set_aside: bool = False,
+                      ) -> tuple[Path, dict[str, Tensor], dict[str, Any]]:
+    """The newest checkpoint of ``run_dir`` that verifies, as ``(directory, tensors, meta)``.
 
     Damaged checkpoints are skipped with a warning naming the file and why; with ``set_aside``
     (a resume, which will write new checkpoints) they are renamed ``damaged-NAME`` so rotation
@@ -250,7 +259,7 @@ def read_latest(run_dir: str | Path, set_aside: bool = False) -> tuple[dict[str,
                 aside = f" (kept as damaged-{name})"
             warn(f"skipping checkpoint {name}{aside}: {e}")
             continue
-        return tensors, meta
+        return p / CHECKPOINTS / name, tensors, meta
     raise CheckpointError(f"{p}: no valid checkpoint ({'; '.join(problems)})")
 
 

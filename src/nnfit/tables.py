@@ -1,5 +1,6 @@
-"""Tabular input: CSV/Parquet files and DataFrames into checked columns, and the preprocessing
-(feature schema + standardisation) that is fitted on the training split and saved with a model.
+"""Tabular input: CSV/Parquet files and DataFrames into checked columns, and every kind of user
+input (arrays, tensors, frames, tuples and dicts of them) into :class:`RawInputs`, the named
+arrays that the fitted preprocessing (:mod:`nnfit.preprocess`) checks and transforms.
 
 Files are read with pyarrow (multi-threaded, typed columns). Every problem is a
 :class:`~nnfit.errors.DataError` naming the file, the column and, where there is one, the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .errors import DataError
-from .impute import fill_missing, medians, missing_values, refuse_missing
+from .impute import missing_values
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -65,11 +66,12 @@ class Columns:
     def pop(self, name: str) -> np.ndarray:
         """Remove and return column ``name``."""
         if name not in self.arrays:
-            raise DataError(f"{self.source}: column {name!r} not found (columns: {_names(self.names)})")
+            raise DataError(f"{self.source}: column {name!r} not found (columns: {names_list(self.names)})")
         return self.arrays.pop(name)
 
 
-def _names(names: Sequence[str], limit: int = 12) -> str:
+def names_list(names: Sequence[str], limit: int = 12) -> str:
+    """Column names for a message: the first ``limit``, then how many there are in all."""
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
@@ -343,198 +345,6 @@ def _is_number(v: Any) -> bool:
             return False
         return True
     return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
-
-
-@dataclass
-class InputSchema:
-    """What one model input looks like, checked before any forward pass at predict time.
-
-    Attributes:
-        name: the input's name ("x" for a single input; branch or argument names otherwise).
-        features: column names for a table, or None for a tensor input.
-        shape: per-sample shape, e.g. [30] or [1, 8, 8].
-        dtype: "float32" or "int64".
-        mean, std: standardisation statistics (training split), or None.
-        named: False when ``features`` are positional names made up for an array; then
-            only the count is checked at predict time.
-        fill: per-feature values that replace missing ones (the training split's medians),
-            or None when the model was trained without ``impute``.
-    """
-
-    name: str
-    features: list[str] | None
-    shape: list[int]
-    dtype: str
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    named: bool = True
-    fill: list[float] | None = None
-
-
-def column_stats(t: Tensor, chunk: int = 1 << 16) -> tuple[list[float], list[float]]:
-    """Per-column mean and (population) standard deviation of a 2-D tensor.
-
-    Computed in float64 over row chunks merged with Chan's formula, so a large table is never
-    copied whole to float64. A constant column gets std 1 (it is centred, not scaled).
-    """
-    n = 0
-    mean = torch.zeros(t.shape[1], dtype=torch.float64)
-    m2 = torch.zeros(t.shape[1], dtype=torch.float64)
-    for i in range(0, len(t), chunk):
-        block = t[i:i + chunk].double()
-        nb = len(block)
-        var_b, mean_b = torch.var_mean(block, dim=0, correction=0)
-        delta = mean_b - mean
-        total = n + nb
-        mean += delta * (nb / total)
-        m2 += var_b * nb + delta.square() * (n * nb / total)
-        n = total
-    std = (m2 / max(n, 1)).sqrt()
-    return mean.tolist(), torch.where(std > 0, std, torch.ones_like(std)).tolist()
-
-
-@dataclass
-class Preprocessor:
-    """Feature schema and standardisation for every model input, fitted on the training split.
-
-    ``style`` says how inputs reach the model: "single" (``model(x)``), "positional"
-    (``model(*xs)``) or "named" (``model(**xs)``).
-    """
-
-    style: str
-    inputs: list[InputSchema] = field(default_factory=list)
-
-    @classmethod
-    def fit(cls, raw: RawInputs, *, standardize: bool = True, impute: bool = False,
-            source: str = "training data") -> Preprocessor:
-        """Fit the schema on the training split; ``impute`` records each table feature's median
-        (missing values ignored) to fill missing values with, here and at predict time."""
-        schemas = []
-        for name, (arr, features) in raw.arrays.items():
-            t = _as_tensor(arr)
-            dtype = "float32" if t.is_floating_point() else "int64"
-            named = features is not None
-            if features is None and t.ndim == 2:  # arrays: positional names, never checked
-                prefix = "x" if raw.style == "single" else f"{name}_"
-                features = [f"{prefix}{i}" for i in range(t.shape[1])]
-            fill = None
-            if impute and t.is_floating_point() and t.ndim == 2:
-                fill = medians(t, features, source)
-                t = fill_missing(t, fill)
-            else:
-                refuse_missing(t, features, source)
-            mean = std = None
-            if standardize and t.is_floating_point() and t.ndim == 2:
-                mean, std = column_stats(t)
-            schemas.append(InputSchema(name, features, list(t.shape[1:]), dtype, mean, std, named, fill))
-        return cls(raw.style, schemas)
-
-    def transform(self, raw: RawInputs, source: str = "input") -> tuple[Tensor, ...] | dict[str, Tensor]:
-        """Check ``raw`` against the schema and return model-ready tensors."""
-        names = [s.name for s in self.inputs]
-        if raw.style == self.style == "named" and sorted(raw.arrays) == sorted(names):
-            raw = RawInputs(raw.style, {n: raw.arrays[n] for n in names})  # keywords: any order
-        if raw.style != self.style or list(raw.arrays) != names:
-            want = ", ".join(s.name for s in self.inputs)
-            got = ", ".join(raw.arrays)
-            raise DataError(f"{source}: expected inputs [{want}] ({self.style}), got [{got}] ({raw.style})")
-        out = {}
-        for s in self.inputs:
-            arr, features = raw.arrays[s.name]
-            t = _as_tensor(arr)
-            t = _check_shape(s, t, features, source)
-            t = t.float() if s.dtype == "float32" else t.long()
-            if s.fill is not None:  # a new tensor: the caller's data is never modified
-                t = fill_missing(t, s.fill)
-            else:
-                refuse_missing(t, s.features, source)
-            if s.mean is not None:
-                t = _standardize(t, s, source)
-            out[s.name] = t.contiguous()
-        return out if self.style == "named" else tuple(out.values())
-
-    @property
-    def imputes(self) -> bool:
-        """Whether missing feature values are filled (the model was trained with ``impute``)."""
-        return any(s.fill is not None for s in self.inputs)
-
-    def to_dict(self) -> dict[str, Any]:
-        # "fill" only when imputing, so a model trained without it reads in older nnfit too.
-        inputs = [{k: v for k, v in asdict(s).items() if k != "fill" or v is not None}
-                  for s in self.inputs]
-        return {"style": self.style, "inputs": inputs}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessor:
-        return cls(d["style"], [InputSchema(**s) for s in d["inputs"]])
-
-
-def _standardize(t: Tensor, s: InputSchema, source: str) -> Tensor:
-    """``(t - mean) / std`` as a new float32 tensor (the caller's data is never modified).
-
-    Near float32's limit ``t - mean`` can overflow even where the result is small (3e38 minus
-    a mean of -1e38): such columns are computed in float64. A value whose standardised size
-    float32 cannot hold (far outside the training range: 3e38 in a column of std 1e-3) is
-    refused, naming the column, instead of reaching the model as inf.
-
-    Raises:
-        DataError: naming the column, the 1-based row and the value.
-    """
-    mean, std = torch.tensor(s.mean, dtype=torch.float64), torch.tensor(s.std, dtype=torch.float64)
-    wide: list[int] = []
-    if len(t):  # two reductions decide where float32 is not enough, without a full copy
-        reach = torch.maximum((t.amax(0).double() - mean).abs(), (t.amin(0).double() - mean).abs())
-        beyond = torch.nonzero(reach / std > F32_MAX).flatten().tolist()
-        if beyond:
-            j = beyond[0]
-            z = (t[:, j].double() - mean[j]) / std[j]
-            row = int(torch.nonzero(z.abs() > F32_MAX)[0])
-            name = s.features[j] if s.features else f"feature {j}"
-            raise DataError(f"{source}: column {name!r} has a value too far from the training data "
-                            f"(row {row + 1}: {float(t[row, j]):g}; training mean {s.mean[j]:g}, "
-                            f"std {s.std[j]:g}): standardised it is beyond float32 range")
-        wide = torch.nonzero(reach > F32_MAX).flatten().tolist()
-    out = t.sub(mean.to(t.dtype)).div_(std.to(t.dtype))
-    for j in wide:
-        out[:, j] = ((t[:, j].double() - mean[j]) / std[j]).to(t.dtype)
-    return out
-
-
-def _check_shape(s: InputSchema, t: Tensor, features: list[str] | None, source: str) -> Tensor:
-    """``t`` checked against the schema; table columns in another order are put in order."""
-    if s.named and s.features is not None and features is not None and features != s.features:
-        if sorted(features) != sorted(s.features):
-            raise DataError(f"{source}: expected {len(s.features)} features [{_names(s.features)}], "
-                            f"got {len(features)} [{_names(features)}]{_difference(s.features, features)}")
-        t = t[:, [features.index(f) for f in s.features]]
-    if list(t.shape[1:]) != s.shape:
-        if s.features is not None and t.ndim == 2:
-            raise DataError(f"{source}: expected {len(s.features)} features [{_names(s.features)}], "
-                            f"got {t.shape[1]}")
-        raise DataError(f"{source}: input {s.name!r} expected per-sample shape {tuple(s.shape)}, "
-                        f"got {tuple(t.shape[1:])}")
-    return t
-
-
-def _difference(want: Sequence[str], got: Sequence[str]) -> str:
-    """"; missing: b; unexpected: z" for two column lists that differ as sets."""
-    missing = [f for f in want if f not in set(got)]
-    extra = [f for f in got if f not in set(want)]
-    parts = ([f"missing: {_names(missing)}"] if missing else []) + (
-        [f"unexpected: {_names(extra)}"] if extra else [])
-    return "; " + "; ".join(parts) if parts else ""
-
-
-def _as_tensor(a: np.ndarray | Tensor) -> Tensor:
-    if isinstance(a, Tensor):
-        t = a.detach().cpu()
-        return t.float() if t.is_floating_point() else t
-    a = np.asarray(a)
-    if a.dtype.kind in "iub":
-        return torch.from_numpy(a.astype(np.float32))
-    if a.dtype.kind == "f":
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    raise DataError(f"features must be numeric, got an array of {a.dtype}")
 
 
 @dataclass

@@ -84,7 +84,8 @@ def infer_task(y: np.ndarray) -> str:
         if len(uniq) <= 2:
             return "binary"
         return "multiclass" if len(uniq) <= MAX_AUTO_CLASSES else "regression"
-    if kind == "f" and len(uniq) <= 2 and np.all(np.mod(uniq, 1) == 0):
+    # isfinite first: inf % 1 warns (an error under -W error), and inf is refused later anyway
+    if kind == "f" and len(uniq) <= 2 and np.isfinite(uniq).all() and np.all(np.mod(uniq, 1) == 0):
         return "binary"
     return "regression"
 

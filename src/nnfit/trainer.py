@@ -37,6 +37,7 @@ from .data import DataSource, Inputs, LoaderData, as_source
 from .errors import CheckpointError, ConfigError, Stopped, TrainingError
 from .graphs import GraphedStep, graphs_wanted
 from .guards import FiniteGuard, first_non_finite
+from .io.resume import check_resume
 from .metrics import metric_direction
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule
 from .runtime import Runtime, cpu_threads, make_runtime
@@ -527,8 +528,23 @@ class Trainer:
         }
         return tensors, meta
 
-    def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        """Load every piece of a checkpoint's state; each piece is its own method."""
+    def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any],
+                 source: Any = "checkpoint") -> None:
+        """Load every piece of a checkpoint's state; each piece is its own method.
+
+        Nothing is loaded before every tensor and value has been checked against the model,
+        optimizer, schedule, generators and data it goes into (:func:`nnfit.io.resume.check_resume`);
+        ``source`` (the checkpoint's directory) is named in the messages.
+
+        Raises:
+            CheckpointError: a tensor or value that does not fit, named with its file.
+        """
+        check_resume(tensors, meta, model=self.model, optimizer=self.optimizer,
+                     scheduler=None if self.schedule is None else self.schedule.scheduler,
+                     rng_live=self._rng_states(cuda=False),
+                     cuda=self.runtime.device if self.runtime.is_cuda else None,
+                     batches_per_epoch=self.batches_per_epoch, accumulate=self.config.accumulate,
+                     restore_best=self.config.restore_best, source=source)
         try:
             self._restore_model(tensors)
             self._restore_optimizer(tensors, meta)

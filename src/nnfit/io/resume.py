@@ -1,0 +1,147 @@
+"""A checkpoint checked whole before a resume uses any of it.
+
+Two steps, because the model and optimizer a checkpoint is loaded into do not exist when it is
+read:
+
+* :func:`check_checkpoint` -- right after reading, before the task, preprocessing or model
+  are made from it: ``state.json`` against :data:`~nnfit.io.validate.CHECKPOINT`, and the
+  ``model/`` and ``best/`` tensors against the spec's analytic shapes (so a tampered spec can
+  never make a resume build a model of gigabytes);
+* :func:`check_resume` -- in :meth:`nnfit.trainer.Trainer._restore`, before anything is
+  loaded: every tensor and value against the live model, optimizer, schedule, generators and
+  data (a same-size transposed optimizer state, a wrong-shaped one that crashed the fused Adam
+  kernel, an extra ``optimizer/99`` tensor, missing best weights...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError
+from .optim_state import STATE, check_groups, check_schedule, check_steps, state_wants
+from .validate import CHECKPOINT, LOOP_STATE, validate
+from .weights import Want, check_entries, check_values, model_wants, rng_wants
+
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+# Every group of tensors a checkpoint holds, by the prefix of its names.
+PREFIXES = ("model", "best", "optimizer", "rng", "rng_epoch", "loop")
+_OPTIMIZER_KEY = re.compile(r"(0|[1-9][0-9]{0,8})/([A-Za-z_][A-Za-z0-9_]{0,100})")
+
+
+def _parts(tensors: Mapping[str, Tensor], source: str) -> dict[str, dict[str, Tensor]]:
+    parts: dict[str, dict[str, Tensor]] = {p: {} for p in PREFIXES}
+    for key, t in tensors.items():
+        prefix, _, rest = key.partition("/")
+        if prefix not in parts or not rest:
+            raise CheckpointError(f"{source}: unexpected tensor {key!r}")
+        parts[prefix][rest] = t
+    return parts
+
+
+def check_checkpoint(tensors: Mapping[str, Tensor], meta: Any, source: str | Path) -> None:
+    """Check a run's checkpoint as read, before any of it is used.
+
+    Args:
+        tensors: its tensors (``state.safetensors``).
+        meta: its parsed ``state.json``.
+        source: the checkpoint directory, named in messages.
+
+    Raises:
+        CheckpointError: naming the file and the field or tensor.
+    """
+    validate(meta, CHECKPOINT, f"{source}/{STATE_JSON}")
+    spec = meta["learner"]["spec"]
+    if spec is None:  # a user's module: checked against it in check_resume
+        return
+    from ..models import state_shapes
+
+    state = state_shapes(spec)  # checked by the schema: cannot fail here
+    wants = model_wants(state, (k for k, s in state.items() if s.parameter))
+    parts = _parts(tensors, f"{source}/{STATE_TENSORS}")
+    for prefix in ("model", "best"):
+        if prefix == "model" or parts["best"]:
+            check_entries(parts[prefix], wants, f"{source}/{STATE_TENSORS}", f"{prefix}/",
+                          "weights do not fit the model", "model")
+
+
+def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, rng_live: Mapping[str, Tensor],
+                 cuda: torch.device | None, batches_per_epoch: int, accumulate: int,
+                 restore_best: bool, source: str | Path = "checkpoint") -> None:
+    """Check a checkpoint against what it is about to be loaded into; nothing is loaded yet.
+
+    Args:
+        tensors, meta: the checkpoint (as :meth:`~nnfit.trainer.Trainer.checkpoint_parts`
+            made it, plus what a run adds).
+        model, optimizer, scheduler: the live objects (``scheduler`` may be None).
+        rng_live: this process's generator states (:func:`nnfit.rng.capture`): their shapes.
+        cuda: the CUDA device resumed on, or None.
+        batches_per_epoch, accumulate: the loop's batching (where a checkpoint can be).
+        restore_best: whether best weights are kept (when the checkpoint's config says nothing).
+        source: the checkpoint directory, named in messages.
+
+    Raises:
+        CheckpointError: naming the file and the field or tensor.
+    """
+    src_json, src = f"{source}/{STATE_JSON}", f"{source}/{STATE_TENSORS}"
+    validate(meta, LOOP_STATE, src_json)
+    groups = meta["optimizer"]["param_groups"]
+    check_groups(groups, optimizer, src_json)
+    if meta["optimizer"]["scalars"] and type(optimizer) in STATE:
+        raise CheckpointError(f"{src_json}: optimizer.scalars: unexpected state "
+                              f"(a {type(optimizer).__name__} keeps none outside tensors)")
+    if scheduler is not None and meta["scheduler"] is not None:
+        check_schedule(meta["scheduler"], scheduler, len(groups), src_json)
+    batch = meta["batch"]
+    if batch >= batches_per_epoch or batch % accumulate:
+        raise CheckpointError(f"{src_json}: batch: {batch} is not where a checkpoint of an epoch "
+                              f"of {batches_per_epoch} batches (accumulate={accumulate}) can be")
+    parts = _parts(tensors, src)
+    params = [n for n, _ in model.named_parameters()]
+    wants: dict[str, dict[str, Want]] = {"model": model_wants(model.state_dict(), params)}
+    config = meta.get("config")
+    keep = config.get("restore_best", restore_best) if isinstance(config, dict) else restore_best
+    wants["best"] = wants["model"] if parts["best"] or (keep and meta["best"] is not None) else {}
+    present = {int(_optimizer_key(k, src)[0]) for k in parts["optimizer"]}
+    built_in = isinstance(meta.get("learner"), dict) and meta["learner"].get("spec") is not None
+    wants["optimizer"] = state_wants(optimizer, groups, present, built_in and meta["step"] > 0)
+    wants["rng"] = rng_wants(rng_live, cuda)
+    wants["rng_epoch"] = wants["rng"] if batch else {}
+    wants["loop"] = {"loss_sum": Want((), (torch.float32, torch.float64), finite=True)} if batch else {}
+    for prefix in PREFIXES:
+        what = "weights do not fit the model" if prefix in ("model", "best") else "tensors do not fit"
+        check_entries(parts[prefix], wants[prefix], src, f"{prefix}/", what)
+        check_values(parts[prefix], wants[prefix], src, f"{prefix}/")
+    check_steps(parts["optimizer"], meta["step"], src)
+
+
+def read_resume(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
+    """The newest checkpoint of ``run_dir`` that verifies (damaged ones set aside, see
+    :func:`nnfit.run.latest_checkpoint`), checked by :func:`check_checkpoint`.
+
+    Returns:
+        ``(tensors, meta, checkpoint directory)``: what ``Trainer.fit(resume=...)`` takes.
+
+    Raises:
+        CheckpointError: no checkpoint verifies, or the newest one's content is invalid
+            (refused, not skipped: its bytes are as written, so it was written so).
+    """
+    from ..run import latest_checkpoint
+
+    path, tensors, meta = latest_checkpoint(run_dir, set_aside=True)
+    check_checkpoint(tensors, meta, path)
+    return tensors, meta, path
+
+
+def _optimizer_key(key: str, source: str) -> tuple[str, str]:
+    m = _OPTIMIZER_KEY.fullmatch(key)
+    if m is None:
+        raise CheckpointError(f"{source}: unexpected tensor 'optimizer/{key}'")
+    return m.group(1), m.group(2)

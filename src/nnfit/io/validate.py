@@ -1,0 +1,329 @@
+"""The schema of every JSON document nnfit reads back, one table per kind of state.
+
+* :data:`LEARNER` -- ``model.json`` (and the ``learner`` part of a checkpoint): format, spec,
+  task, target and preprocessing, checked against each other (the spec's input and output
+  widths against the preprocessing and the task).
+* :data:`CHECKPOINT` -- a checkpoint's ``state.json``: loop progress, history, early
+  stopping, optimizer and scheduler state (their structure; :mod:`nnfit.io.weights` checks
+  them against the live optimizer and schedule), config, data fingerprint, best checkpoint.
+* :data:`CONFIG` -- a run's ``config.json`` (and the ``config`` of a checkpoint): built from
+  the config dataclasses, so a new setting is covered as soon as it exists.
+
+A later feature that saves more state adds its fields here; ``tests/test_tamper_fuzz.py``
+rewrites every field these tables list. Everything is checked before anything is used, and
+every problem is a :class:`~nnfit.errors.CheckpointError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from ..errors import CheckpointError, ConfigError
+from ..files import FORMAT_VERSION
+from .schema import (
+    AnyOf,
+    Bool,
+    Field,
+    Float,
+    Int,
+    Json,
+    Lazy,
+    Maybe,
+    Obj,
+    Pick,
+    SchemaError,
+    Seq,
+    Str,
+    Tagged,
+    check,
+)
+
+COUNT = Int(0, 2**53)  # epochs, steps, batches, samples
+SIZE = Int(1, 2**40)  # a layer width; the parameter count bounds it far lower
+SHA256 = Str(pattern=r"[0-9a-f]{64}")
+CHECKPOINT_NAME = Str(pattern=r"step-\d{9,}(?:-epoch-\d{5,})?")  # as nnfit.run names them
+LABEL = AnyOf((Str(max_len=10_000), Int(-(2**63)), Float(), Bool()), "a label (string, number or boolean)")
+
+
+# ------------------------------------------------------------------------------ model spec
+def _stack(name: str, min_hidden: int) -> Obj:
+    """An mlp / resmlp spec: every key ``model.spec()`` writes."""
+    from ..models import ACTIVATIONS
+
+    return Obj({"name": Str((name,)), "in_features": SIZE, "hidden": Seq(SIZE, min_hidden, 10_000),
+                "out_features": SIZE, "activation": Str(tuple(ACTIVATIONS.names())),
+                "dropout": Float(0.0, 1.0, open_hi=True), "batchnorm": Bool()})
+
+
+def _spec() -> Field:
+    return SPEC
+
+
+SPEC = Tagged("name", {
+    "mlp": _stack("mlp", 0),
+    "resmlp": _stack("resmlp", 1),
+    "multi_input": Obj({"name": Str(("multi_input",)),
+                        "branches": Obj(rest=Lazy(_spec), rest_keys=r"[^.]{1,200}",
+                                        rules=(lambda d: None if d else ("", "no branches"),)),
+                        "head": Lazy(_spec)}),
+})
+
+
+def spec_width(spec: Mapping[str, Any], end: str) -> int | None:
+    """A spec's input (``end="in_features"``) or output (``"out_features"``) width, or None
+    when it has no single one (the inputs of a multi_input model)."""
+    if spec["name"] == "multi_input":
+        return spec_width(spec["head"], end) if end == "out_features" else None
+    return spec[end]
+
+
+# ------------------------------------------------------------------------------------ task
+def _scaling(d: dict) -> tuple[str, str] | None:
+    mean, std = d["mean"], d["std"]
+    if (mean is None) != (std is None):
+        return "std" if std is None else "mean", "mean and std go together"
+    for key, v in (("mean", mean), ("std", std)):
+        if v is not None and len(v) != d["n_targets"]:
+            return key, f"{len(v)} values for {d['n_targets']} targets"
+    return None
+
+
+TASK = Tagged("name", {
+    "binary": Obj({"name": Str(("binary",)), "classes": Seq(LABEL, 2, 2, unique=True),
+                   "loss": Str(("auto", "bce", "cross_entropy"))}),
+    # two classes are legal when asked for as multiclass (two outputs and softmax)
+    "multiclass": Obj({"name": Str(("multiclass",)), "classes": Seq(LABEL, 2, 10**7, unique=True),
+                       "loss": Str(("auto", "cross_entropy"))}),
+    "regression": Obj({"name": Str(("regression",)), "n_targets": Int(1, 10**6),
+                       "loss": Str(("auto", "mse", "l1", "huber")), "mean": Maybe(Seq(Float())),
+                       "std": Maybe(Seq(Float(0.0, open_lo=True)))}, rules=(_scaling,)),
+})
+
+
+def task_width(task: Mapping[str, Any]) -> tuple[int, ...]:
+    """The output widths a model may have for ``task``."""
+    if task["name"] == "regression":
+        return (task["n_targets"],)
+    n = len(task["classes"])
+    return (1, 2) if n == 2 else (n,)
+
+
+# --------------------------------------------------------------------------- preprocessing
+def _input_rule(d: dict) -> tuple[str, str] | None:
+    shape = d["shape"]
+    if math.prod(shape) > 2**31:
+        return "shape", f"{math.prod(shape)} values per sample"
+    flat = len(shape) == 1
+    if d["features"] is not None and (not flat or len(d["features"]) != shape[0]):
+        return "features", f"{len(d['features'])} feature names for per-sample shape {shape}"
+    if (d["mean"] is None) != (d["std"] is None):
+        return "std" if d["std"] is None else "mean", "mean and std go together"
+    for key in ("mean", "std", "fill"):
+        v = d.get(key)
+        if v is not None and (not flat or d["dtype"] != "float32" or len(v) != shape[0]):
+            return key, f"{len(v)} values for a {d['dtype']} input of per-sample shape {shape}"
+    return None
+
+
+def _inputs_rule(d: dict) -> tuple[str, str] | None:
+    names = [s["name"] for s in d["inputs"]]
+    if d["style"] == "single" and len(names) != 1:
+        return "inputs", f"{len(names)} inputs for style 'single'"
+    if len(set(names)) != len(names):
+        return "inputs", "two inputs have the same name"
+    return None
+
+
+INPUT = Obj({"name": Str(min_len=1, max_len=1000),
+             "features": Maybe(Seq(Str(max_len=10_000), 1, 10**7, unique=True)),
+             "shape": Seq(Int(1, 2**31), 0, 8), "dtype": Str(("float32", "int64")),
+             "mean": Maybe(Seq(Float())), "std": Maybe(Seq(Float(0.0, open_lo=True))),
+             "named": Bool(), "fill": Maybe(Seq(Float()))},
+            optional=frozenset({"fill"}), rules=(_input_rule,))
+PREPROCESS = Obj({"style": Str(("single", "positional", "named")), "inputs": Seq(INPUT, 1, 1000)},
+                 rules=(_inputs_rule,))
+
+
+# ------------------------------------------------------------------ model.json / learner
+def _learner_rule(d: dict) -> tuple[str, str] | None:
+    """The spec is buildable and fits the task's outputs and the preprocessing's inputs."""
+    from ..models import state_shapes
+
+    spec, pre = d["spec"], d["preprocess"]
+    if spec is None:
+        return None
+    try:
+        state_shapes(spec)
+    except ConfigError as e:
+        return "spec", str(e)
+    out = spec_width(spec, "out_features")
+    if out not in task_width(d["task"]):
+        return "spec", (f"out_features {out} does not fit a {d['task']['name']} task with "
+                        f"{' or '.join(map(str, task_width(d['task'])))} outputs")
+    width = spec_width(spec, "in_features")
+    if pre is not None and width is not None:  # one (rows, features) input: model(x)
+        shapes = [s["shape"] for s in pre["inputs"]]
+        if pre["style"] == "named" or shapes != [[width]]:
+            return "spec", f"in_features {width} does not fit inputs of per-sample shapes {shapes}"
+    if pre is not None and spec["name"] == "multi_input":
+        names = [s["name"] for s in pre["inputs"]]
+        if len(names) != len(spec["branches"]) or (pre["style"] == "named"
+                                                   and sorted(names) != sorted(spec["branches"])):
+            return "spec", f"branches {sorted(spec['branches'])} do not fit inputs {names}"
+    return None
+
+
+LEARNER = Obj({"format": Int(1, FORMAT_VERSION), "nnfit_version": Str(max_len=100), "spec": Maybe(SPEC),
+               "task": TASK, "target": Maybe(Str(max_len=10_000)), "preprocess": Maybe(PREPROCESS)},
+              rules=(_learner_rule,))
+
+
+# ------------------------------------------------------------------------------ run config
+def _setting(name: str, annotation: Any) -> Field:
+    """The field of one config setting, from its dataclass annotation (names from registries)."""
+    from ..datasets import DATASETS
+    from ..models import ACTIVATIONS
+    from ..optim import OPTIMIZERS, SCHEDULERS
+    from ..tasks import LOSSES, TASKS
+
+    names = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "loss": LOSSES,
+             "activation": ACTIVATIONS, "dataset": DATASETS}
+    if name in names:
+        return Str(tuple(names[name].names()))
+    if name == "task":
+        return Str(TASKS)
+    if name == "model":
+        return Str(("mlp", "resmlp"))  # what `nnfit train` builds from a table
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        return Maybe(_setting(name, next(a for a in args if a is not type(None))))
+    if typing.get_origin(annotation) is tuple:
+        return Seq(Int(-(2**63)), 0, 10_000)
+    return {int: Int(-(2**63)), float: Float(), bool: Bool(), str: Str(max_len=10_000)}[annotation]
+
+
+def _config_table(sections: tuple[type, ...], **extra: Field) -> Obj:
+    table: dict[str, Field] = {}
+    for cls in sections:
+        hints = typing.get_type_hints(cls)
+        table.update({f.name: _setting(f.name, hints[f.name]) for f in fields(cls)})
+    return Obj({**table, **extra}, rules=(lambda d: _config_values(d, sections),))
+
+
+def _config_values(d: dict, sections: tuple[type, ...]) -> tuple[str, str] | None:
+    """The ranges the config dataclasses themselves check (epochs >= 1, ...)."""
+    for cls in sections:
+        values = {f.name: tuple(d[f.name]) if isinstance(d[f.name], list) else d[f.name]
+                  for f in fields(cls)}
+        try:
+            cls(**values)
+        except (ConfigError, TypeError, ValueError) as e:
+            return "", str(e)
+    return None
+
+
+@functools.cache
+def _config() -> Field:
+    from ..config import DataConfig, ModelConfig, TrainConfig
+
+    return Pick(lambda d: "cli" if isinstance(d, dict) and "dataset" in d else "api", {
+        # `nnfit train`: every setting, flat (RunConfig.to_dict)
+        "cli": _config_table((ModelConfig, TrainConfig, DataConfig)),
+        # the Python API: the TrainConfig and the model's spec (None for a user's module)
+        "api": _config_table((TrainConfig,), model=Maybe(SPEC)),
+    })
+
+
+CONFIG = Lazy(_config)  # built at first use: the registries it names are filled by then
+
+
+def config_spec_mismatch(config: Mapping[str, Any], spec: Mapping[str, Any] | None) -> str | None:
+    """How a run's config and the spec its model was built from disagree, if they do."""
+    if "dataset" not in config:  # the API records the spec itself
+        return None if config["model"] == spec else "model"
+    if spec is None:
+        return "model"
+    for key, value in (("model", spec["name"]), ("hidden", spec.get("hidden")),
+                       ("activation", spec.get("activation")), ("dropout", spec.get("dropout")),
+                       ("batchnorm", spec.get("batchnorm"))):
+        if config[key] != value:
+            return key
+    return None
+
+
+# ----------------------------------------------------------------------------- checkpoint
+def _loop(d: dict) -> tuple[str, str] | None:
+    """Loop counters, history and early stopping agree with each other."""
+    if d["epoch"] > d["epochs"]:
+        return "epoch", f"{d['epoch']} is past epochs={d['epochs']}"
+    if len(d["history"]) != d["epoch"]:
+        return "history", f"{len(d['history'])} records for {d['epoch']} epochs"
+    for i, record in enumerate(d["history"]):
+        if record["epoch"] != i + 1:
+            return f"history[{i}].epoch", f"{record['epoch']} where {i + 1} was expected"
+    if d["best_epoch"] > d["epoch"] or (d["best"] is None) != (d["best_epoch"] == 0):
+        return "best_epoch", f"{d['best_epoch']} does not fit best={d['best']} after {d['epoch']} epochs"
+    if d["batch"] and d["stop"]:
+        return "stop", "true inside an epoch"
+    return None
+
+
+def _run(d: dict) -> tuple[str, str] | None:
+    """The run's record agrees with the loop: its best checkpoint, its config, its model."""
+    if (d["best_checkpoint"] is None) != (d["best"] is None):
+        return "best_checkpoint", f"{d['best_checkpoint']} does not fit best={d['best']}"
+    config, spec = d["config"], d["learner"]["spec"]
+    if config["epochs"] != d["epochs"]:
+        return "config.epochs", f"{config['epochs']} but the loop ran with epochs={d['epochs']}"
+    key = config_spec_mismatch(config, spec)
+    if key is not None:
+        return f"config.{key}", "does not match the model spec (learner.spec)"
+    return None
+
+
+HISTORY = Seq(Obj({"epoch": Int(1, 2**53)}, rest=Json(), rest_keys=r".{1,200}"), 0, 10**7)
+OPTIMIZER_META = Obj({
+    "param_groups": Seq(Obj({"params": Seq(Int(0, 10**9), 0, 10**8, unique=True)}, rest=Json(finite=True),
+                            rest_keys=r"[A-Za-z_][A-Za-z0-9_]{0,100}"), 1, 1000),
+    # non-tensor per-parameter state, by parameter index (none for nnfit's optimizers)
+    "scalars": Obj(rest=Obj(rest=Json(finite=True)), rest_keys=r"0|[1-9][0-9]{0,8}"),
+})
+# What Trainer.checkpoint_parts saves: the loop's own state.
+LOOP = {
+    "epoch": COUNT, "step": COUNT, "batch": COUNT, "loss_n": COUNT, "epochs": Int(1, 2**53),
+    "history": HISTORY, "best": Maybe(Float(inf=True)), "best_epoch": COUNT, "stop": Bool(),
+    "stop_reason": Str(max_len=10_000), "optimizer": OPTIMIZER_META,
+    # its type's fields are checked against the schedule it is loaded into (nnfit.io.optim_state)
+    "scheduler": Maybe(Obj(rest=Json(), rest_keys=r"[A-Za-z_][A-Za-z0-9_]{0,100}")),
+}
+LOOP_STATE = Obj(LOOP, rest=Json(), rules=(_loop,))  # a trainer's resume: run keys checked by fit
+# A run's checkpoint (state.json): the loop's state and what RunWriter.checkpoint adds.
+CHECKPOINT = Obj({
+    **LOOP, "format": Int(1, FORMAT_VERSION), "learner": LEARNER, "config": CONFIG,
+    # null would turn off the check that a resume continues on the same data
+    "data_sha256": SHA256, "best_checkpoint": Maybe(CHECKPOINT_NAME),
+}, rules=(_loop, _run))
+
+
+# ------------------------------------------------------------------------------ entry points
+def validate(doc: Any, schema: Field, source: str, what: str = "") -> None:
+    """Check a parsed document against ``schema``.
+
+    Args:
+        doc: the parsed JSON.
+        schema: one of the tables above.
+        source: the file, named in the message.
+        what: a prefix of the field paths (``learner`` for the learner part of a checkpoint).
+
+    Raises:
+        CheckpointError: ``SOURCE: FIELD: what is wrong``.
+    """
+    try:
+        check(doc, schema, what)
+    except SchemaError as e:
+        raise CheckpointError(f"{source}: {e}") from None

@@ -1,0 +1,249 @@
+"""Tensors read back, checked before anything uses them.
+
+* :func:`read_header` parses a safetensors header (names, dtypes, shapes, byte ranges)
+  without materialising a tensor, so a saved model's weights are checked against its spec
+  before the model is built (:func:`check_entries`, :func:`check_finite_bytes`).
+* :func:`check_resume_tensors` checks a checkpoint's tensors against what they are loaded
+  into: the model (``model/``, ``best/``), the optimizer (``optimizer/``, tables in
+  :mod:`nnfit.io.optim_state`), the random generators (``rng/``, ``rng_epoch/``) and the loop
+  (``loop/``): every key present, no other key, shapes, dtypes, and values (finite parameters
+  and optimizer state, non-negative second moments, generator states the generators accept).
+
+Every problem is a :class:`~nnfit.errors.CheckpointError` naming the file and the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, printable
+
+# safetensors dtype names -> torch dtypes (those nnfit or a user's model may save)
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+          "U8": torch.uint8, "BOOL": torch.bool}
+MAX_HEADER = 100 << 20  # bytes of JSON header; nnfit's are a few KB per thousand tensors
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor as a safetensors header describes it: dtype, shape, byte range in the file."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def read_header(data: bytes, source: str) -> dict[str, Entry]:
+    """The tensors a safetensors file holds, from its header alone.
+
+    Raises:
+        CheckpointError: not a well-formed safetensors file (header, dtypes, shapes, byte
+            ranges that do not add up or run past the end).
+    """
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{source}: not a readable safetensors file ({why})")
+
+    if len(data) < 8:
+        raise bad("too short")
+    n = int.from_bytes(data[:8], "little")
+    if n > min(MAX_HEADER, len(data) - 8):
+        raise bad("header length past the end")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise bad("header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("header is not an object")
+    out, base = {}, 8 + n
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        ok = (isinstance(e, dict) and e.get("dtype") in DTYPES and isinstance(e.get("shape"), list)
+              and all(type(d) is int and 0 <= d < 2**62 for d in e["shape"])
+              and isinstance(e.get("data_offsets"), list) and len(e["data_offsets"]) == 2
+              and all(type(o) is int for o in e["data_offsets"]))
+        if not ok:
+            raise bad(f"tensor {name!r} is described wrongly")
+        dtype, (a, b) = DTYPES[e["dtype"]], e["data_offsets"]
+        size = math.prod(e["shape"]) * dtype.itemsize
+        if not 0 <= a <= b or b - a != size or base + b > len(data):
+            raise bad(f"tensor {name!r} has wrong byte offsets")
+        out[name] = Entry(dtype, tuple(e["shape"]), base + a, base + b)
+    return out
+
+
+@dataclass(frozen=True)
+class Want:
+    """What one tensor must be.
+
+    Attributes:
+        shape: its shape.
+        dtypes: the dtypes it may have.
+        finite: no NaN or infinity (parameters, optimizer state, the running loss).
+        nonneg: no negative value (second moments, whose square root is taken).
+        optional: may be absent (the CUDA generator of a run that trained on a GPU).
+        value: a check of the values, returning what is wrong or None (generator states).
+    """
+
+    shape: tuple[int, ...]
+    dtypes: tuple[torch.dtype, ...]
+    finite: bool = False
+    nonneg: bool = False
+    optional: bool = False
+    value: Callable[[Tensor], str | None] | None = None
+
+
+def like(t: Tensor | Any, finite: bool = False, **kw: Any) -> Want:
+    """A tensor shaped and typed like ``t`` (a tensor, or a :class:`~nnfit.models.state.Slot`)."""
+    return Want(tuple(t.shape), (t.dtype,), finite=finite, **kw)
+
+
+def model_wants(state: Mapping[str, Any], params: Iterable[str]) -> dict[str, Want]:
+    """The tensors of a model's ``state_dict`` (live tensors or analytic slots): parameters
+    finite, buffers anything (an attention mask may hold infinities)."""
+    params = set(params)
+    return {k: like(v, finite=k in params) for k, v in state.items()}
+
+
+def check_entries(found: Mapping[str, Any], wants: Mapping[str, Want], source: str,
+                  prefix: str = "", what: str = "tensors do not fit", vs: str = "expected") -> None:
+    """Keys, shapes and dtypes of ``found`` (tensors or header entries) against ``wants``.
+
+    Args:
+        found, wants: by name, without ``prefix``.
+        source: the file, named in the message.
+        prefix: of the names as the file holds them (``optimizer/``).
+        what, vs: the message's wording (``weights do not fit the model``, ``model``).
+
+    Raises:
+        CheckpointError: ``SOURCE: WHAT (missing keys: ...; unexpected keys: ...; shape
+            mismatch: NAME (2, 3) vs expected (3, 2); dtype mismatch: ...)``, every kind of
+            problem named (the first few of each).
+    """
+    missing = [prefix + k for k, w in wants.items() if k not in found and not w.optional]
+    unexpected = sorted(printable(prefix + k) for k in found if k not in wants)
+    both = [(k, found[k], w) for k, w in wants.items() if k in found]  # in the model's order
+    shapes = [f"{prefix}{k} {tuple(t.shape)} vs {vs} {w.shape}" for k, t, w in both
+              if tuple(t.shape) != w.shape]
+    dtypes = [f"{prefix}{k} {_name(t.dtype)} vs {vs} {' or '.join(_name(d) for d in w.dtypes)}"
+              for k, t, w in both if t.dtype not in w.dtypes]
+    parts = [f"{label}: {', '.join(items[:6])}" for label, items in (
+        ("missing keys", missing), ("unexpected keys", unexpected))
+        if items] + [f"{label}: {'; '.join(items[:4])}" for label, items in (
+            ("shape mismatch", shapes), ("dtype mismatch", dtypes)) if items]
+    if parts:
+        raise CheckpointError(f"{source}: {what} ({'; '.join(parts)})")
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def check_values(tensors: Mapping[str, Tensor], wants: Mapping[str, Want], source: str,
+                 prefix: str = "") -> None:
+    """The values of materialised tensors (already of the right shapes and dtypes)."""
+    for name, t in tensors.items():
+        want = wants[name]
+        problem = None
+        if want.finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            problem = "holds NaN or infinite values"
+        elif want.nonneg and bool((t < 0).any()):
+            problem = "holds negative values"
+        elif want.value is not None:
+            problem = want.value(t)
+        if problem:
+            raise CheckpointError(f"{source}: tensor {prefix}{name} {problem}")
+
+
+_NUMPY = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
+CHUNK = 1 << 22  # elements per step: bounded temporaries, whatever the tensor's size
+
+
+def check_finite_bytes(data: bytes, header: Mapping[str, Entry], wants: Mapping[str, Want],
+                       source: str) -> None:
+    """NaN or infinities in the tensors ``wants`` marks finite, read straight from the file's
+    bytes (nothing materialised: a few MB of temporaries at most)."""
+    for name, e in header.items():
+        if not wants[name].finite or not e.dtype.is_floating_point:
+            continue
+        bf16 = e.dtype == torch.bfloat16  # no NumPy bfloat16: its raw bits are read instead
+        dt = np.uint16 if bf16 else _NUMPY[e.dtype]
+        view = np.frombuffer(data, dt, (e.end - e.start) // np.dtype(dt).itemsize, e.start)
+        for i in range(0, len(view), CHUNK):
+            chunk = view[i:i + CHUNK]
+            # bfloat16 with every exponent bit set is NaN or infinite
+            if ((chunk & 0x7F80) == 0x7F80).any() if bf16 else not np.isfinite(chunk).all():
+                raise CheckpointError(f"{source}: tensor {name} holds NaN or infinite values")
+
+
+# ---------------------------------------------------------------------------- random states
+def _generator_state(t: Tensor) -> str | None:
+    try:
+        torch.Generator().set_state(t)
+    except RuntimeError:
+        return "is not a valid generator state"
+    return None
+
+
+def _words(t: Tensor, n: int) -> bool:
+    return bool(((t[:n] >= 0) & (t[:n] < 2**32)).all())
+
+
+def _numpy_state(t: Tensor) -> str | None:
+    # MT19937: 624 32-bit words, the position (0..624), has_gauss (0/1); NumPy does not check
+    # the position, and one past the key reads memory it does not own.
+    ok = _words(t, 624) and 0 <= int(t[624]) <= 624 and int(t[625]) in (0, 1)
+    return None if ok else "is not a valid NumPy MT19937 state"
+
+
+def _python_state(t: Tensor) -> str | None:
+    ok = int(t[0]) == 3 and _words(t[1:], 624) and 0 <= int(t[625]) <= 624
+    return None if ok else "is not a valid Python random state"
+
+
+def _python_gauss(t: Tensor) -> str | None:
+    ok = float(t[0]) in (0.0, 1.0) and math.isfinite(float(t[1]))
+    return None if ok else "is not a valid Python gauss state"
+
+
+def _finite(t: Tensor) -> str | None:
+    return None if bool(torch.isfinite(t).all()) else "holds NaN or infinite values"
+
+
+# Value checks of each generator state rng.capture() saves, by key (loaderN: a user's
+# DataLoader generators). A new generator kind adds its check here.
+RNG_VALUES: dict[str, Callable[[Tensor], str | None]] = {
+    "torch": _generator_state, "data": _generator_state, "loader": _generator_state,
+    "numpy": _numpy_state, "numpy_gauss": _finite, "python": _python_state,
+    "python_gauss": _python_gauss,
+}
+
+
+def rng_wants(live: Mapping[str, Tensor], cuda: torch.device | None) -> dict[str, Want]:
+    """The generator states a checkpoint must hold: shaped like this process's (``live``,
+    from :func:`nnfit.rng.capture`), values the generators accept; the CUDA state only
+    matters (and is checked) when resuming on CUDA."""
+    wants = {k: like(v, value=RNG_VALUES[k.rstrip("0123456789")]) for k, v in live.items() if k != "cuda"}
+
+    def cuda_state(t: Tensor) -> str | None:
+        if cuda is None:
+            return None
+        try:
+            torch.Generator(device=cuda).set_state(t)
+        except RuntimeError:
+            return "is not a valid CUDA generator state"
+        return None
+
+    state = torch.cuda.get_rng_state(cuda) if cuda is not None else torch.zeros(16, dtype=torch.uint8)
+    wants["cuda"] = like(state, optional=True, value=cuda_state)
+    return wants
