@@ -180,7 +180,8 @@ def test_a_model_from_a_newer_format_is_refused(capsys, trained, tmp_path):
     _rewrite_meta(run, {**meta, "format": 99})
     line = one_error(capsys, "predict", run, trained.parent / "good.csv")
     assert "written by a newer nnfit (format 99); upgrade nnfit" in line
-    with pytest.raises(CheckpointError, match="damaged task or preprocessing"):
+    # every field is checked against the schema, and named (nnfit.io.validate)
+    with pytest.raises(CheckpointError, match=r"model.json: preprocess.inputs\[0\].name: missing"):
         _rewrite_meta(run, {**meta, "preprocess": {"style": "single", "inputs": [{"nope": 1}]}})
         nnfit.load(run)
 

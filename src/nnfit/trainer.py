@@ -530,15 +530,9 @@ class Trainer:
 
     def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any],
                  source: Any = "checkpoint") -> None:
-        """Load every piece of a checkpoint's state; each piece is its own method.
-
-        Nothing is loaded before every tensor and value has been checked against the model,
-        optimizer, schedule, generators and data it goes into (:func:`nnfit.io.resume.check_resume`);
-        ``source`` (the checkpoint's directory) is named in the messages.
-
-        Raises:
-            CheckpointError: a tensor or value that does not fit, named with its file.
-        """
+        """Load every piece of a checkpoint's state; each piece is its own method. First every
+        tensor and value is checked against what it goes into (:func:`nnfit.io.resume.check_resume`,
+        a CheckpointError naming ``source``, the checkpoint's directory, and the field)."""
         check_resume(tensors, meta, model=self.model, optimizer=self.optimizer,
                      scheduler=None if self.schedule is None else self.schedule.scheduler,
                      rng_live=self._rng_states(cuda=False),

@@ -105,15 +105,34 @@ def write_run_config(run_dir: str | Path, config: dict[str, Any]) -> None:
     """
     d = Path(run_dir)
     new = config_bytes(config)
-    try:
-        files = read_bundle(d, KIND)
-    except CheckpointError:  # none yet (a new run) or damaged: the config alone, then the model
-        files = {}
+    files = _verified(d)
     if files.get(CONFIG_FILE) == new:
         return
     files[CONFIG_FILE] = new
     atomic_write_bytes(d / CONFIG_FILE, new)
     atomic_write_bytes(d / MANIFEST, manifest_bytes(KIND, files))
+
+
+def _verified(directory: Path) -> dict[str, bytes]:
+    """The files of a model bundle that match its manifest (none without a valid one): a
+    damaged file drops out, the others stay covered."""
+    try:
+        body = read_manifest(directory)
+    except CheckpointError:
+        return {}
+    if body.get("kind") != KIND:
+        return {}
+    out = {}
+    for name, entry in body["files"].items():
+        if name not in (MODEL_FILE, META_FILE, CONFIG_FILE):  # no other name is a run's
+            continue
+        try:
+            data = (directory / name).read_bytes()
+        except OSError:
+            continue
+        if isinstance(entry, dict) and entry.get("sha256") == sha256_bytes(data):
+            out[name] = data
+    return out
 
 
 def resume_config(run_dir: str | Path) -> dict[str, Any]:
@@ -160,9 +179,12 @@ def _checkpoint_config(run_dir: Path) -> dict[str, Any]:
             continue
         if not isinstance(entry, dict) or entry.get("sha256") != sha256_bytes(data):
             continue  # damaged: the resume skips it too, with a warning
-        meta = parse_json(data, ck / STATE_JSON)
+        try:
+            meta = parse_json(data, ck / STATE_JSON)
+        except CheckpointError:
+            continue  # as the resume does
         if not isinstance(meta, dict) or "config" not in meta:
-            raise CheckpointError(f"{ck / STATE_JSON}: not an nnfit checkpoint")
+            continue
         validate(meta["config"], CONFIG, str(ck / STATE_JSON), "config")
         return meta["config"]
     raise CheckpointError(f"{run_dir}: no valid checkpoint to resume from")

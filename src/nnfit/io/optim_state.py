@@ -24,7 +24,7 @@ from torch.optim import lr_scheduler as lrs
 
 from ..errors import CheckpointError
 from .schema import Bool, Field, Float, Int, Json, Maybe, Obj, SchemaError, Seq, Str, check
-from .weights import Want
+from .weights import Want, scalar_dtypes
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,7 @@ def state_wants(optimizer: torch.optim.Optimizer, saved_groups: list[dict], pres
     if slots is None:
         raise CheckpointError(f"cannot check the state of a {type(optimizer).__name__} optimizer")
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    step_dtypes = (torch.float32, torch.float64) if torch.get_default_dtype() == torch.float64 \
-        else (torch.float32,)
+    step_dtypes = scalar_dtypes()
     wants: dict[str, Want] = {}
     for group in saved_groups:
         for idx in group["params"]:

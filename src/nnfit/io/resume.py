@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..errors import CheckpointError
 from .optim_state import STATE, check_groups, check_schedule, check_steps, state_wants
 from .validate import CHECKPOINT, LOOP_STATE, validate
-from .weights import Want, check_entries, check_values, model_wants, rng_wants
+from .weights import Want, check_entries, check_values, model_wants, rng_wants, scalar_dtypes
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -99,8 +99,8 @@ def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
                               f"(a {type(optimizer).__name__} keeps none outside tensors)")
     if scheduler is not None and meta["scheduler"] is not None:
         check_schedule(meta["scheduler"], scheduler, len(groups), src_json)
-    batch = meta["batch"]
-    if batch >= batches_per_epoch or batch % accumulate:
+    batch = meta["batch"]  # after a full accumulation window, or the epoch's last batch (a signal)
+    if batch > batches_per_epoch or (batch % accumulate and batch != batches_per_epoch):
         raise CheckpointError(f"{src_json}: batch: {batch} is not where a checkpoint of an epoch "
                               f"of {batches_per_epoch} batches (accumulate={accumulate}) can be")
     parts = _parts(tensors, src)
@@ -114,10 +114,11 @@ def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
     wants["optimizer"] = state_wants(optimizer, groups, present, built_in and meta["step"] > 0)
     wants["rng"] = rng_wants(rng_live, cuda)
     wants["rng_epoch"] = wants["rng"] if batch else {}
-    wants["loop"] = {"loss_sum": Want((), (torch.float32, torch.float64), finite=True)} if batch else {}
+    wants["loop"] = {"loss_sum": Want((), scalar_dtypes(), finite=True)} if batch else {}
     for prefix in PREFIXES:
-        what = "weights do not fit the model" if prefix in ("model", "best") else "tensors do not fit"
-        check_entries(parts[prefix], wants[prefix], src, f"{prefix}/", what)
+        weights = prefix in ("model", "best")
+        check_entries(parts[prefix], wants[prefix], src, f"{prefix}/",
+                      *(("weights do not fit the model", "model") if weights else ()))
         check_values(parts[prefix], wants[prefix], src, f"{prefix}/")
     check_steps(parts["optimizer"], meta["step"], src)
 

@@ -224,8 +224,9 @@ class Seq(Field):
         if not isinstance(value, list):
             raise SchemaError(path, f"expected a list, got {_kind(value)}")
         if not self.min_len <= len(value) <= self.max_len:
-            raise SchemaError(path, f"a list of {len(value)} items (expected {self.min_len} to "
-                                    f"{self.max_len})")
+            want = (str(self.min_len) if self.min_len == self.max_len
+                    else f"{self.min_len} to {self.max_len}")
+            raise SchemaError(path, f"a list of {len(value)} items (expected {want})")
         for i, v in enumerate(value):
             self.item.check(v, join(path, i))
         if self.unique:

@@ -41,6 +41,7 @@ from .schema import (
     Str,
     Tagged,
     check,
+    short,
 )
 
 COUNT = Int(0, 2**53)  # epochs, steps, batches, samples
@@ -132,8 +133,10 @@ def _input_rule(d: dict) -> tuple[str, str] | None:
 
 def _inputs_rule(d: dict) -> tuple[str, str] | None:
     names = [s["name"] for s in d["inputs"]]
-    if d["style"] == "single" and len(names) != 1:
-        return "inputs", f"{len(names)} inputs for style 'single'"
+    # the names nnfit.tables.raw_inputs gives: any for keyword inputs, fixed otherwise
+    fixed = {"single": ["x"], "positional": [f"input{i}" for i in range(len(names))]}.get(d["style"])
+    if fixed is not None and names != fixed:
+        return "inputs", f"inputs {names} of style {d['style']!r} must be named {fixed}"
     if len(set(names)) != len(names):
         return "inputs", "two inputs have the same name"
     return None
@@ -278,6 +281,8 @@ def _run(d: dict) -> tuple[str, str] | None:
     if (d["best_checkpoint"] is None) != (d["best"] is None):
         return "best_checkpoint", f"{d['best_checkpoint']} does not fit best={d['best']}"
     config, spec = d["config"], d["learner"]["spec"]
+    if (config["scheduler"] == "none") != (d["scheduler"] is None):
+        return "scheduler", f"{short(d['scheduler'])} for scheduler {config['scheduler']!r}"
     if config["epochs"] != d["epochs"]:
         return "config.epochs", f"{config['epochs']} but the loop ran with epochs={d['epochs']}"
     key = config_spec_mismatch(config, spec)

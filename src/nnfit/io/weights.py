@@ -103,6 +103,12 @@ class Want:
     value: Callable[[Tensor], str | None] | None = None
 
 
+def scalar_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes of the loop's and the optimizers' scalar state (a step counter, the running
+    loss): float32, or float64 too when that is torch's default dtype."""
+    return (torch.float32, torch.float64) if torch.get_default_dtype() == torch.float64 else (torch.float32,)
+
+
 def like(t: Tensor | Any, finite: bool = False, **kw: Any) -> Want:
     """A tensor shaped and typed like ``t`` (a tensor, or a :class:`~nnfit.models.state.Slot`)."""
     return Want(tuple(t.shape), (t.dtype,), finite=finite, **kw)
