@@ -72,7 +72,8 @@ def trained(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(("text", "named"), [
     (with_row(GOOD, 4, "1,2,inf,4,yes"), "column 'c' has a non-finite value (row 4: inf"),
     (with_row(GOOD, 2, "1,-inf,0.5,4,no"), "column 'b' has a non-finite value (row 2: -inf"),
-    (with_row(GOOD, 6, "1,2,1e39,4,no"), "column 'c' has a non-finite value (row 6: inf; float32 holds"),
+    (with_row(GOOD, 6, "1,2,1e39,4,no"),  # the file's value, not the inf float32 made of it
+     "column 'c' has a value beyond float32 range (row 6: 1e+39; float32 holds"),
     (with_row(GOOD, 5, "1,2,0.5,oops,no"), "column 'd' is not numeric (row 5: 'oops')"),
     (with_row(GOOD, 3, "1,2,0.5,4,yes,extra"), "cannot parse: row 3 has 6 fields, the header has 5"),
     (with_row(GOOD, 7, "1,2,0.5,no"), "cannot parse: row 7 has 4 fields, the header has 5"),

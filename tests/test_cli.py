@@ -537,13 +537,21 @@ def test_existing_out_dir_is_refused_and_untouched(nnfit_cli, tmp_path):
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
         "model.safetensors", "sub", "sub/notes.txt"]
 
-    # An empty directory is fine, and --overwrite allows a non-empty one.
+    # --overwrite replaces only an nnfit run: OLD holds none (no manifest, no checkpoint).
+    r = nnfit_cli("train", data, "--target", "label", "--epochs", "1", "--quiet", "--out", out, "--overwrite")
+    _assert_one_line_error(r, "OLD", "holds no nnfit run")
+    assert (out / "model.safetensors").read_bytes() == b"\x00old weights\xff"
+
+    # An empty directory is fine, and --overwrite allows one holding a run.
     (tmp_path / "EMPTY").mkdir()
     assert nnfit_cli("train", data, "--target", "label", "--epochs", "1", "--quiet",
                      "--out", "EMPTY").status == 0
-    assert nnfit_cli("train", data, "--target", "label", "--epochs", "1", "--quiet",
-                     "--out", out, "--overwrite").status == 0
-    assert (out / "model.safetensors").read_bytes()[:8] != b"\x00old wei"
+    old = (tmp_path / "EMPTY" / "model.safetensors").read_bytes()
+    (tmp_path / "EMPTY" / "notes.txt").write_bytes(b"mine")
+    assert nnfit_cli("train", data, "--target", "label", "--epochs", "1", "--quiet", "--hidden", "8",
+                     "--out", "EMPTY", "--overwrite").status == 0
+    assert (tmp_path / "EMPTY" / "model.safetensors").read_bytes() != old
+    assert (tmp_path / "EMPTY" / "notes.txt").read_bytes() == b"mine"
 
 
 # ------------------------------------------------------------------------ real subprocesses

@@ -119,12 +119,19 @@ def save_weights(model: nn.Module | dict[str, Tensor], path: str | Path) -> None
     Safetensors whatever the name (``w.pth`` too: no pickle is ever written);
     :func:`load_weights` tells the format from the content, so every name loads back.
 
+    Raises:
+        CheckpointError: ``path`` is a directory.
+        OSError: naming ``path``: its directory cannot be made or written, a full disk.
+
     Example:
         >>> import tempfile, pathlib
         >>> with tempfile.TemporaryDirectory() as d:
         ...     save_weights(torch.nn.Linear(2, 1), pathlib.Path(d) / "w.safetensors")
     """
     sd = model.state_dict() if isinstance(model, nn.Module) else model
+    if Path(path).is_dir():  # else the rename onto it fails with EISDIR/EBUSY ('.', '/')
+        raise CheckpointError(f"{path}: is a directory; name the weights file to write "
+                              f"(e.g. {Path(path) / 'weights.safetensors'})")
     save_tensors(path, sd, {"format": FORMAT_VERSION, "kind": "weights"})
 
 
@@ -155,13 +162,14 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, Tensor], source: s
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load weights into ``model`` (strictly) and return the model.
 
-    The content decides the format, not the name, so whatever :func:`save_weights` wrote
+    The content decides the format, never the name, so whatever :func:`save_weights` wrote
     loads back: a safetensors file, or a state_dict written by ``torch.save`` (a zip archive,
-    or torch's older format under a ``.pt``/``.pth`` name), which is read with
-    ``torch.load(weights_only=True)`` and must hold only tensors.
+    or torch's older pickle format), which is read with ``torch.load(weights_only=True)`` and
+    must hold only tensors.
 
     Raises:
-        CheckpointError: a missing, unreadable or refused file, or weights that do not fit.
+        CheckpointError: a missing, unreadable or refused file, one in neither format, or
+            weights that do not fit.
     """
     p = Path(path)
     if not p.is_file():
@@ -171,11 +179,13 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
             head = f.read(9)
     except OSError as e:
         raise CheckpointError(f"{p}: unreadable ({e.strerror})") from None
-    # safetensors: an 8-byte header length, then the JSON header; torch.save: a zip archive.
-    safetensors = head[8:9] == b"{"
-    if not safetensors and (head.startswith(b"PK\x03\x04") or p.suffix.lower() in (".pt", ".pth")):
+    # torch.save: a zip archive, or (older format) a pickle of protocol 2 to 5; safetensors:
+    # an 8-byte header length, then the JSON header.
+    if head.startswith((b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")):
         load_state_dict_strict(model, legacy_state_dict(p), str(p))
         return model
+    if head[8:9] != b"{":
+        raise CheckpointError(f"{p}: neither a safetensors file nor a torch.save state_dict")
     tensors, _ = load_tensors(p)
     load_state_dict_strict(model, tensors, str(p))
     return model
@@ -188,7 +198,12 @@ def legacy_state_dict(path: str | Path) -> dict[str, Tensor]:
     turns the protection off has no effect, and accepts only a flat mapping of tensors.
     """
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        # An open file, not the name: torch >= 2.10 reads any name ending in .safetensors as
+        # safetensors, whatever it holds.
+        with open(path, "rb") as f:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise CheckpointError(f"{path}: unreadable ({e.strerror})") from None
     except Exception as e:  # a refused pickle, a truncated file, not a torch file at all
         raise CheckpointError(f"{path}: refused to load ({type(e).__name__})") from None
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):

@@ -6,15 +6,45 @@ stderr and exit status 2; nothing is written until the inputs have been checked.
 
 from __future__ import annotations
 
-import argparse
-import json
+# Signal handling comes first, before this module imports anything else (argparse, nnfit's
+# own modules): a Ctrl-C in the first milliseconds must end in one line and 130, not in a
+# KeyboardInterrupt traceback from inside an import. os, signal and sys are loaded by the
+# interpreter's start-up already, so these three imports cost nothing.
 import os
 import signal
 import sys
-from pathlib import Path
-from typing import Any
 
-from .errors import ConfigError, NnfitError, NnfitWarning, Stopped, printable
+_SIGNAL_LINES = {signal.SIGINT: "nnfit: interrupted", signal.SIGTERM: "nnfit: terminated"}
+
+
+def _exit_at_once(signum: int, frame: object) -> None:
+    """While modules load: one line and 128 + signum at once. A KeyboardInterrupt raised
+    inside ``import torch`` leaves half-built modules that then fail in unrelated ways (a
+    RecursionError, say), and nothing has been written yet that would need cleaning up."""
+    os.write(2, (_SIGNAL_LINES[signum] + "\n").encode())
+    os._exit(128 + signum)
+
+
+def _started_as_nnfit() -> bool:
+    """Whether this process is the ``nnfit`` command (the console script, or ``python -m
+    nnfit``), not a program or test that imports this module: only then may importing it take
+    over SIGINT and SIGTERM."""
+    main = sys.modules.get("__main__")
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return spec_name == "nnfit.__main__" or os.path.splitext(script)[0] in ("nnfit", "nnfit-script")
+
+
+if _started_as_nnfit():
+    for _sig in _SIGNAL_LINES:
+        signal.signal(_sig, _exit_at_once)
+
+import argparse  # noqa: E402  (after the handlers, on purpose: see above)
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from .errors import ConfigError, NnfitError, NnfitWarning, Stopped, printable  # noqa: E402
 
 EPILOG = "Docs and examples: README.md. Errors exit with status 2."
 
@@ -94,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Predict every row of DATA, in order.")
     p.add_argument("run", metavar="RUN")
     p.add_argument("data", metavar="DATA")
-    p.add_argument("-o", "--output", default=None, help="output CSV (default: standard output)")
+    p.add_argument("-o", "--output", default=None, help="output CSV (default, or -: standard output)")
     p.add_argument("--proba", action="store_true", help="add one probability column per class")
     p.add_argument("--overwrite", action="store_true", help="allow -o to name DATA itself")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -171,17 +201,6 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-_SIGNAL_LINES = {signal.SIGINT: "nnfit: interrupted", signal.SIGTERM: "nnfit: terminated"}
-
-
-def _exit_at_once(signum: int, frame: Any) -> None:
-    """While modules load: one line and 128 + signum at once. A KeyboardInterrupt raised
-    inside ``import torch`` leaves half-built modules that then fail in unrelated ways (a
-    RecursionError, say), and nothing has been written yet that would need cleaning up."""
-    os.write(2, (_SIGNAL_LINES[signum] + "\n").encode())
-    os._exit(128 + signum)
-
-
 def _interrupted(e: KeyboardInterrupt) -> int:
     """Say which signal stopped nnfit, in one line; returns the exit status 128 + signum."""
     signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
@@ -204,11 +223,12 @@ def _imports_done() -> None:
 def run() -> None:
     """The process entry point (``nnfit``, ``python -m nnfit``): :func:`main`, then exit.
 
-    SIGINT and SIGTERM are handled from its first line on, before the heavy imports (torch
-    takes about a second): the process ends with one line and 130 / 143, never a traceback
-    or death by signal. ``import nnfit`` loads nothing heavy (see ``nnfit/__init__.py``), so
-    this line runs some 20-30 ms after the start; only a signal during the interpreter's own
-    start-up, before any code of nnfit's runs, still ends the process the default way.
+    SIGINT and SIGTERM are handled before the heavy imports (torch takes about a second): the
+    process ends with one line and 130 / 143, never a traceback or death by signal. As the
+    ``nnfit`` command, the handlers are installed by the first lines of this module, before
+    it imports anything (``import nnfit`` before it loads nothing, see ``nnfit/__init__.py``);
+    imported otherwise, by this function's first line. Only a signal during the interpreter's
+    own start-up, before any code of nnfit's runs, still ends the process the default way.
 
     The exit skips C++ static destructors (``os._exit`` after flushing): right after a
     multi-threaded pyarrow read a reader thread may still be winding down, and with torch

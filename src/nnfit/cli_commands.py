@@ -9,8 +9,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .checkpoint import atomic_write_text, read_json
 from .cli import dumps, flag_values, split_items
 from .config import RunConfig, check_names, make_run_config, read_config_file
@@ -18,8 +16,8 @@ from .confusion import MAX_SHOWN_CLASSES, split_confusion
 from .data import split_indices
 from .errors import ConfigError, DataError, Stopped, printable
 from .ingest import read_table
-from .io.layout import is_empty, new_run_dir
-from .io.lock import hold_run_dir
+from .io.layout import check_overwrite, is_empty, new_run_dir, run_name
+from .io.lock import hold_run_dir, taken_over
 from .io.model_dir import resume_config
 from .learner import Learner, fit, load
 from .run import jsonable_metrics, write_metrics
@@ -85,10 +83,15 @@ def _run_dir(args: argparse.Namespace, name: str) -> tuple[Path, list[Path]]:
     return out, [out, *made]
 
 
-def _check_out(out: Path, args: argparse.Namespace) -> None:
-    """Refuse to train into a non-empty ``--out`` without ``--overwrite``; checked under the
-    run's lock, so a run that finished a moment ago is seen."""
-    if args.out and not args.resume and not args.overwrite and not is_empty(out):
+def _check_out(out: Path, args: argparse.Namespace, inputs: list[str | None]) -> None:
+    """Refuse to train into a non-empty ``--out`` without ``--overwrite``, and with it when
+    ``--out`` holds no nnfit run or clearing it would delete one of ``inputs`` (the data and
+    config files); checked under the run's lock, so a run that finished a moment ago is seen."""
+    if not args.out or args.resume:
+        return
+    if args.overwrite:
+        check_overwrite(out, inputs, writer_died=taken_over(out))
+    elif not is_empty(out):
         raise ConfigError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
 
 
@@ -123,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # One writer per run: the lock covers fit and the test files written after it (fit takes
     # it again, re-entrantly); a second writer is refused here, before anything is written.
     with hold_run_dir(out, create=not args.resume, made=made):
-        _check_out(out, args)
+        _check_out(out, args, [cfg.data.data, args.config])
         try:
             learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
                           run_config=record, resume=out if args.resume else None,
@@ -147,6 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------- evaluate/predict
 def _print_metrics(columns: dict[str, dict[str, Any] | None]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     present = {k: v for k, v in columns.items() if v}
     if not present:
@@ -154,7 +158,7 @@ def _print_metrics(columns: dict[str, dict[str, Any] | None]) -> None:
     table = Table(title="metrics")
     table.add_column("metric")
     for name in present:
-        table.add_column(name, justify="right")
+        table.add_column(Text(name), justify="right")  # Text: a file name is not markup
     keys = list(dict.fromkeys(k for v in present.values() for k in v if k not in _NOT_IN_TABLE))
     for k in keys:
         table.add_row(k, *[_fmt(v.get(k)) for v in present.values()])
@@ -199,15 +203,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(jsonable_metrics(metrics)))
     else:
-        _print_metrics({"value": metrics})
+        # Named by the data, so the confusion line reads "(test.csv; rows = true, ...)".
+        _print_metrics({printable(Path(args.data).name): metrics})
     return 0
 
 
 def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list[str], list[list]]:
     if learner.target_name in cols.arrays:
         cols.pop(learner.target_name)
-    out = learner.outputs(cols)  # once, for labels and probabilities alike
-    _check_finite_outputs(out, cols.source)
+    out = learner.outputs(cols)  # once, for labels and probabilities alike; refuses NaN/inf
     pred = learner.task.decode(out)
     name = learner.target_name or "prediction"
     if pred.ndim == 2:
@@ -222,21 +226,16 @@ def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list
     return header, rows
 
 
-def _check_finite_outputs(out: torch.Tensor, source: str) -> None:
-    """Refuse NaN/inf model outputs, naming the first row: never a "nan" prediction (or a
-    label argmax picked from NaN) with exit status 0."""
-    flat = out.reshape(len(out), -1)
-    bad = ~torch.isfinite(flat)
-    if bad.any():
-        row, col = (int(i) for i in bad.nonzero()[0])
-        raise DataError(f"{source}: the model's output for row {row + 1} is not finite "
-                        f"({flat[row, col].item()}): inputs far outside the training data, "
-                        "or a model with non-finite weights")
-
-
-def _check_output(output: str, data: str, overwrite: bool) -> None:
-    """Refuse ``-o`` naming DATA itself (by any path: a link, ``./x.csv``) unless ``overwrite``:
-    the predictions would silently replace the input."""
+def _check_output(output: str, data: str, run: str, overwrite: bool) -> None:
+    """Refuse ``-o`` naming a file or folder of the run's layout inside RUN (whatever
+    ``overwrite`` says: the run read from would be damaged), and ``-o`` naming DATA itself
+    (by any path: a link, ``./x.csv``) unless ``overwrite``: the predictions would silently
+    replace the input."""
+    name = run_name(run, output)
+    if name is not None:
+        what = f"inside the run's {name}" if name.endswith("/") else f"the run's {name}"
+        raise ConfigError(f"-o {output} is {what} in {run}: writing there would damage the run; "
+                          "choose an output outside the run's files")
     try:
         same = Path(output).resolve() == Path(data).resolve() or Path(output).samefile(data)
     except OSError:  # -o does not exist yet (or cannot be looked at): not the input
@@ -247,8 +246,9 @@ def _check_output(output: str, data: str, overwrite: bool) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    if args.output:
-        _check_output(args.output, args.data, args.overwrite)
+    output = None if args.output == "-" else args.output  # "-": standard output, as for most tools
+    if output:
+        _check_output(output, args.data, args.run, args.overwrite)
     learner = load(args.run, device=args.device)
     if args.proba and learner.classes is None:
         raise ConfigError("--proba needs a classification model")
@@ -258,8 +258,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    if args.output:
-        atomic_write_text(args.output, buf.getvalue())
+    if output:
+        atomic_write_text(output, buf.getvalue())
     else:
         print(buf.getvalue(), end="")
     return 0

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from .errors import TrainingError
+from .errors import DataError, TrainingError
 
 
 def first_non_finite(named: Iterable[tuple[str, Tensor]]) -> str | None:
@@ -90,3 +90,19 @@ class FiniteGuard:
         name = first_non_finite(self.named)
         if name is not None:
             raise TrainingError(f"parameter {name!r} became non-finite {where}")
+
+
+def check_finite_outputs(out: Tensor, source: str) -> None:
+    """Refuse NaN/inf model outputs, naming the first 1-based row: never a "nan" prediction, a
+    label argmax picked from NaN, or NaN metrics, with exit status 0.
+
+    Raises:
+        DataError: naming ``source``, the row and the value.
+    """
+    flat = out.reshape(len(out), -1)
+    bad = ~torch.isfinite(flat)
+    if bad.any():  # sync: once per prediction or failed evaluation
+        row, col = (int(i) for i in bad.nonzero()[0])
+        raise DataError(f"{source}: the model's output for row {row + 1} is not finite "
+                        f"({flat[row, col].item()}): inputs far outside the training data, "
+                        "or a model with non-finite weights")

@@ -14,7 +14,10 @@ error) falls back to the general reader, whose messages name the column and row.
 from __future__ import annotations
 
 import csv as csv_module
+import itertools
+import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +132,13 @@ class _Filler:
             self.block[self.row:self.row + k, j] = _values(col, np.dtype(np.float32))
         self.row += k
 
-    def finish(self, source: str) -> Columns:
+    def finish(self, source: str, cell: Callable[[int, str], Any]) -> Columns:
+        """The Columns read; ``cell(row, name)`` is the file's own value of a cell (0-based
+        data row), looked up only to name a value float32 could not hold.
+
+        Raises:
+            DataError: no rows, missing values (counted per column), or inf in the block.
+        """
         if self.row == 0:
             raise DataError(f"{source}: no data rows")
         block = self.block[:self.row]
@@ -139,11 +148,46 @@ class _Filler:
                 self.missing[name] = self.missing.get(name, 0) + count
         if self.missing:
             raise missing_values(source, self.missing)
+        # inf here is "inf" in the file or a number beyond float32's range (parsed to float32
+        # as inf): found now, while file rows are known, and named by the file's own value.
+        first: tuple[int, str] | None = None  # (row, column) of the first inf, by row
+        for j, name in enumerate(self.block_names):
+            hit = np.isinf(block[:, j])
+            if hit.any() and (first is None or int(hit.argmax()) < first[0]):
+                first = (int(hit.argmax()), name)
+        if first is not None:
+            raise _inf_error(source, first[1], first[0], cell(*first))
         arrays = {}
         for n in self.names:
             j = self.where.get(n)
             arrays[n] = block[:, j] if j is not None else np.concatenate(self.others[n])
         return Columns(source, arrays, block=block, block_names=self.block_names)
+
+
+def _inf_error(source: str, name: str, row: int, value: Any) -> DataError:
+    """The error for an infinite block value whose file value is ``value`` (None: unknown),
+    worded as :func:`nnfit.tables.feature_matrix` words the same problems."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.inf
+    if math.isfinite(number):
+        return DataError(f"{source}: column {name!r} has a value beyond float32 range "
+                         f"(row {row + 1}: {number:g}; float32 holds at most 3.4e38 in size)")
+    return DataError(f"{source}: column {name!r} has a non-finite value "
+                     f"(row {row + 1}: {value if value is not None else 'inf'})")
+
+
+def _csv_cell(p: Path, delimiter: str, row: int, column: int) -> str | None:
+    """The text of data row ``row`` (0-based, blank lines skipped as the parser skips them),
+    field ``column``; None when it cannot be found. An error path: reads up to that row."""
+    try:
+        with open(p, encoding="utf-8-sig", errors="replace", newline="") as f:
+            rows = (r for r in csv_module.reader(f, delimiter=delimiter) if r)
+            fields = next(itertools.islice(rows, row + 1, None), None)  # + 1: the header
+    except csv_module.Error:
+        return None
+    return fields[column] if fields is not None and column < len(fields) else None
 
 
 def _count_lines(p: Path) -> tuple[int, bytes]:
@@ -183,7 +227,9 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str, allow_missing: bool)
 
     lines, header = _count_lines(p)
     try:
-        names = next(csv_module.reader([header.decode("utf-8")], delimiter=delimiter), [])
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first name,
+        # nor does it hide that name's quotes; pyarrow's reader drops it the same way.
+        names = next(csv_module.reader([header.decode("utf-8-sig")], delimiter=delimiter), [])
     except (UnicodeDecodeError, csv_module.Error):  # e.g. a lone "\r", a line end to pyarrow
         raise _Fallback from None
     if not names or len(set(names)) != len(names) or not all(n.strip() for n in names):
@@ -234,7 +280,7 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str, allow_missing: bool)
         raise _Fallback from None  # e.g. a column numeric at the top and text further down
     if filler is None:
         raise DataError(f"{p}: no data rows")
-    return filler.finish(str(p))
+    return filler.finish(str(p), lambda row, name: _csv_cell(p, delimiter, row, names.index(name)))
 
 
 def _read_parquet(p: Path, exclude: str | None, allow_missing: bool) -> Columns:
@@ -255,4 +301,4 @@ def _read_parquet(p: Path, exclude: str | None, allow_missing: bool) -> Columns:
             filler.add(batch)
     except (pa.ArrowInvalid, OSError):
         raise _Fallback from None
-    return filler.finish(str(p))
+    return filler.finish(str(p), lambda row, name: pq.read_table(p, columns=[name]).column(0)[row].as_py())

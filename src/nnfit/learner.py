@@ -9,6 +9,7 @@ model's spec (so a saved built-in model is rebuilt without user code) and the tr
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
@@ -27,6 +28,7 @@ from .config import TrainConfig, train_config
 from .data import LoaderData, TensorData, split_indices
 from .errors import CheckpointError, ConfigError, DataError
 from .files import write_files
+from .guards import check_finite_outputs
 from .ingest import read_table
 from .io.model_dir import META_FILE, MODEL_FILE, read_model_dir
 from .models import build_model, model_spec
@@ -35,6 +37,7 @@ from .summary import ModelSummary, summarize
 from .tables import (
     Columns,
     RawInputs,
+    check_plain_tensor,
     column_name,
     columns_from_frame,
     is_frame,
@@ -94,22 +97,35 @@ class Learner:
         """The label vocabulary (classification) in index order, or None (regression)."""
         return list(self.task.labels.classes) if isinstance(self.task, ClassificationTask) else None
 
-    def _inputs(self, x: Any, source: str = "input") -> Any:
+    def _inputs(self, x: Any, source: str = "input") -> tuple[Any, str]:
+        """Model-ready inputs for ``x`` and the name to use for them in errors."""
         if isinstance(x, (Dataset, DataLoader)):
-            return LoaderData(x)
+            return LoaderData(x), source
         if self.preprocessor is None:
             raise ConfigError("this model was trained from a DataLoader: pass a Dataset or DataLoader")
         raw, source = _raw(x, source, drop=self.target_name, allow_missing=self.imputes)
-        return TensorData(self.preprocessor.transform(raw, source))
+        return TensorData(self.preprocessor.transform(raw, source)), source
 
     @property
     def imputes(self) -> bool:
         """Whether missing feature values are filled with training medians (``impute=True``)."""
         return self.preprocessor is not None and self.preprocessor.imputes
 
-    def outputs(self, x: Any) -> Tensor:
-        """Raw model outputs (logits or scaled values) for ``x``, on the CPU."""
-        return self.trainer.predict_outputs(self.model, self._inputs(x))
+    def outputs(self, x: Any, *, check_finite: bool = True) -> Tensor:
+        """Raw model outputs (logits or scaled values) for ``x``, on the CPU.
+
+        Args:
+            check_finite: refuse a NaN or infinite output (as :meth:`predict`,
+                :meth:`predict_proba` and :meth:`evaluate` do); False returns it as it is.
+
+        Raises:
+            DataError: an output is not finite, naming the data and the first such row.
+        """
+        data, source = self._inputs(x)
+        out = self.trainer.predict_outputs(self.model, data)
+        if check_finite:
+            check_finite_outputs(out, source)
+        return out
 
     def predict(self, x: Any) -> np.ndarray:
         """Predicted labels (in the training label space) or values (original units)."""
@@ -122,17 +138,26 @@ class Learner:
         return self.task.proba(self.outputs(x)).double().numpy()
 
     def evaluate(self, x: Any, y: Any = None, *, target: str | None = None) -> dict[str, Any]:
-        """Loss and metrics on labelled data (arrays + ``y``, or a table/file + ``target``)."""
-        data = self.labelled(x, y, target, "evaluation data")
-        return self.trainer.evaluate(self.model, data, task=self.task)
+        """Loss and metrics on labelled data (arrays + ``y``, or a table/file + ``target``).
+
+        Raises:
+            DataError: bad data, or a model output that is not finite (naming the first such
+                row) rather than NaN metrics.
+        """
+        data, source = self._labelled(x, y, target, "evaluation data")
+        return self.trainer.evaluate(self.model, data, task=self.task, finite_outputs=source)
 
     def labelled(self, x: Any, y: Any, target: str | None, source: str) -> Any:
         """``x`` and ``y`` as a model-ready labelled source, checked against the schema."""
+        return self._labelled(x, y, target, source)[0]
+
+    def _labelled(self, x: Any, y: Any, target: str | None, source: str) -> tuple[Any, str]:
+        """:meth:`labelled`, and the name to use for the inputs in errors."""
         if isinstance(x, (Dataset, DataLoader)):
-            return LoaderData(x)
+            return LoaderData(x), source
         raw, y_arr, source, y_source = _xy(x, y, target or self.target_name, source, self.imputes)
         inputs = self.preprocessor.transform(raw, source)
-        return TensorData(inputs, self.task.encode_target(y_arr, y_source))
+        return TensorData(inputs, self.task.encode_target(y_arr, y_source)), source
 
     def summary(self, sample_input: Any = None) -> ModelSummary:
         """Layer table with output shapes from a forward pass on ``sample_input`` (default: a
@@ -267,8 +292,7 @@ def _xy(x: Any, y: Any, target: str | None, source: str,
 
 def _target_array(y: Any, source: str = "target") -> np.ndarray:
     if isinstance(y, Tensor):
-        if y.is_meta:
-            raise DataError(f"{source}: tensors on the meta device hold no data")
+        check_plain_tensor(y, source)
         return y.detach().cpu().numpy()
     if hasattr(y, "to_numpy"):
         y = y.to_numpy()
@@ -296,7 +320,9 @@ def _build(model: Any, pre: Preprocessor | None, task: Task) -> tuple[nn.Module,
     """The module to train and its spec: a module as given, or one built from a spec dict whose
     input and output sizes default to the data's."""
     if isinstance(model, nn.Module):
-        return model, model_spec(model)
+        spec = model_spec(model)
+        _check_module(model, spec, pre)
+        return model, spec
     if isinstance(model, str):
         model = {"name": model}
     if not isinstance(model, Mapping):
@@ -318,6 +344,26 @@ def _build(model: Any, pre: Preprocessor | None, task: Task) -> tuple[nn.Module,
     return built, model_spec(built)
 
 
+def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None) -> None:
+    """Refuse a module that cannot train on the data, before torch fails deep inside the loop.
+
+    Raises:
+        ConfigError: a parameter or buffer on the meta device (shapes only, no data).
+        DataError: an nnfit MLP/ResidualMLP whose ``in_features`` is not the data's width, or
+            data that is not (rows, features).
+    """
+    meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
+    if meta is not None:
+        raise ConfigError(f"model: {meta!r} is on the meta device and holds no data: build the model on "
+                          "a real device, or call model.to_empty(device='cpu') and initialise it")
+    if pre is None or spec is None or spec.get("name") not in ("mlp", "resmlp"):
+        return
+    width = _table_width(pre, spec["name"])
+    if spec.get("in_features") != width:
+        raise DataError(f"model {spec['name']!r} takes {spec.get('in_features')} features per row, "
+                        f"the data has {width}")
+
+
 def _table_width(pre: Preprocessor, name: str) -> int:
     """The feature count of one (rows, features) input, the only input an mlp/resmlp takes.
 
@@ -335,7 +381,10 @@ def _table_width(pre: Preprocessor, name: str) -> int:
 
 
 def _built_in(model: Any) -> bool:
-    """Whether ``model`` names a built-in model (a spec dict or name), not a user's module."""
+    """Whether ``model`` is a built-in model (a spec dict or name, or an nnfit MLP or
+    ResidualMLP instance), not a user's module."""
+    if isinstance(model, nn.Module):
+        model = model_spec(model) or {}
     name = model if isinstance(model, str) else model.get("name") if isinstance(model, Mapping) else None
     return name in ("mlp", "resmlp")
 
@@ -370,6 +419,8 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
             ``resume``); off by default so an earlier run is never overwritten by accident.
             The earlier run's files (every name in ``nnfit.io.layout.RUN_LAYOUT``) are removed
             before the first write, once the data and model checked out; other files stay.
+            Refused for a non-empty directory that holds no nnfit run, and when ``x`` or
+            ``val`` is a file of the run that would be removed (``nnfit.io.layout.check_overwrite``).
         force_resume: resume even when settings or data differ (a warning lists the changes).
         **overrides: TrainConfig fields, e.g. ``epochs=20, lr=3e-4, optimizer="adamw"``.
 
@@ -387,7 +438,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     from .io.resume import read_resume
 
     with _holding(run_dir, resume):  # one writer per run directory, for all of fit
-        _check_run_dir(run_dir, resume, overwrite)
+        _check_run_dir(run_dir, resume, overwrite, (x, val))
         cfg = train_config(config, **overrides)
         trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
         # checked whole (the task, preprocessing and model it describes too) before any use
@@ -427,14 +478,20 @@ def _holding(run_dir: str | Path | None, resume: str | Path | None) -> Iterator[
         yield
 
 
-def _check_run_dir(run_dir: str | Path | None, resume: Any, overwrite: bool) -> None:
-    """Refuse to train into a non-empty directory unless resuming it or told to overwrite."""
-    from .io.layout import is_empty
+def _check_run_dir(run_dir: str | Path | None, resume: Any, overwrite: bool, data: tuple) -> None:
+    """Refuse to train into a non-empty directory unless resuming it or told to overwrite, and
+    to overwrite one that holds no nnfit run or whose clearing would delete a file of ``data``."""
+    from .io.layout import check_overwrite, is_empty
+    from .io.lock import taken_over
 
-    if run_dir is not None and resume is None and not overwrite:
-        d = Path(run_dir)
-        if d.exists() and (not d.is_dir() or not is_empty(d)):
-            raise ConfigError(f"{d} exists and is not empty: pass overwrite=True, resume= or another run_dir")
+    if run_dir is None or resume is not None:
+        return
+    d = Path(run_dir)
+    if overwrite:
+        files = [v for v in data if isinstance(v, (str, os.PathLike))]
+        check_overwrite(d, files, writer_died=taken_over(d))
+    elif d.exists() and (not d.is_dir() or not is_empty(d)):
+        raise ConfigError(f"{d} exists and is not empty: pass overwrite=True, resume= or another run_dir")
 
 
 def _sources(x: Any, y: Any, val: Any, target: str | None, task: str | Task, cfg: TrainConfig,

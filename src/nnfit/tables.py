@@ -186,7 +186,7 @@ def _from_arrow(table: Any, source: str, allow_missing: bool = False,
     for i, n in enumerate(names):
         col = table.column(i)
         check_flat(col.type, n, source)
-        _check_text(col, n, source)
+        col = _check_text(col, n, source)
         numeric = _arrow_numeric(col.type)
         keep_nan = allow_missing and numeric and n != exclude
         if col.null_count and not keep_nan:
@@ -230,16 +230,23 @@ def check_flat(t: Any, name: str, source: str) -> None:
                         "reads one number or label per cell: store each element as its own column")
 
 
-def _check_text(col: Any, name: str, source: str) -> None:
-    """Refuse a column the CSV parser left as raw bytes: its text is not UTF-8."""
+def _check_text(col: Any, name: str, source: str) -> Any:
+    """The column, with raw bytes (left so by the CSV parser, or a Parquet binary column) as
+    text: labels are text, and bytes could not be saved with the model.
+
+    Raises:
+        DataError: the bytes are not UTF-8 text, naming the first such row.
+    """
+    import pyarrow as pa
     import pyarrow.types as pt
 
     if pt.is_binary(col.type) or pt.is_large_binary(col.type):
         values = col.to_pylist()
         bad = next((i for i, v in enumerate(values) if v is not None and not _utf8(v)), None)
         if bad is None:  # bytes from a Parquet file, but valid text
-            return
+            return col.cast(pa.string() if pt.is_binary(col.type) else pa.large_string())
         raise DataError(f"{source}: column {name!r} is not UTF-8 text (row {bad + 1}: {values[bad]!r})")
+    return col
 
 
 def _utf8(b: bytes) -> bool:
@@ -316,8 +323,8 @@ def feature_matrix(cols: Columns, features: Sequence[str], allow_nan: bool = Fal
         a = cols.arrays[name]
         if a.dtype.kind not in "iufb":
             bad = next((i for i, v in enumerate(a) if not _is_number(v)), 0)
-            raise DataError(f"{cols.source}: column {name!r} is not numeric "
-                            f"(row {bad + 1}: {a[bad]!r})")
+            v = a[bad].item() if isinstance(a[bad], np.generic) else a[bad]  # 'x', not np.str_('x')
+            raise DataError(f"{cols.source}: column {name!r} is not numeric (row {bad + 1}: {v!r})")
         a = a.astype(np.float64)
         finite = np.isfinite(a) | (np.isnan(a) if allow_nan else False)
         if not finite.all():
@@ -380,8 +387,7 @@ def _single(x: Any, name: str, source: str, allow_nan: bool = False) -> tuple[An
         cols = x if isinstance(x, Columns) else columns_from_frame(x, source, allow_missing=allow_nan)
         return feature_matrix(cols, cols.names, allow_nan), cols.names
     if isinstance(x, Tensor):
-        if x.is_meta:
-            raise DataError(f"{source}: tensors on the meta device hold no data")
+        check_plain_tensor(x, source)
         t = x.unsqueeze(1) if x.ndim == 1 else x
         if t.ndim == 0 or len(t) == 0:
             raise DataError(f"{source}: no data rows")
@@ -400,6 +406,25 @@ def _single(x: Any, name: str, source: str, allow_nan: bool = False) -> tuple[An
     if a.dtype.kind == "f":
         _check_finite(a, source, allow_nan)
     return a, None
+
+
+def check_plain_tensor(t: Tensor, source: str) -> None:
+    """Refuse a tensor that is not a dense, real tensor with data: torch's own errors for
+    these come from deep inside (or, for complex values, none: the imaginary part is dropped).
+
+    Raises:
+        DataError: a meta-device, sparse, nested or complex tensor, naming ``source``.
+    """
+    if t.is_meta:
+        raise DataError(f"{source}: tensors on the meta device hold no data")
+    if t.is_nested:
+        raise DataError(f"{source}: a nested tensor (rows of different lengths) is not supported: "
+                        "pad it to one shape (torch.nested.to_padded_tensor)")
+    if t.layout != torch.strided:
+        raise DataError(f"{source}: a sparse tensor ({t.layout}) is not supported: call .to_dense() first")
+    if t.is_complex():
+        raise DataError(f"{source}: complex values ({t.dtype}) are not supported: pass real numbers "
+                        "(torch.view_as_real gives the real and imaginary parts as two)")
 
 
 def _check_finite(a: np.ndarray, source: str, allow_nan: bool) -> None:

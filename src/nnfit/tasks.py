@@ -61,8 +61,25 @@ def check_target(y: np.ndarray, source: str = "target") -> None:
         for i, row in enumerate(flat):
             if any(v is None or (isinstance(v, float) and v != v) for v in row):
                 raise DataError(f"{source} has a missing value (row {i + 1})")
+        _check_label_types(flat, source)
     elif y.dtype.kind not in "iubUS":
         raise DataError(f"{source} must hold labels or numbers, got {y.dtype} values")
+
+
+# What a label may be: it is saved in JSON (model.json, checkpoints) and read back as itself.
+_LABEL_TYPES = (str, int, float, bool, np.integer, np.floating, np.bool_)
+
+
+def _check_label_types(flat: np.ndarray, source: str) -> None:
+    """Refuse an object target holding values that are neither text nor numbers (dates,
+    timestamps, decimals, durations, bytes from a Parquet file), naming the first row: they
+    cannot be saved with the model. One pass over the types, in C, before any per-row work."""
+    if all(issubclass(t, _LABEL_TYPES) for t in set(map(type, flat.ravel()))):
+        return
+    i, v = next((i, v) for i, row in enumerate(flat) for v in row if not isinstance(v, _LABEL_TYPES))
+    shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+    raise DataError(f"{source} must hold labels or numbers, got {type(v).__name__} values "
+                    f"(row {i + 1}: {shown})")
 
 
 def infer_task(y: np.ndarray) -> str:
@@ -148,7 +165,16 @@ class LabelMap:
 
     def decode(self, idx: np.ndarray) -> np.ndarray:
         """Original labels for indices."""
-        return np.asarray(list(self.classes))[np.asarray(idx)]
+        return _label_array(self.classes)[np.asarray(idx)]
+
+
+def _label_array(classes: tuple) -> np.ndarray:
+    """The labels as one array. Integer labels stay exact integers: NumPy would make
+    ``[1, 2**63 + 5]`` (uint64 labels) float64, i.e. 9.223372036854776e+18 and 1.0."""
+    a = np.asarray(list(classes))
+    if a.dtype.kind == "f" and all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        a = np.asarray(list(classes), dtype=np.uint64 if min(classes) >= 0 else object)
+    return a
 
 
 @dataclass

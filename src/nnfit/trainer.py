@@ -36,7 +36,7 @@ from .config import TrainConfig, train_config
 from .data import DataSource, Inputs, LoaderData, as_source
 from .errors import CheckpointError, ConfigError, Stopped, TrainingError
 from .graphs import GraphedStep, graphs_wanted
-from .guards import FiniteGuard, first_non_finite
+from .guards import FiniteGuard, check_finite_outputs, first_non_finite
 from .io.resume import check_resume
 from .metrics import metric_direction
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule
@@ -242,6 +242,7 @@ class Trainer:
         if resume is not None:
             self._restore(*resume)
             self._left = f"the checkpoint resumed from (step {self.state.step}) is untouched"
+            self._resume_ended(resume[1])
             self._resume_stopped(resume[1], monitor)
         self.guard = FiniteGuard(model, per_step=not self.runtime.is_cuda) if c.check_finite else None
         self.stepper = FusedStepper(self.optimizer)
@@ -309,6 +310,23 @@ class Trainer:
     def _with_left(self, message: str) -> str:
         """``message`` plus what is left to resume from, when the fit writes checkpoints."""
         return message if self._checkpoint_fn is None else f"{message}; {self._left}"
+
+    def _resume_ended(self, meta: dict[str, Any]) -> None:
+        """Refuse a resume whose ``epochs`` ends where the run already is (or before) while
+        asking for other epochs than the run's: it would train nothing and say "run written".
+        The run's own ``epochs`` on a finished run stays a no-op, as asked.
+
+        Raises:
+            ConfigError: saying how far the run got and which ``epochs`` trains on.
+        """
+        st, planned = self.state, meta.get("epochs", self.config.epochs)
+        if self.config.epochs > st.epoch or self.config.epochs == planned:
+            return
+        at = f"{st.batch} batches into epoch {st.epoch + 1}" if st.batch else f"epoch {st.epoch}"
+        finish = f"; {planned} finishes it as planned" if planned > st.epoch else ""
+        raise ConfigError(f"nothing to train: the run got to {at} of {planned}, and epochs "
+                          f"{self.config.epochs} goes no further; to train on, resume with epochs "
+                          f"above {st.epoch} (--epochs N, epochs=N in Python){finish}")
 
     def _resume_stopped(self, meta: dict[str, Any], monitor: str) -> None:
         """Decide again whether a resumed run that had stopped goes on: early stopping under
@@ -451,11 +469,19 @@ class Trainer:
     # ------------------------------------------------------------------ evaluate / predict
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, data: Any, *, task: Task | None = None,
-                 target: Tensor | None = None) -> dict[str, Any]:
+                 target: Tensor | None = None, finite_outputs: str | None = None) -> dict[str, Any]:
         """Loss and task metrics of ``model`` on labelled ``data``, in eval mode, no autograd.
+
+        Args:
+            finite_outputs: the data's name, to refuse a NaN or infinite model output instead
+                of returning NaN metrics (validation during ``fit`` lets them through).
 
         Returns:
             ``{"loss": ..., <metric>: ...}``; one host sync at the end.
+
+        Raises:
+            DataError: with ``finite_outputs``, naming it and the first row whose output is
+                not finite (found by predicting again: a failure path only).
         """
         task = task or self.task
         if task is None:
@@ -465,9 +491,12 @@ class Trainer:
         model.eval()
         metrics = task.make_metrics()
         loss_sum, n = torch.zeros((), dtype=torch.float64, device=self.runtime.device), 0
+        finite = torch.ones((), dtype=torch.bool, device=self.runtime.device)
         try:
             for inputs, tgt in source.batches(self.config.eval_batch_size):
                 out = self.forward(model, inputs)
+                if finite_outputs is not None:
+                    finite &= torch.isfinite(out).all()  # on the device: no sync per batch
                 loss_sum += task.loss(out, tgt).double() * len(tgt)
                 n += len(tgt)
                 metrics.update(*task.metric_inputs(out, tgt))
@@ -475,7 +504,10 @@ class Trainer:
             model.train(was_training)
         if n == 0:
             raise ConfigError("evaluate: the data is empty")
-        return {"loss": (loss_sum / n).item(), **metrics.compute()}  # sync: once per evaluation
+        loss, ok = torch.stack([loss_sum / n, finite.double()]).tolist()  # sync: once per evaluation
+        if not ok:
+            check_finite_outputs(self.predict_outputs(model, source), finite_outputs)
+        return {"loss": loss, **metrics.compute()}
 
     @torch.inference_mode()
     def predict_outputs(self, model: nn.Module, data: Any) -> Tensor:
@@ -510,15 +542,20 @@ class Trainer:
         if st.batch:  # inside an epoch: its order and its running loss
             tensors.update({f"rng_epoch/{k}": v for k, v in self._epoch_rng.items()})
             tensors["loop/loss_sum"] = self._loss_sum
-        # Parameters, their optimizer state and the running loss must be finite; buffers may
-        # legitimately hold inf (an attention mask), so they are not checked.
+        # Parameters, their optimizer state and the running loss must be finite. Buffers may
+        # legitimately hold inf (an attention mask) but never NaN (a BatchNorm running
+        # statistic gone NaN would poison every later prediction).
         params = {n for n, _ in self.model.named_parameters()}
-        checked = ((k, v) for k, v in tensors.items()
-                   if k.split("/", 1)[0] in ("optimizer", "loop")
-                   or (k.startswith(("model/", "best/")) and k.split("/", 1)[1] in params))
+        weights = [(k, v) for k, v in tensors.items() if k.startswith(("model/", "best/"))]
+        checked = [(k, v) for k, v in tensors.items() if k.split("/", 1)[0] in ("optimizer", "loop")]
+        checked += [(k, v) for k, v in weights if k.split("/", 1)[1] in params]
         bad = first_non_finite(checked)
         if bad is not None:  # fit() adds which earlier checkpoint, if any, is left
             raise TrainingError(f"{bad} is non-finite at step {st.step}: not checkpointed")
+        bad = next((k for k, v in weights if k.split("/", 1)[1] not in params and v.is_floating_point()
+                    and bool(v.isnan().any())), None)  # sync: per buffer, at checkpoints only
+        if bad is not None:
+            raise TrainingError(f"{bad} holds NaN at step {st.step}: not checkpointed")
         meta = {
             "epoch": st.epoch, "step": st.step, "batch": st.batch, "loss_n": self._loss_n,
             "epochs": self.config.epochs, "history": st.history.records,

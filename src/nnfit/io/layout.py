@@ -3,9 +3,15 @@
 ``--overwrite`` (``fit(overwrite=True)``) removes exactly the names in :data:`RUN_LAYOUT`, so
 nothing of an earlier run (its checkpoints above all, which rotation would otherwise prefer to
 the new run's) survives into the new one, while anything else a user keeps in the directory
-stays. A feature that writes a new file or folder into a run (plots, reports, logger folders,
-sweep members) adds its name here; ``tests/test_run_dir.py`` fails when a run writes a name
-the registry lacks.
+stays. Inside a folder of the layout only the entries nnfit writes there (:data:`FOLDER_ENTRIES`)
+are removed, and the folder itself only when nothing else is left in it. A feature that writes
+a new file or folder into a run (plots, reports, logger folders, sweep members) adds its name
+here (a folder with the pattern of its entries); ``tests/test_run_dir.py`` fails when a run
+writes a name the registry lacks.
+
+:func:`check_overwrite` decides whether a directory may be overwritten at all: only one that
+holds an nnfit run (or is empty), and never when an input of the new run is a path clearing
+would remove.
 
 Example:
     >>> "checkpoints/" in RUN_LAYOUT and "config.json" in RUN_LAYOUT
@@ -14,10 +20,13 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..files import MANIFEST, fsync_dir, remove_bundle
 
 # Every file and folder (trailing "/") nnfit writes into a run directory.
@@ -34,6 +43,11 @@ RUN_LAYOUT: dict[str, str] = {
     "confusion_matrix.safetensors": "the confusion matrix of a target with many classes",
 }
 
+# What nnfit writes inside each folder of the layout: only these are removed with the run.
+FOLDER_ENTRIES: dict[str, re.Pattern[str]] = {
+    "checkpoints/": re.compile(r"(?:damaged-)?step-\d{9,}(?:-epoch-\d{5,})?"),  # see nnfit.run
+}
+
 # The lock of the run's writer (nnfit.io.lock): in the run, but never part of a run's content.
 LOCK_FILE = ".nnfit.lock"
 
@@ -45,25 +59,135 @@ def is_empty(run_dir: str | Path) -> bool:
 
 
 def clear_run(run_dir: str | Path) -> list[str]:
-    """Remove every path of :data:`RUN_LAYOUT` from ``run_dir``; returns the names removed.
+    """Remove the earlier run's paths of :data:`RUN_LAYOUT` from ``run_dir``; returns them.
 
-    The manifest goes first, so an old model never verifies once a part of it is gone; a
-    folder is renamed to a temporary name before it is deleted (one atomic step). Call it only
-    while holding the run's lock. Other files stay.
+    A file's name goes (a link by itself, never what it points to; a directory under a file's
+    name, or a file under a folder's, is not nnfit's and stays). In a folder only the entries :data:`FOLDER_ENTRIES` names
+    for it go, then the folder if that left it empty. The manifest goes first, so an old model
+    never verifies once a part of it is gone; a bundle is renamed to a temporary name before it
+    is deleted (one atomic step). Call it only while holding the run's lock, after
+    :func:`check_overwrite`. Other files stay.
     """
     d, removed = Path(run_dir), []
     for name in RUN_LAYOUT:
         p = d / name.rstrip("/")
-        if p.is_dir() and not p.is_symlink():
-            remove_bundle(p)
-        elif p.is_symlink() or p.exists():
+        if p.is_symlink() or (p.exists() and not p.is_dir() and not name.endswith("/")):
             p.unlink()
-        else:
-            continue
-        removed.append(name)
+            removed.append(name)
+        elif name.endswith("/") and p.is_dir():
+            removed += _clear_folder(p, name)
     if removed:
         fsync_dir(d)
     return removed
+
+
+def _clear_folder(folder: Path, name: str) -> list[str]:
+    """Remove the entries nnfit writes in ``folder`` (the layout's ``name``), then the folder
+    when nothing else is in it."""
+    removed = []
+    for p in sorted(folder.iterdir()):
+        if FOLDER_ENTRIES[name].fullmatch(p.name):
+            if p.is_dir() and not p.is_symlink():
+                remove_bundle(p)
+            else:
+                p.unlink()
+            removed.append(name + p.name)
+    try:
+        folder.rmdir()
+        removed.append(name)
+    except OSError:  # a user's file is still in it: it stays, and so does the folder
+        if removed:
+            fsync_dir(folder)
+    return removed
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` shows an nnfit run or saved model: a checkpoint bundle, or a
+    manifest of nnfit's (read loosely: a damaged run is still a run)."""
+    d = Path(run_dir)
+    folder = d / "checkpoints"
+    if folder.is_dir() and any(FOLDER_ENTRIES["checkpoints/"].fullmatch(p.name) for p in folder.iterdir()):
+        return True
+    try:
+        with open(d / MANIFEST, "rb") as f:
+            body = json.loads(f.read(1 << 20))  # nnfit's is a few hundred bytes
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("kind") == "model"  # nnfit.io.model_dir.KIND
+
+
+def check_overwrite(run_dir: str | Path, inputs: Iterable[str | Path | None] = (), *,
+                    writer_died: bool = False) -> None:
+    """Refuse to overwrite ``run_dir`` when that could delete what is not an earlier run's.
+
+    A non-empty directory may be overwritten only when it holds an nnfit run
+    (:func:`holds_run`, or ``writer_died``: its lock was taken over from an nnfit writer that
+    died, perhaps before it wrote a manifest), and never when one of ``inputs`` (the new run's
+    data and config files) is, or links to, a path :func:`clear_run` would remove.
+
+    Args:
+        run_dir: the directory to overwrite (a missing or empty one is always fine).
+        inputs: paths the new run reads; None entries are skipped.
+        writer_died: see :func:`nnfit.io.lock.taken_over`.
+
+    Raises:
+        ConfigError: naming the directory, and the input that overwriting would delete.
+    """
+    d = Path(run_dir)
+    if not d.is_dir() or is_empty(d):
+        return
+    for p in inputs:
+        name = None if p is None else _cleared_name(d, p)
+        if name is not None:
+            raise ConfigError(f"{p} is the run file {name} of {d}: overwriting {d} would delete "
+                              "it; move it out of the run directory or write the run elsewhere")
+    if not writer_died and not holds_run(d):
+        raise ConfigError(f"{d} is not empty and holds no nnfit run: overwriting replaces "
+                          "only an earlier run's files; choose a new or empty directory")
+
+
+def run_name(run_dir: str | Path, path: str | Path) -> str | None:
+    """The name of :data:`RUN_LAYOUT` (or the lock file) that ``path`` is or lies in inside
+    ``run_dir`` (``"checkpoints/"`` for anything in that folder), or None.
+
+    Both the path itself and what it links to count, so neither ``./``, ``..`` nor a link
+    hides a run's file.
+    """
+    for parts in _inside(Path(run_dir), Path(path)):
+        if parts and parts[0] in (*RUN_LAYOUT, LOCK_FILE):
+            return parts[0]
+        if parts and f"{parts[0]}/" in RUN_LAYOUT:
+            return f"{parts[0]}/"
+    return None
+
+
+def _cleared_name(run_dir: Path, path: str | Path) -> str | None:
+    """The path under ``run_dir`` that :func:`clear_run` would remove and ``path`` is or
+    lies in (or links to), or None."""
+    for parts in _inside(run_dir, Path(path)):
+        if len(parts) == 1 and parts[0] in RUN_LAYOUT:
+            return parts[0]
+        folder = f"{parts[0]}/" if parts else ""
+        if len(parts) > 1 and folder in FOLDER_ENTRIES and FOLDER_ENTRIES[folder].fullmatch(parts[1]):
+            return "/".join(parts)
+    return None
+
+
+def _inside(run_dir: Path, path: Path) -> list[tuple[str, ...]]:
+    """``path`` relative to ``run_dir`` as parts: for the entry itself (its folders' links
+    resolved) and for what it finally points to, where these lie inside ``run_dir``."""
+    try:
+        root = run_dir.resolve()
+        candidates = (path.absolute().parent.resolve() / path.name, path.resolve())
+    except (OSError, RuntimeError):  # a link loop: nothing nnfit writes
+        return []
+    found = []
+    for c in candidates:
+        try:
+            found.append(c.relative_to(root).parts)
+        except ValueError:  # outside the run
+            continue
+    return found
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:

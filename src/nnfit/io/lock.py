@@ -38,6 +38,7 @@ class _Held:
     thread: tuple[int, int]  # (pid, thread id): a forked child never inherits a hold
     depth: int = 1
     made: list[Path] = field(default_factory=list)  # directories created for this hold
+    taken_over: bool = False  # the lock file held a pid: a writer died holding the directory
 
 
 _held: dict[tuple[int, int], _Held] = {}  # (st_dev, st_ino) of a run directory -> its hold
@@ -86,7 +87,8 @@ def hold_run_dir(path: str | Path, *, create: bool = True, made: Sequence[Path] 
         if hold is not None and hold.thread == me:
             hold.depth += 1
     if hold is None or hold.thread != me:
-        hold = _Held(_acquire(d, made), me, made=made)
+        fd, taken_over = _acquire(d, made)
+        hold = _Held(fd, me, made=made, taken_over=taken_over)
         with _registry:
             _held[key] = hold
     try:
@@ -109,12 +111,16 @@ def _make_dirs(d: Path) -> list[Path]:
     return missing
 
 
-def _acquire(d: Path, made: list[Path]) -> int:
-    """Lock ``d/LOCK_FILE``; returns its descriptor, the file holding this process's pid."""
+def _acquire(d: Path, made: list[Path]) -> tuple[int, bool]:
+    """Lock ``d/LOCK_FILE``; returns its descriptor, the file holding this process's pid, and
+    whether the file held the pid of a writer that died holding the lock."""
     lock = d / LOCK_FILE
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as e:  # name the run directory asked for, not the lock file inside it
+            _remove_made(made)
+            raise type(e)(e.errno, f"{e.strerror} (a run directory must be writable)", str(d)) from None
         except BaseException:
             _remove_made(made)
             raise
@@ -136,9 +142,25 @@ def _acquire(d: Path, made: list[Path]) -> int:
         if same:
             break
         os.close(fd)  # its holder deleted that file as it let go: lock the one there now
+    # A live holder deletes the file as it lets go: a pid left in it is a dead writer's.
+    taken_over = os.pread(fd, 32, 0).strip().isdigit()
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    return fd, taken_over
+
+
+def taken_over(path: str | Path) -> bool:
+    """Whether this thread's hold of the run directory ``path`` took the lock over from an
+    nnfit writer that died holding it (SIGKILL, a crash): a sign that nnfit wrote there, even
+    before any of the run's files (see :func:`nnfit.io.layout.check_overwrite`).
+    """
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return False
+    with _registry:
+        hold = _held.get((st.st_dev, st.st_ino))
+    return hold is not None and hold.thread == (os.getpid(), threading.get_ident()) and hold.taken_over
 
 
 def _holder(fd: int) -> int | None:
