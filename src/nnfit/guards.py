@@ -1,5 +1,6 @@
 """Numerical guards: stop training in the step where the loss or a gradient goes NaN or
-infinite, before the weights are updated, and never checkpoint a non-finite tensor.
+infinite, before the weights are updated, never checkpoint a non-finite tensor, and never
+answer a prediction or evaluation from a non-finite model output (:func:`check_finite_outputs`).
 
 Cost on the CPU: the loss is read as a Python float (a memory read there, not a device sync)
 and the gradients are checked by one fused ``foreach`` kernel per optimizer step. On CUDA the

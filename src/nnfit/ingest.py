@@ -121,14 +121,18 @@ class _Filler:
             j = self.where.get(name)
             if col.null_count and (j is None or not self.allow_missing):
                 self.missing[name] = self.missing.get(name, 0) + col.null_count
-                continue
+                if j is None:
+                    continue
             if j is None:
                 self.others[name].append(_to_numpy(col))
                 continue
             if col.type != self.float32:
                 col = col.cast(self.float32, safe=False)  # ints, booleans of the first piece
-            if col.null_count:  # kept for imputation, as NaN
-                col = col.fill_null(float("nan"))
+            if col.null_count:
+                # Kept for imputation as NaN; otherwise counted above, and filled all the same:
+                # the block is never left uninitialised, where finish() would count its
+                # garbage as more missing values (a NaN that is text in the file still counts).
+                col = col.fill_null(float("nan") if self.allow_missing else 0.0)
             self.block[self.row:self.row + k, j] = _values(col, np.dtype(np.float32))
         self.row += k
 
@@ -142,19 +146,21 @@ class _Filler:
         if self.row == 0:
             raise DataError(f"{source}: no data rows")
         block = self.block[:self.row]
-        nan = [0 if self.allow_missing else int(np.isnan(block[:, j]).sum()) for j in range(block.shape[1])]
-        for name, count in zip(self.block_names, nan, strict=True):
-            if count:
-                self.missing[name] = self.missing.get(name, 0) + count
-        if self.missing:
-            raise missing_values(source, self.missing)
         # inf here is "inf" in the file or a number beyond float32's range (parsed to float32
         # as inf): found now, while file rows are known, and named by the file's own value.
         first: tuple[int, str] | None = None  # (row, column) of the first inf, by row
         for j, name in enumerate(self.block_names):
-            hit = np.isinf(block[:, j])
+            col = block[:, j]
+            if np.isfinite(col).all():  # one pass over a column: the usual case
+                continue
+            nan = 0 if self.allow_missing else int(np.isnan(col).sum())
+            if nan:
+                self.missing[name] = self.missing.get(name, 0) + nan
+            hit = np.isinf(col)
             if hit.any() and (first is None or int(hit.argmax()) < first[0]):
                 first = (int(hit.argmax()), name)
+        if self.missing:
+            raise missing_values(source, self.missing)
         if first is not None:
             raise _inf_error(source, first[1], first[0], cell(*first))
         arrays = {}

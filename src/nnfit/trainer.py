@@ -529,8 +529,8 @@ class Trainer:
 
         Raises:
             TrainingError: a parameter, its optimizer state or the running loss is NaN or
-                infinite: no checkpoint may hold it, whatever ``check_finite`` (which only
-                turns the loop's guards off) says.
+                infinite, or a buffer holds NaN: no checkpoint may hold it, whatever
+                ``check_finite`` (which only turns the loop's guards off) says.
         """
         st = self.state
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}

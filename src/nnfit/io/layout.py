@@ -61,12 +61,12 @@ def is_empty(run_dir: str | Path) -> bool:
 def clear_run(run_dir: str | Path) -> list[str]:
     """Remove the earlier run's paths of :data:`RUN_LAYOUT` from ``run_dir``; returns them.
 
-    A file's name goes (a link by itself, never what it points to; a directory under a file's
-    name, or a file under a folder's, is not nnfit's and stays). In a folder only the entries :data:`FOLDER_ENTRIES` names
-    for it go, then the folder if that left it empty. The manifest goes first, so an old model
-    never verifies once a part of it is gone; a bundle is renamed to a temporary name before it
-    is deleted (one atomic step). Call it only while holding the run's lock, after
-    :func:`check_overwrite`. Other files stay.
+    A file's name goes (a link by itself, never what it points to; a directory under a file's name,
+    or a file under a folder's, is not nnfit's and stays). In a folder only the entries
+    :data:`FOLDER_ENTRIES` names for it go, then the folder if that left it empty. The manifest goes
+    first, so an old model never verifies once a part of it is gone; a bundle is renamed to a
+    temporary name before it is deleted (one atomic step). Call it only while holding the run's
+    lock, after :func:`check_overwrite`. Other files stay.
     """
     d, removed = Path(run_dir), []
     for name in RUN_LAYOUT:
