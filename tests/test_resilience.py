@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import nnfit
+import nnfit.state
 from nnfit.cli import main
 from nnfit.run import committed, read_latest
-from nnfit.trainer import Trainer
 
 HERE = Path(__file__).parent
 SRC = HERE.parent / "src"
@@ -170,8 +170,8 @@ def test_mid_epoch_resume_of_a_dataset_equals_the_uninterrupted_run(tmp_path) ->
 SPEC = {"name": "mlp", "hidden": [32, 32], "dropout": 0.3}
 API = dict(epochs=5, batch_size=16, optimizer="adamw", lr=0.05, scheduler="step", step_size=2,
            gamma=0.5, patience=4, quiet=True, device="cpu", checkpoint_steps=5, seed=1)
-PIECES = ["_restore_model", "_restore_optimizer", "_restore_schedule", "_restore_rng",
-          "_restore_progress", "_restore_order", "_restore_best"]
+PIECES = ["restore_model", "restore_optimizer", "restore_schedule", "restore_rng",
+          "restore_progress", "restore_order", "restore_best"]
 
 
 class _TermAt(nnfit.Callback):
@@ -227,7 +227,7 @@ def test_resume_inside_an_epoch_equals_the_uninterrupted_run(ablation, tmp_path)
 def test_leaving_out_any_piece_of_resume_state_breaks_equality(ablation, tmp_path, monkeypatch,
                                                                  piece) -> None:
     run, x, y, full = ablation
-    monkeypatch.setattr(Trainer, piece, lambda self, *a: None)
+    monkeypatch.setattr(nnfit.state, piece, lambda trainer, *a: None)
     assert not _equal(_resume(run, x, y, tmp_path), full)
 
 

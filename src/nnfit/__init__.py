@@ -35,7 +35,7 @@ _SOURCES = {
     "Runtime": "runtime", "make_runtime": "runtime",
     "capture_activations": "summary", "count_parameters": "summary", "parameter_shapes": "summary",
     "summarize": "summary",
-    "FitState": "trainer", "Trainer": "trainer",
+    "FitState": "state", "Trainer": "trainer",
 }
 
 

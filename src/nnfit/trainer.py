@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -31,45 +31,16 @@ from torch.utils.data import DataLoader
 
 from . import rng
 from .callbacks import Callback, History, ProgressBar
-from .checkpoint import load_state_dict_strict, optimizer_from_parts, optimizer_to_parts, split_prefix
 from .config import TrainConfig, train_config
 from .data import DataSource, Inputs, LoaderData, as_source
-from .errors import CheckpointError, ConfigError, Stopped, TrainingError
+from .errors import ConfigError, Stopped, TrainingError
 from .graphs import GraphedStep, graphs_wanted
 from .guards import FiniteGuard, check_finite_outputs, first_non_finite
-from .io.resume import check_resume
 from .metrics import metric_direction
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule
 from .runtime import Runtime, cpu_threads, make_runtime
+from .state import FitState, capture_state, restore_state
 from .tasks import Task
-
-
-@dataclass
-class FitState:
-    """Everything about a fit in progress that a checkpoint must hold besides tensors.
-
-    Attributes:
-        epoch: epochs completed (the 0-based index of the epoch running).
-        step: optimizer steps taken.
-        batch: batches of the running epoch done (0 between epochs); a checkpoint taken
-            inside an epoch resumes with the next one.
-        history: one record per completed epoch.
-        best: the best value of the monitored metric so far (None before the first epoch).
-        best_epoch: the 1-based epoch that reached ``best``.
-        best_weights: a copy of the model's state at ``best_epoch`` (kept on the device).
-        stop: set by early stopping or a callback to end training after this epoch.
-        stop_reason: why training stopped early, for the user.
-    """
-
-    epoch: int = 0
-    step: int = 0
-    batch: int = 0
-    history: History = field(default_factory=History)
-    best: float | None = None
-    best_epoch: int = 0
-    best_weights: dict[str, Tensor] | None = None
-    stop: bool = False
-    stop_reason: str = ""
 
 
 def _overrides(cls: type, method: str) -> bool:
@@ -240,7 +211,7 @@ class Trainer:
         self.state = FitState()
         self._checkpoint_fn, self._signal, self._left = checkpoint_fn, 0, "no checkpoint was written yet"
         if resume is not None:
-            self._restore(*resume)
+            restore_state(self, *resume)
             self._left = f"the checkpoint resumed from (step {self.state.step}) is untouched"
             self._resume_ended(resume[1])
             self._resume_stopped(resume[1], monitor)
@@ -525,122 +496,13 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoint state
     def checkpoint_parts(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Tensors and JSON state that let :meth:`fit` resume exactly where it is now, between
-        epochs or inside one (after ``state.batch`` batches).
+        epochs or inside one (see :func:`nnfit.state.capture`).
 
         Raises:
-            TrainingError: a parameter, its optimizer state or the running loss is NaN or
-                infinite, or a buffer holds NaN: no checkpoint may hold it, whatever
-                ``check_finite`` (which only turns the loop's guards off) says.
+            TrainingError: a parameter, its optimizer state, the running loss or a buffer holds
+                what no checkpoint may hold (NaN or infinite; NaN in a buffer).
         """
-        st = self.state
-        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        opt_tensors, opt_meta = optimizer_to_parts(self.optimizer)
-        tensors.update(opt_tensors)
-        tensors.update({f"rng/{k}": v for k, v in self._rng_states().items()})
-        if st.best_weights is not None:
-            tensors.update({f"best/{k}": v for k, v in st.best_weights.items()})
-        if st.batch:  # inside an epoch: its order and its running loss
-            tensors.update({f"rng_epoch/{k}": v for k, v in self._epoch_rng.items()})
-            tensors["loop/loss_sum"] = self._loss_sum
-        # Parameters, their optimizer state and the running loss must be finite. Buffers may
-        # legitimately hold inf (an attention mask) but never NaN (a BatchNorm running
-        # statistic gone NaN would poison every later prediction).
-        params = {n for n, _ in self.model.named_parameters()}
-        weights = [(k, v) for k, v in tensors.items() if k.startswith(("model/", "best/"))]
-        checked = [(k, v) for k, v in tensors.items() if k.split("/", 1)[0] in ("optimizer", "loop")]
-        checked += [(k, v) for k, v in weights if k.split("/", 1)[1] in params]
-        bad = first_non_finite(checked)
-        if bad is not None:  # fit() adds which earlier checkpoint, if any, is left
-            raise TrainingError(f"{bad} is non-finite at step {st.step}: not checkpointed")
-        bad = next((k for k, v in weights if k.split("/", 1)[1] not in params and v.is_floating_point()
-                    and bool(v.isnan().any())), None)  # sync: per buffer, at checkpoints only
-        if bad is not None:
-            raise TrainingError(f"{bad} holds NaN at step {st.step}: not checkpointed")
-        meta = {
-            "epoch": st.epoch, "step": st.step, "batch": st.batch, "loss_n": self._loss_n,
-            "epochs": self.config.epochs, "history": st.history.records,
-            "best": st.best, "best_epoch": st.best_epoch, "stop": st.stop,
-            "stop_reason": st.stop_reason, "optimizer": opt_meta,
-            "scheduler": None if self.schedule is None else self.schedule.scheduler.state_dict(),
-        }
-        return tensors, meta
-
-    def _restore(self, tensors: dict[str, Tensor], meta: dict[str, Any],
-                 source: Any = "checkpoint") -> None:
-        """Load every piece of a checkpoint's state; each piece is its own method. First every
-        tensor and value is checked against what it goes into (:func:`nnfit.io.resume.check_resume`,
-        a CheckpointError naming ``source``, the checkpoint's directory, and the field)."""
-        check_resume(tensors, meta, model=self.model, optimizer=self.optimizer,
-                     scheduler=None if self.schedule is None else self.schedule.scheduler,
-                     rng_live=self._rng_states(cuda=False),
-                     cuda=self.runtime.device if self.runtime.is_cuda else None,
-                     batches_per_epoch=self.batches_per_epoch, accumulate=self.config.accumulate,
-                     restore_best=self.config.restore_best, source=source)
-        try:
-            self._restore_model(tensors)
-            self._restore_optimizer(tensors, meta)
-            self._restore_schedule(meta)
-            self._restore_rng(tensors)
-            self._restore_progress(tensors, meta)
-            self._restore_order(tensors, meta)
-            self._restore_best(tensors, meta)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise CheckpointError(f"checkpoint: incomplete or inconsistent state ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else ''})") from None
-
-    def _restore_model(self, tensors: dict[str, Tensor]) -> None:
-        load_state_dict_strict(self.model, split_prefix(tensors, "model/"), "checkpoint")
-
-    def _restore_optimizer(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        try:
-            optimizer_from_parts(self.optimizer, tensors, meta["optimizer"])
-        except (KeyError, ValueError, RuntimeError) as e:
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise CheckpointError(f"checkpoint: optimizer state does not fit ({why})") from None
-
-    def _restore_schedule(self, meta: dict[str, Any]) -> None:
-        """The schedule where the checkpoint left it (exactly, with the same ``epochs``).
-        A per-step schedule (cosine, onecycle) resumed with other ``epochs`` is re-planned:
-        from here on its rate (and momentum) is that of a run started with the new ``epochs``,
-        as Hugging Face's schedules do when the number of training steps changes."""
-        if self.schedule is None or meta.get("scheduler") is None:
-            return
-        c, sched, saved = self.config, self.schedule.scheduler, meta["scheduler"]
-        steps = saved["last_epoch"]  # optimizer steps taken
-        total = c.epochs * math.ceil(self.batches_per_epoch / c.accumulate)
-        if self.schedule.interval == "step" and meta.get("epochs", c.epochs) != c.epochs and steps <= total:
-            # The fresh plan, built over this run's epochs, moved to the checkpoint's step; its
-            # step count past 1 keeps torch's "scheduler stepped before optimizer" check quiet.
-            sched.load_state_dict({**sched.state_dict(), "last_epoch": int(steps) - 1,
-                                   "_step_count": max(2, int(steps))})
-            sched.step()  # sets the new plan's rate (and momentum) for the next step
-            return
-        sched.load_state_dict(saved)
-        milestones = getattr(self.schedule.scheduler, "milestones", None)
-        if isinstance(milestones, dict):  # MultiStepLR's Counter: JSON turned its int keys to str
-            self.schedule.scheduler.milestones = type(milestones)({int(k): v for k, v in milestones.items()})
-
-    def _restore_rng(self, tensors: dict[str, Tensor]) -> None:
-        rng.restore(split_prefix(tensors, "rng/"), self.generator, self._loader_rngs,
-                    self.runtime.device if self.runtime.is_cuda else None)
-
-    def _restore_progress(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        st = self.state
-        st.epoch, st.step, st.batch = int(meta["epoch"]), int(meta["step"]), int(meta.get("batch", 0))
-        st.history = History(meta["history"])
-        if st.batch:
-            self._loss_sum = tensors["loop/loss_sum"].to(self.runtime.device)
-            self._loss_n = int(meta["loss_n"])
-
-    def _restore_order(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        if meta.get("batch"):
-            self._epoch_rng = split_prefix(tensors, "rng_epoch/")
-
-    def _restore_best(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        st, best = self.state, split_prefix(tensors, "best/")
-        st.best, st.best_epoch = meta["best"], meta["best_epoch"]
-        st.best_weights = {k: v.to(self.runtime.device) for k, v in best.items()} or None
-        st.stop, st.stop_reason = meta.get("stop", False), meta.get("stop_reason", "")
+        return capture_state(self)
 
 
 def _monitored(logs: dict[str, Any], monitor: str) -> Any:

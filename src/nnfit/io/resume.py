@@ -7,7 +7,7 @@ read:
   are made from it: ``state.json`` against :data:`~nnfit.io.validate.CHECKPOINT`, and the
   ``model/`` and ``best/`` tensors against the spec's analytic shapes (so a tampered spec can
   never make a resume build a model of gigabytes);
-* :func:`check_resume` -- in :meth:`nnfit.trainer.Trainer._restore`, before anything is
+* :func:`check_resume` -- in :func:`nnfit.state.restore_state`, before anything is
   loaded: every tensor and value against the live model, optimizer, schedule, generators and
   data (a same-size transposed optimizer state, a wrong-shaped one that crashed the fused Adam
   kernel, an extra ``optimizer/99`` tensor, missing best weights...).
