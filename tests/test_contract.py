@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import nnfit
+from helpers import cli, one_error
 from nnfit import ingest
 from nnfit.cli import main
 from nnfit.errors import ConfigError, DataError, NnfitError, NnfitWarning, printable
@@ -39,23 +40,6 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("NNFIT_DEBUG", raising=False)
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """``main(argv)`` in-process: (status, stdout, stderr)."""
-    capsys.readouterr()
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def one_error(capsys, *argv) -> str:
-    """Run the CLI, assert exit status 2 and exactly one stderr line; return that line."""
-    status, _, err = cli(capsys, *argv)
-    lines = err.splitlines()
-    assert status == 2 and len(lines) == 1, (status, err)
-    assert lines[0].startswith("nnfit: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def nnfit_process(*argv, cwd: Path) -> subprocess.Popen:

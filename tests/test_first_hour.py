@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import nnfit
+from helpers import NanAt
 from nnfit.checkpoint import load_checkpoint
 from nnfit.cli import main
 from nnfit.errors import ConfigError, TrainingError
@@ -216,19 +217,6 @@ def test_check_finite_false_never_writes_a_non_finite_final_model(tmp_path) -> N
 
 
 # ------------------------------------------------------------- 10. true words about checkpoints
-class _NanAt(nn.Module):
-    """A linear model whose output (and so loss) turns NaN at its n-th training call."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.fc, self.n, self.calls = nn.Linear(4, 2), n, 0
-
-    def forward(self, x):
-        self.calls += self.training
-        out = self.fc(x)
-        return out * float("nan") if self.training and self.calls == self.n else out
-
-
 def test_a_failure_before_any_checkpoint_does_not_claim_one(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     _csv(tmp_path / "d.csv", *_xy())
@@ -242,19 +230,19 @@ def test_a_failure_before_any_checkpoint_does_not_claim_one(tmp_path, monkeypatc
 def test_a_failure_names_the_checkpoint_left_to_resume_from(tmp_path) -> None:
     x, y = _xy(n=200)  # 160 training rows: 10 batches an epoch
     with pytest.raises(TrainingError) as e:
-        nnfit.fit(_NanAt(16), x, y, epochs=3, run_dir=tmp_path / "r", checkpoint_steps=4, **QUICK)
+        nnfit.fit(NanAt(16), x, y, epochs=3, run_dir=tmp_path / "r", checkpoint_steps=4, **QUICK)
     left = committed(tmp_path / "r")[-1]
     assert left == "step-000000012" and str(e.value).endswith(f"; the last checkpoint ({left}) is untouched")
 
     # Resumed, and failing before it commits a new checkpoint: the one it resumed from is left.
-    nnfit.fit(_NanAt(0), x, y, epochs=1, run_dir=tmp_path / "s", **QUICK)
+    nnfit.fit(NanAt(0), x, y, epochs=1, run_dir=tmp_path / "s", **QUICK)
     with pytest.raises(TrainingError) as e:
-        nnfit.fit(_NanAt(1), x, y, epochs=2, run_dir=tmp_path / "s", resume=tmp_path / "s", **QUICK)
+        nnfit.fit(NanAt(1), x, y, epochs=2, run_dir=tmp_path / "s", resume=tmp_path / "s", **QUICK)
     assert str(e.value).endswith("; the checkpoint resumed from (step 10) is untouched")
 
     # Without a run directory there are no checkpoints to speak of.
     with pytest.raises(TrainingError) as e:
-        nnfit.fit(_NanAt(3), x, y, epochs=1, **QUICK)
+        nnfit.fit(NanAt(3), x, y, epochs=1, **QUICK)
     assert "checkpoint" not in str(e.value)
     for name in committed(tmp_path / "r"):
         tensors, _ = load_checkpoint(tmp_path / "r" / "checkpoints" / name)

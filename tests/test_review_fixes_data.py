@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 import nnfit
+from helpers import cli, one_error
 from nnfit.callbacks import Callback
-from nnfit.cli import main
 from nnfit.errors import ConfigError, DataError, TrainingError
 from nnfit.ingest import read_table
 from nnfit.tables import read_columns
@@ -39,21 +39,6 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("NNFIT_DEBUG", raising=False)
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    status = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def one_error(capsys, *argv) -> str:
-    status, _, err = cli(capsys, *argv)
-    lines = err.splitlines()
-    assert status == 2 and len(lines) == 1, (status, err)
-    assert lines[0].startswith("nnfit: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 def features(n: int = 40, seed: int = 0) -> dict[str, np.ndarray]:

@@ -22,10 +22,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 import nnfit
 import nnfit.files
+from helpers import NanAt
 from nnfit.checkpoint import load_checkpoint, tensors_to_bytes
 from nnfit.cli import main
 from nnfit.errors import CheckpointError, NnfitWarning, TrainingError
@@ -291,19 +291,6 @@ def test_a_full_disk_ends_the_run_clearly_and_loses_nothing(tmp_path, monkeypatc
 
 
 # ------------------------------------------------------------------------ numerical faults
-class _NanAt(nn.Module):
-    """A linear model whose output (and so loss) turns NaN at its n-th training call."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.fc, self.n, self.calls = nn.Linear(4, 2), n, 0
-
-    def forward(self, x):
-        self.calls += self.training
-        out = self.fc(x)
-        return out * float("nan") if self.training and self.calls == self.n else out
-
-
 class _BadGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -314,14 +301,14 @@ class _BadGrad(torch.autograd.Function):
         return g * float("inf")
 
 
-class _GradInfAt(_NanAt):
+class _GradInfAt(NanAt):
     def forward(self, x):
         self.calls += self.training
         out = self.fc(x)
         return _BadGrad.apply(out) if self.training and self.calls == self.n else out
 
 
-@pytest.mark.parametrize("module, quantity", [(_NanAt, "non-finite loss (nan) in epoch 2, step 16"),
+@pytest.mark.parametrize("module, quantity", [(NanAt, "non-finite loss (nan) in epoch 2, step 16"),
                                               (_GradInfAt, "non-finite gradient of 'fc.weight' in epoch 2, "
                                                            "step 16")])
 def test_a_non_finite_loss_or_gradient_stops_in_that_step(tmp_path, module, quantity) -> None:
