@@ -143,8 +143,8 @@ def test_crafted_pickles_are_refused_everywhere_and_run_nothing(run_dir, tmp_pat
         (ck / "random_states_0.pkl").write_bytes(raw)
         with pytest.raises(CheckpointError):
             load_checkpoint(ck)
-        with pytest.warns(NnfitWarning, match="skipping checkpoint"):
-            read_latest(d)  # falls back to the previous checkpoint
+        with pytest.raises(CheckpointError, match=target):
+            read_latest(d)  # its manifest verifies: invalid content is refused, not skipped
     capsys.readouterr()
     assert not marker.exists()
 

@@ -169,8 +169,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
     Raises:
         CheckpointError: a missing, unreadable or refused file, one in neither format, or
-            weights that do not fit.
+            weights that do not fit (:func:`nnfit.io.weights.check_state_dict`: missing or
+            unexpected tensors, other shapes or dtypes, NaN or infinite parameters, NaN
+            buffers, sparse, nested or meta tensors), naming the tensor; nothing is loaded then.
     """
+    from .io.weights import check_state_dict
+
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: file not found")
@@ -182,12 +186,13 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     # torch.save: a zip archive, or (older format) a pickle of protocol 2 to 5; safetensors:
     # an 8-byte header length, then the JSON header.
     if head.startswith((b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")):
-        load_state_dict_strict(model, legacy_state_dict(p), str(p))
-        return model
-    if head[8:9] != b"{":
+        tensors = legacy_state_dict(p)
+    elif head[8:9] != b"{":
         raise CheckpointError(f"{p}: neither a safetensors file nor a torch.save state_dict")
-    tensors, _ = load_tensors(p)
-    load_state_dict_strict(model, tensors, str(p))
+    else:
+        tensors, _ = load_tensors(p)
+    check_state_dict(tensors, model, str(p))  # nothing is loaded until every tensor checked out
+    model.load_state_dict(tensors, strict=True)
     return model
 
 

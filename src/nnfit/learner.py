@@ -155,6 +155,8 @@ class Learner:
         """:meth:`labelled`, and the name to use for the inputs in errors."""
         if isinstance(x, (Dataset, DataLoader)):
             return LoaderData(x), source
+        if self.preprocessor is None:
+            raise ConfigError("this model was trained from a DataLoader: pass a Dataset or DataLoader")
         raw, y_arr, source, y_source = _xy(x, y, target or self.target_name, source, self.imputes)
         inputs = self.preprocessor.transform(raw, source)
         return TensorData(inputs, self.task.encode_target(y_arr, y_source)), source
@@ -224,6 +226,9 @@ class Learner:
         p = Path(path)
         model, meta = read_model_dir(p, model)
         pre = meta.get("preprocess")
+        if pre is None and meta.get("target") is not None:  # fit saves both or neither
+            raise CheckpointError(f"{p / META_FILE}: preprocess is null but the model was trained on "
+                                  f"the table column {meta['target']!r}: the file is damaged")
         try:
             task = task_from_dict(meta["task"])
             preprocessor = None if pre is None else Preprocessor.from_dict(pre)
@@ -316,13 +321,14 @@ def _loader_task(name: str | Task, data: Any, loss: str) -> Task:
     return make_task(name, classes, loss=loss)
 
 
-def _build(model: Any, pre: Preprocessor | None, task: Task) -> tuple[nn.Module, dict | None]:
-    """The module to train and its spec: a module as given, or one built from a spec dict whose
-    input and output sizes default to the data's."""
+def _spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | None:
+    """The complete spec of the model to train, checked and counted but not built: a spec dict
+    whose input and output sizes default to the data's, or a given module's own (None for a
+    user's module)."""
     if isinstance(model, nn.Module):
         spec = model_spec(model)
         _check_module(model, spec, pre)
-        return model, spec
+        return spec
     if isinstance(model, str):
         model = {"name": model}
     if not isinstance(model, Mapping):
@@ -340,8 +346,10 @@ def _build(model: Any, pre: Preprocessor | None, task: Task) -> tuple[nn.Module,
                 raise ConfigError(f"model spec: in_features is {spec['in_features']!r} but the data "
                                   f"has {width} features per row")
         spec.setdefault("out_features", task.out_features)
-    built = build_model(spec)
-    return built, model_spec(built)
+    # On the meta device a model holds no data and draws no random numbers: this fills in the
+    # defaults (what a resume compares) whatever its size.
+    with torch.device("meta"):
+        return model_spec(build_model(spec))
 
 
 def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None) -> None:
@@ -431,11 +439,17 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
     of a model built from a spec; call ``torch.manual_seed`` before building your own module.
 
     Raises:
-        ConfigError, DataError: bad arguments or data, named in one line.
+        ConfigError, DataError: bad arguments or data, named in one line; a built-in model
+            whose training cannot fit in memory (:mod:`nnfit.memory`), before it is built.
+        CheckpointError: ``resume``'s weights do not fit the model asked for (checked before
+            it is built, ``force_resume`` or not).
         RunDirInUse: (a ConfigError) another process is writing ``run_dir`` or ``resume``:
             every writer holds the directory's lock (``nnfit.io.lock``) for all of ``fit``.
     """
     from .io.resume import read_resume
+    from .memory import check_training_memory
+    from .models import state_shapes
+    from .run import RunWriter, data_fingerprint
 
     with _holding(run_dir, resume):  # one writer per run directory, for all of fit
         _check_run_dir(run_dir, resume, overwrite, (x, val))
@@ -446,14 +460,22 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         target = column_name(target)
         fitted_task, pre, train_src, val_src = _sources(x, y, val, target, task, cfg, ckpt,
                                                         numeric=_built_in(model))
-        module, spec = _build(model, pre, fitted_task)
+        spec = _spec(model, pre, fitted_task)  # whole and counted, nothing built yet
+        record = None if run_dir is None else (
+            dict(run_config) if run_config is not None else {**asdict(cfg), "model": spec})
+        fingerprint = None if run_dir is None else data_fingerprint(train_src, val_src)
+        if ckpt is not None:  # settings, data, and the weights against the spec: before building
+            _check_resume(ckpt, spec, record, fingerprint, force_resume)
+        if not isinstance(model, nn.Module):
+            check_training_memory(state_shapes(spec), cfg, trainer.runtime, run_dir is not None)
+        module = model if isinstance(model, nn.Module) else build_model(spec)
         learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
                           trainer=trainer, target_name=None if pre is None else target)
         writer = None
         if run_dir is not None:
-            record = dict(run_config) if run_config is not None else {**asdict(cfg), "model": spec}
-            writer = _run_writer(run_dir, learner, record, (train_src, val_src), ckpt, force_resume,
-                                 overwrite and resume is None)
+            writer = RunWriter(run_dir, learner, record, fingerprint,
+                               best=None if ckpt is None else ckpt[1].get("best_checkpoint"),
+                               overwrite=overwrite and resume is None)
         learner.history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
                                       checkpoint_fn=writer.checkpoint if writer else None)
         learner.stop_reason = trainer.state.stop_reason
@@ -510,17 +532,23 @@ def _sources(x: Any, y: Any, val: Any, target: str | None, task: str | Task, cfg
     return _prepare(raw, y_arr, val, target, task, cfg, ckpt, sources)
 
 
-def _run_writer(run_dir: str | Path, learner: Learner, record: dict[str, Any], data: tuple,
-                ckpt: Any, force_resume: bool, overwrite: bool) -> Any:
-    """The run directory's writer; on a resume, first checks settings and data are the run's.
-    With ``overwrite`` it removes the earlier run's files before its first write."""
-    from .run import RunWriter, check_resume, data_fingerprint
+def _check_resume(ckpt: Any, spec: dict | None, record: dict[str, Any] | None,
+                  fingerprint: str | None, force: bool) -> None:
+    """Before the model is built: the settings and data must be the run's (unless ``force``)
+    and the checkpoint's weights must fit the model ``spec`` describes, so a changed hidden
+    size never allocates its model."""
+    from .checkpoint import STATE_TENSORS
+    from .io.weights import check_spec_fits
+    from .run import check_resume
 
-    fingerprint = data_fingerprint(*data)
-    if ckpt is not None:
-        check_resume(ckpt[1], record, fingerprint, force_resume)
-    return RunWriter(run_dir, learner, record, fingerprint,
-                     best=None if ckpt is None else ckpt[1].get("best_checkpoint"), overwrite=overwrite)
+    def fits() -> None:  # a user's module (no spec) is checked when the checkpoint is restored
+        if spec is not None:
+            check_spec_fits(ckpt[0], spec, f"{ckpt[2]}/{STATE_TENSORS}")
+
+    if record is None:  # no run directory: no settings to compare
+        fits()
+    else:
+        check_resume(ckpt[1], record, fingerprint, force, fits)
 
 
 def _prepare(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,

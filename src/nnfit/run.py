@@ -33,18 +33,27 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from .checkpoint import FORMAT_VERSION, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    FORMAT_VERSION,
+    STATE_JSON,
+    STATE_TENSORS,
+    atomic_write_json,
+    atomic_write_text,
+    save_checkpoint,
+    tensors_from_bytes,
+)
 from .data import LoaderData, TensorData
 from .errors import CheckpointError, ConfigError, warn
-from .files import clean_temporaries, remove_bundle, write_files
+from .files import clean_temporaries, read_bundle, remove_bundle, write_files
 from .io.layout import clear_run
-from .io.model_dir import KIND, run_files, write_run_config
+from .io.model_dir import KIND, parse_json, run_files, write_run_config
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -230,12 +239,15 @@ def latest_checkpoint(run_dir: str | Path, set_aside: bool = False,
                       ) -> tuple[Path, dict[str, Tensor], dict[str, Any]]:
     """The newest checkpoint of ``run_dir`` that verifies, as ``(directory, tensors, meta)``.
 
-    Damaged checkpoints are skipped with a warning naming the file and why; with ``set_aside``
-    (a resume, which will write new checkpoints) they are renamed ``damaged-NAME`` so rotation
-    never counts them. Temporaries of a writer that was killed are removed (with a warning).
+    Damaged checkpoints (files that do not match their manifest) are skipped with a warning
+    naming the file and why; with ``set_aside`` (a resume, which will write new checkpoints)
+    they are renamed ``damaged-NAME`` so rotation never counts them. Temporaries of a writer
+    that was killed are removed (with a warning).
 
     Raises:
-        CheckpointError: no run there, or no valid checkpoint in it.
+        CheckpointError: no run there, or no valid checkpoint in it, or the newest one that
+            verifies holds what no nnfit writes (not JSON, not a checkpoint's object, tensors
+            that do not parse): its bytes are as written, so it is refused, not skipped.
     """
     p = Path(run_dir)
     if not p.is_dir():
@@ -248,9 +260,7 @@ def latest_checkpoint(run_dir: str | Path, set_aside: bool = False,
     problems = []
     for name in reversed(names):
         try:
-            tensors, meta = load_checkpoint(p / CHECKPOINTS / name)
-            if "learner" not in meta or "optimizer" not in meta:
-                raise CheckpointError(f"{p / CHECKPOINTS / name}: not an nnfit checkpoint")
+            files = read_bundle(p / CHECKPOINTS / name, "checkpoint", (STATE_TENSORS, STATE_JSON))
         except CheckpointError as e:
             problems.append(str(e))
             aside = ""
@@ -259,17 +269,38 @@ def latest_checkpoint(run_dir: str | Path, set_aside: bool = False,
                 aside = f" (kept as damaged-{name})"
             warn(f"skipping checkpoint {name}{aside}: {e}")
             continue
-        return p / CHECKPOINTS / name, tensors, meta
+        return (p / CHECKPOINTS / name, *_parse_checkpoint(files, p / CHECKPOINTS / name))
     raise CheckpointError(f"{p}: no valid checkpoint ({'; '.join(problems)})")
 
 
+def _parse_checkpoint(files: dict[str, bytes], d: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and ``state.json`` of a checkpoint's verified files.
+
+    Raises:
+        CheckpointError: naming the file that does not parse, or a ``state.json`` that is not
+            an nnfit checkpoint's object (null, a list, a number...).
+    """
+    tensors, _ = tensors_from_bytes(files[STATE_TENSORS], str(d / STATE_TENSORS))
+    meta = parse_json(files[STATE_JSON], d / STATE_JSON)
+    if not isinstance(meta, dict) or "learner" not in meta or "optimizer" not in meta:
+        raise CheckpointError(f"{d / STATE_JSON}: not an nnfit checkpoint")
+    return tensors, meta
+
+
 def check_resume(meta: dict[str, Any], record: dict[str, Any], fingerprint: str | None,
-                 force: bool) -> None:
-    """Refuse (or, with ``force``, warn about) resuming with other settings or data."""
+                 force: bool, fits: Callable[[], None] | None = None) -> None:
+    """Refuse (or, with ``force``, warn about) resuming with other settings or data.
+
+    Args:
+        fits: raises when the checkpoint's weights cannot fit the model asked for; called after
+            the settings are compared and before the warning, so a forced resume is refused
+            for its real cause, without a warning first.
+    """
     diffs = resume_differences(meta.get("config") or {}, record, meta.get("data_sha256"), fingerprint)
-    if not diffs:
-        return
-    if not force:
+    if diffs and not force:
         raise ConfigError(f"cannot resume with changed settings: {', '.join(diffs)}; start a new run, "
                           "or pass --force-resume (force_resume=True) to continue anyway")
-    warn(f"resuming despite changed settings: {', '.join(diffs)}")
+    if fits is not None:
+        fits()
+    if diffs:
+        warn(f"resuming despite changed settings: {', '.join(diffs)}")

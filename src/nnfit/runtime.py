@@ -6,9 +6,11 @@ rank, world size and device here too, and the trainer only asks the :class:`Runt
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -84,6 +86,25 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
             raise ConfigError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA devices")
         return torch.device(name)
     raise ConfigError(f"unknown device {name!r} (choose from: auto, cpu, cuda, cuda:N)")
+
+
+def memory_bytes(device: torch.device) -> int | None:
+    """The total memory of ``device`` in bytes, or None where it cannot be told.
+
+    A CUDA device's memory (``torch.cuda.mem_get_info``); for the CPU, the machine's physical
+    memory, or the container's limit (cgroup v2 ``memory.max``) when that is lower.
+    """
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that says
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
 
 
 def seed_everything(seed: int) -> None:

@@ -11,7 +11,7 @@ leave each piece out in turn to prove it is needed).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -19,9 +19,11 @@ from torch import Tensor
 from . import rng
 from .callbacks import History
 from .checkpoint import load_state_dict_strict, optimizer_from_parts, optimizer_to_parts, split_prefix
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, ConfigError, TrainingError
 from .guards import first_non_finite
+from .io.optim_state import Plan, check_plan, check_task_loss
 from .io.resume import check_resume
+from .optim import build_optimizer, build_schedule
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -99,16 +101,24 @@ def capture_state(trainer: Trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def restore_state(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[str, Any],
-                  source: Any = "checkpoint") -> None:
+                  source: Any = "checkpoint", *, monitor: str | None = None, data: tuple = ()) -> None:
     """Load every piece of a checkpoint's state; each piece is its own function. First every
     tensor and value is checked against what it goes into (:func:`nnfit.io.resume.check_resume`,
-    a CheckpointError naming ``source``, the checkpoint's directory, and the field)."""
+    a CheckpointError naming ``source``, the checkpoint's directory, and the field), and the
+    optimizer's and schedule's state against what the run's settings build
+    (:func:`nnfit.io.optim_state.check_plan`). ``monitor`` is the metric the fit watches
+    (default: the config's). ``data``: the fit's training and validation sources (whether the
+    checkpoint's loop counters must fit their batching: only on the data it was trained on)."""
     check_resume(tensors, meta, model=trainer.model, optimizer=trainer.optimizer,
                  scheduler=None if trainer.schedule is None else trainer.schedule.scheduler,
                  rng_live=trainer._rng_states(cuda=False),
                  cuda=trainer.runtime.device if trainer.runtime.is_cuda else None,
                  batches_per_epoch=trainer.batches_per_epoch, accumulate=trainer.config.accumulate,
-                 restore_best=trainer.config.restore_best, source=source)
+                 restore_best=trainer.config.restore_best, source=source,
+                 batch_size=trainer.config.batch_size, epoch_samples=trainer.epoch_samples,
+                 loss_floor=_loss_floor(trainer), same_data=lambda: _same_data(meta, data))
+    src = f"{source}/state.json"
+    check_plan(meta, saved_plan(trainer, meta, monitor or trainer.config.monitor, src), src)
     try:
         restore_model(trainer, tensors, meta)
         restore_optimizer(trainer, tensors, meta)
@@ -120,6 +130,53 @@ def restore_state(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[str, 
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"checkpoint: incomplete or inconsistent state ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+# The settings that decide the optimizer, its schedule and the loss: a checkpoint's own run
+# may have had others than this one only under --force-resume (which lists them).
+PLAN_SETTINGS = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "scheduler", "step_size",
+                 "gamma", "milestones", "warmup_epochs", "min_lr", "sched_patience", "accumulate", "loss")
+
+
+def saved_plan(trainer: Trainer, meta: dict[str, Any], monitor: str, source: str) -> Plan:
+    """The optimizer and schedule the checkpoint's own run built at its start: this run's config
+    with the checkpoint's optimizer and schedule settings and its ``epochs`` (a resume may
+    change ``epochs``: a per-step schedule is then re-planned, see :func:`restore_schedule`).
+
+    Raises:
+        CheckpointError: the checkpoint's config or loss does not fit (naming the field).
+    """
+    saved = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    changes = {k: tuple(saved[k]) if k == "milestones" else saved[k] for k in PLAN_SETTINGS if k in saved}
+    try:
+        c = replace(trainer.config, **changes, epochs=meta.get("epochs", trainer.config.epochs))
+        optimizer = build_optimizer(trainer.model.parameters(), c)
+        steps = math.ceil(trainer.batches_per_epoch / c.accumulate)
+        schedule = build_schedule(optimizer, replace(c, monitor=monitor), steps)
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{source}: config: the saved settings do not build an optimizer "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    check_task_loss(meta, c.loss, "dataset" in saved, source)
+    return Plan(optimizer, None if schedule is None else schedule.scheduler,
+                "epoch" if schedule is None else schedule.interval, monitor)
+
+
+def _same_data(meta: dict[str, Any], data: tuple) -> bool:
+    """Whether the fit runs on the data the checkpoint was trained on, as far as it can tell
+    (a run's checkpoint records a fingerprint; a --force-resume may change the data)."""
+    from .run import data_fingerprint
+
+    saved = meta.get("data_sha256") if isinstance(meta, dict) else None
+    return saved is None or not data or saved == data_fingerprint(*data)
+
+
+def _loss_floor(trainer: Trainer) -> float | None:
+    """0 when the loop's loss is a built-in task's built-in loss (never negative), else None."""
+    from .tasks import ClassificationTask, RegressionTask
+    from .trainer import Trainer
+
+    built_in = type(trainer).compute_loss is Trainer.compute_loss
+    return 0.0 if built_in and type(trainer.task) in (ClassificationTask, RegressionTask) else None
 
 
 def restore_model(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:

@@ -87,6 +87,7 @@ class Trainer:
         self.generator = self.runtime.generator()
         self.last_loss: Tensor | None = None
         self.batches_per_epoch = 0
+        self.epoch_samples: tuple[int, int] | None = None  # (per batch, per epoch), when uniform
         self.drop_single = False
         self.graphed: GraphedStep | None = None
         self._loss_sum: Tensor | None = None
@@ -199,6 +200,7 @@ class Trainer:
         self.drop_single = self._drop_single()  # decided once: the model's layers do not change
         self._loader_rngs = getattr(train, "generators", list)()
         self.batches_per_epoch = _num_batches(train, c.batch_size, self.drop_single)
+        self.epoch_samples = _epoch_samples(train, c.batch_size, self.drop_single)
         if self.batches_per_epoch == 0:
             raise ConfigError("no training batches: the training data is empty")
         steps_per_epoch = math.ceil(self.batches_per_epoch / c.accumulate)
@@ -211,7 +213,7 @@ class Trainer:
         self.state = FitState()
         self._checkpoint_fn, self._signal, self._left = checkpoint_fn, 0, "no checkpoint was written yet"
         if resume is not None:
-            restore_state(self, *resume)
+            restore_state(self, *resume, monitor=monitor, data=(train, val))
             self._left = f"the checkpoint resumed from (step {self.state.step}) is untouched"
             self._resume_ended(resume[1])
             self._resume_stopped(resume[1], monitor)
@@ -422,7 +424,7 @@ class Trainer:
         sign = 1.0 if metric_direction(monitor) == "min" else -1.0
         if st.best is not None and not sign * (st.best - value) > self.config.min_delta:
             return False
-        if math.isnan(value):
+        if not math.isfinite(value):  # an undefined or overflowed metric is never the best
             return False
         st.best, st.best_epoch = value, st.epoch + 1
         if self.config.restore_best:
@@ -510,6 +512,25 @@ def _monitored(logs: dict[str, Any], monitor: str) -> Any:
     if monitor not in logs:
         raise ConfigError(f"monitor {monitor!r} is not among the logged values: {', '.join(logs)}")
     return logs[monitor]
+
+
+def _epoch_samples(source: DataSource, batch_size: int, drop_single: bool) -> tuple[int, int] | None:
+    """``(samples per batch, samples per epoch)`` when every batch but the last holds the same
+    number (what a resume checks the running epoch's sample count against); None when a
+    user's loader batches in a way not known here (a batch sampler, a collate function, an
+    iterable dataset)."""
+    if isinstance(source, LoaderData) and isinstance(source.data, DataLoader):
+        loader = source.data
+        default = loader.collate_fn is torch.utils.data.default_collate
+        if loader.batch_size is None or not default or not hasattr(loader.sampler, "__len__"):
+            return None
+        n = len(loader.sampler)
+        return loader.batch_size, n // loader.batch_size * loader.batch_size if loader.drop_last else n
+    try:
+        n = len(source)
+    except TypeError:
+        return None
+    return batch_size, n - 1 if drop_single and n > 1 and n % batch_size == 1 else n
 
 
 def _num_batches(source: DataSource, batch_size: int, drop_single: bool) -> int:

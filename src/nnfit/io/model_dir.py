@@ -179,12 +179,10 @@ def _checkpoint_config(run_dir: Path) -> dict[str, Any]:
             continue
         if not isinstance(entry, dict) or entry.get("sha256") != sha256_bytes(data):
             continue  # damaged: the resume skips it too, with a warning
-        try:
-            meta = parse_json(data, ck / STATE_JSON)
-        except CheckpointError:
-            continue  # as the resume does
+        # Verified: its content is as written, and refused (as the resume refuses it) when invalid.
+        meta = parse_json(data, ck / STATE_JSON)
         if not isinstance(meta, dict) or "config" not in meta:
-            continue
+            raise CheckpointError(f"{ck / STATE_JSON}: not an nnfit checkpoint")
         validate(meta["config"], CONFIG, str(ck / STATE_JSON), "config")
         return meta["config"]
     raise CheckpointError(f"{run_dir}: no valid checkpoint to resume from")

@@ -6,6 +6,11 @@ it is loaded into, one table per type.
   momentum, ``max_exp_avg_sq`` only with amsgrad, ``grad_avg`` only when centered).
 * :data:`GROUPS` -- per optimizer type, the hyperparameters of a parameter group.
 * :data:`SCHEDULES` -- per scheduler type, the fields of its ``state_dict``.
+* :func:`check_plan` -- the values against what the run's own settings build (:class:`Plan`):
+  every hyperparameter but the ones a schedule moves (:data:`MOVES`) and how a step runs
+  (:data:`HOW`); every schedule setting, and its progress (:data:`PROGRESS`) at the loop's
+  position: a state that fits its types could still train with other settings, or crash
+  one-cycle's step past its total.
 
 A field a newer torch adds and no table names yet must have the type the live object gives it.
 A wrong shape here once reached the fused Adam kernel, which crashed the process.
@@ -13,6 +18,7 @@ A wrong shape here once reached the fused Adam kernel, which crashed the process
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +29,7 @@ from torch import Tensor
 from torch.optim import lr_scheduler as lrs
 
 from ..errors import CheckpointError
-from .schema import Bool, Field, Float, Int, Json, Maybe, Obj, SchemaError, Seq, Str, check
+from .schema import Bool, Field, Float, Int, Json, Maybe, Obj, SchemaError, Seq, Str, check, short
 from .weights import Want, scalar_dtypes
 
 
@@ -212,3 +218,198 @@ def check_schedule(saved: Any, scheduler: Any, n_groups: int, source: str) -> No
         check(saved, Obj(fields, rules=rules), "scheduler")
     except SchemaError as e:
         raise CheckpointError(f"{source}: {e}") from None
+
+
+# ------------------------------------------------------------- against the run's settings
+# How a step runs (this run's device and flags decide it), not what it computes.
+HOW = frozenset({"fused", "capturable", "foreach", "differentiable"})
+# Per scheduler type: the group hyperparameters it moves as training goes (any schedule moves
+# "lr"; one-cycle also beta1 or momentum). Every other hyperparameter is a setting.
+MOVES: dict[type, frozenset[str]] = {lrs.OneCycleLR: frozenset({"lr", "betas", "momentum"})}
+# Per scheduler type: the state keys that record progress, checked against the loop's position;
+# every other key is a setting and must be what the run's settings build.
+_COUNTERS = frozenset({"last_epoch", "_step_count", "_last_lr"})
+PROGRESS: dict[type, frozenset[str]] = {
+    lrs.ReduceLROnPlateau: frozenset({"last_epoch", "_last_lr", "best", "num_bad_epochs",
+                                      "cooldown_counter"}),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The optimizer and schedule a checkpoint's own run builds from its settings (fresh,
+    untouched by training), and where its loop is.
+
+    Attributes:
+        optimizer: built from the run's settings over the model's parameters.
+        scheduler: the torch scheduler built on ``optimizer`` from the run's settings and the
+            checkpoint's ``epochs``, or None.
+        interval: "step" or "epoch": what the schedule's ``last_epoch`` counts.
+        monitor: the metric reduce-on-plateau watches (its ``best`` is one of its values).
+    """
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    interval: str
+    monitor: str
+
+
+def _json(value: Any) -> Any:
+    """``value`` as saved in ``state.json`` (a tuple as a list, a Counter's keys as strings)."""
+    return json.loads(json.dumps(value))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON values equal, numbers as numbers (``0`` and ``0.0``)."""
+    return _json(a) == _json(b)
+
+
+def check_plan(meta: Mapping[str, Any], plan: Plan, source: str) -> None:
+    """The checkpoint's optimizer hyperparameters and schedule state are what its run's
+    settings build, and the schedule is where the loop is (a checked ``state.json`` whose
+    values each fit their type can still train with other settings, or crash a schedule).
+
+    Args:
+        meta: the checkpoint's ``state.json``, already checked field by field
+            (:func:`check_groups`, :func:`check_schedule`).
+        plan: what its run builds.
+        source: the file named in messages.
+
+    Raises:
+        CheckpointError: naming ``optimizer.param_groups[i].KEY`` or ``scheduler.KEY``.
+    """
+    groups, saved = meta["optimizer"]["param_groups"], meta["scheduler"]
+    sched = plan.scheduler if saved is not None else None
+    # The rate is a setting only where nothing schedules it (after a change of schedule in an
+    # in-process resume, the saved or the new schedule has moved it).
+    scheduled = plan.scheduler is not None or saved is not None
+    moved = MOVES.get(type(plan.scheduler), frozenset({"lr"})) if scheduled else frozenset()
+    planned = plan.optimizer.state_dict()["param_groups"]
+    for i, (group, ref) in enumerate(zip(groups, planned, strict=False)):
+        for key, want in ref.items():
+            if key in group and key not in HOW | moved | {"params"} and not _same(group[key], want):
+                raise CheckpointError(f"{source}: optimizer.param_groups[{i}].{key}: {short(group[key])}, "
+                                      f"but the run's settings give {short(_json(want))}")
+    if sched is None:
+        return
+    progress = PROGRESS.get(type(sched), _COUNTERS)
+    for key, want in sched.state_dict().items():
+        if key not in progress and key in saved and not _same(saved[key], want):
+            raise CheckpointError(f"{source}: scheduler.{key}: {short(saved[key])}, but the run's "
+                                  f"settings give {short(_json(want))}")
+    position = meta["step"] if plan.interval == "step" else meta["epoch"]
+    problem = (_plateau_progress(saved, meta, plan, position) if type(sched) in PROGRESS
+               else _progress(saved, position, plan.interval))
+    if problem is None:
+        problem = _scheduled_values(groups, saved, plan, moved)
+    if problem is not None:
+        raise CheckpointError(f"{source}: {problem[0]}: {problem[1]}")
+
+
+def _progress(saved: Mapping[str, Any], position: int, interval: str) -> tuple[str, str] | None:
+    """A stepped schedule has stepped once per optimizer step (per epoch): ``last_epoch`` is
+    the loop's position; ``_step_count`` is one more (two or three more after a re-planned
+    resume at step 0 or 1, see :func:`nnfit.state.restore_schedule`)."""
+    last = saved["last_epoch"]
+    if last != position:
+        where = "optimizer steps taken" if interval == "step" else "epochs done"
+        return "scheduler.last_epoch", f"{last}, but the loop is at {position} {where}"
+    if not 1 <= saved["_step_count"] - last <= 3:
+        return "scheduler._step_count", f"{saved['_step_count']} does not follow last_epoch={last}"
+    return None
+
+
+def _plateau_progress(saved: Mapping[str, Any], meta: Mapping[str, Any], plan: Plan,
+                      position: int) -> tuple[str, str] | None:
+    """Reduce-on-plateau steps once per epoch; its ``best`` is a value of the monitored metric
+    (or "worse than any" before the first epoch), reached at least ``num_bad_epochs`` epochs
+    before the end of the history."""
+    if saved["last_epoch"] != position:
+        return "scheduler.last_epoch", f"{saved['last_epoch']}, but the loop is at {position} epochs done"
+    if saved["cooldown_counter"] > plan.scheduler.cooldown:
+        return "scheduler.cooldown_counter", (f"{saved['cooldown_counter']} is past "
+                                              f"cooldown={plan.scheduler.cooldown}")
+    history, best = meta["history"], saved["best"]
+    values = [r.get(plan.monitor) for r in history if isinstance(r, dict)]
+    if len(values) != position:  # a history that does not fit the loop: refused elsewhere
+        return None
+    if not any(_is(v, best) for v in values) and not _is(best, plan.scheduler.mode_worse):
+        return "scheduler.best", f"{best} is not a value of {plan.monitor} in the history"
+    first = next((i for i, v in enumerate(values) if _is(v, best)), -1)
+    most = position if first < 0 else position - 1 - first
+    if saved["num_bad_epochs"] > most:
+        return "scheduler.num_bad_epochs", (f"{saved['num_bad_epochs']}, but at most {most} epochs "
+                                            f"ran since best={best}")
+    return None
+
+
+def _is(a: Any, b: Any) -> bool:
+    return isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b)
+
+
+def _scheduled_values(groups: list[dict], saved: Mapping[str, Any], plan: Plan,
+                      moved: frozenset[str]) -> tuple[str, str] | None:
+    """Each group's rate is the schedule's last rate and the one its settings give at
+    ``last_epoch`` (closed form; up to rounding, chained schedules multiply step by step);
+    one-cycle's momentum likewise; reduce-on-plateau's rate lies between its floor and ``lr``."""
+    sched, planned = plan.scheduler, plan.optimizer.param_groups
+    rates = _rates_at(sched, saved["last_epoch"])
+    for i, group in enumerate(groups[:len(planned)]):
+        where = f"optimizer.param_groups[{i}]"
+        if not _is(group["lr"], saved["_last_lr"][i]):
+            return f"{where}.lr", f"{group['lr']} is not the schedule's last rate {saved['_last_lr'][i]}"
+        if rates is None:  # reduce-on-plateau: lr only ever goes down, never under min_lrs
+            if not sched.min_lrs[i] <= group["lr"] <= planned[i]["lr"]:
+                return f"{where}.lr", f"{group['lr']} is outside [{sched.min_lrs[i]}, {planned[i]['lr']}]"
+            continue
+        if not math.isclose(group["lr"], rates[i], rel_tol=1e-6, abs_tol=1e-12 * max(sched.base_lrs)):
+            return f"{where}.lr", (f"{group['lr']}, but the schedule gives {rates[i]} at "
+                                   f"last_epoch={saved['last_epoch']}")
+        for key in sorted(moved - {"lr"}):
+            got, want = group.get(key), planned[i].get(key)
+            if got is not None and want is not None and not all(
+                    math.isclose(a, b, rel_tol=1e-6) for a, b in zip(_flat(got), _flat(want), strict=True)):
+                return f"{where}.{key}", f"{short(got)}, but the schedule gives {short(want)}"
+    return None
+
+
+def _flat(v: Any) -> list[float]:
+    return [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)]
+
+
+def _rates_at(sched: Any, last_epoch: int) -> list[float] | None:
+    """The planned scheduler's rates (and one-cycle's momentum, set on its optimizer) at
+    ``last_epoch``; None for reduce-on-plateau, whose rates depend on the metric's history."""
+    if isinstance(sched, lrs.ReduceLROnPlateau):
+        return None
+    sched.last_epoch = last_epoch
+    closed = getattr(sched, "_get_closed_form_lr", None)
+    if closed is not None:
+        return list(closed())
+    sched._get_lr_called_within_step = True  # get_lr warns when called outside step()
+    try:
+        return list(sched.get_lr())
+    finally:
+        sched._get_lr_called_within_step = False
+
+
+def check_task_loss(meta: Mapping[str, Any], loss: str, from_config: bool, source: str) -> None:
+    """The saved task trains with the loss its run's settings name (``auto``: the task's own;
+    a two-class ``multiclass`` task asked for with ``auto`` gets ``cross_entropy``).
+
+    Only for a run whose task was made from its settings (``from_config``: ``nnfit train``);
+    the Python API also takes a ready-made task, whose loss is its own.
+
+    Raises:
+        CheckpointError: naming ``learner.task.loss``.
+    """
+    learner = meta.get("learner")
+    task = learner.get("task") if isinstance(learner, dict) else None
+    if not from_config or not isinstance(task, dict):
+        return
+    allowed = {loss}
+    if loss == "auto" and task.get("name") == "multiclass" and len(task.get("classes", ())) == 2:
+        allowed = {"cross_entropy"}
+    if task.get("loss", "auto") not in allowed:
+        raise CheckpointError(f"{source}: learner.task.loss: {short(task.get('loss'))}, but the "
+                              f"run's settings give {short(loss)}")

@@ -15,8 +15,9 @@ read:
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,9 @@ def check_checkpoint(tensors: Mapping[str, Tensor], meta: Any, source: str | Pat
 def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: Any, rng_live: Mapping[str, Tensor],
                  cuda: torch.device | None, batches_per_epoch: int, accumulate: int,
-                 restore_best: bool, source: str | Path = "checkpoint") -> None:
+                 restore_best: bool, source: str | Path = "checkpoint", batch_size: int | None = None,
+                 epoch_samples: tuple[int, int] | None = None, loss_floor: float | None = None,
+                 same_data: Callable[[], bool] | None = None) -> None:
     """Check a checkpoint against what it is about to be loaded into; nothing is loaded yet.
 
     Args:
@@ -86,6 +89,13 @@ def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
         batches_per_epoch, accumulate: the loop's batching (where a checkpoint can be).
         restore_best: whether best weights are kept (when the checkpoint's config says nothing).
         source: the checkpoint directory, named in messages.
+        batch_size: the configured batch size (None: not known, the loop counters are bounded
+            instead of checked exactly).
+        epoch_samples: ``(per batch, per epoch)`` when every batch of an epoch but the last
+            holds the same number of samples (None when a user's loader decides).
+        loss_floor: the least value the loss can take (0 for the built-in losses), if known.
+        same_data: whether the fit runs on the checkpoint's data (asked only when the counters
+            do not fit this data's batching: a forced resume onto other data is let through).
 
     Raises:
         CheckpointError: naming the file and the field or tensor.
@@ -103,10 +113,18 @@ def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
     if batch > batches_per_epoch or (batch % accumulate and batch != batches_per_epoch):
         raise CheckpointError(f"{src_json}: batch: {batch} is not where a checkpoint of an epoch "
                               f"of {batches_per_epoch} batches (accumulate={accumulate}) can be")
+    config = meta.get("config")
+    same = not isinstance(config, dict) or (config.get("batch_size", batch_size),
+                                            config.get("accumulate", accumulate)) == (batch_size, accumulate)
+    if batch_size is not None and same:  # a --force-resume to other batching: bounds only
+        try:
+            check_counters(meta, batches_per_epoch, accumulate, epoch_samples, src_json)
+        except CheckpointError:
+            if same_data is None or same_data():
+                raise
     parts = _parts(tensors, src)
     params = [n for n, _ in model.named_parameters()]
     wants: dict[str, dict[str, Want]] = {"model": model_wants(model.state_dict(), params)}
-    config = meta.get("config")
     keep = config.get("restore_best", restore_best) if isinstance(config, dict) else restore_best
     wants["best"] = wants["model"] if parts["best"] or (keep and meta["best"] is not None) else {}
     present = {int(_optimizer_key(k, src)[0]) for k in parts["optimizer"]}
@@ -114,13 +132,74 @@ def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
     wants["optimizer"] = state_wants(optimizer, groups, present, built_in and meta["step"] > 0)
     wants["rng"] = rng_wants(rng_live, cuda)
     wants["rng_epoch"] = wants["rng"] if batch else {}
-    wants["loop"] = {"loss_sum": Want((), scalar_dtypes(), finite=True)} if batch else {}
+    floor = None if loss_floor is None else lambda t: (
+        None if float(t) >= loss_floor * meta["loss_n"]
+        else f"is below {loss_floor} a sample, the least the loss can be")
+    wants["loop"] = {"loss_sum": Want((), scalar_dtypes(), finite=True, value=floor)} if batch else {}
     for prefix in PREFIXES:
         weights = prefix in ("model", "best")
         check_entries(parts[prefix], wants[prefix], src, f"{prefix}/",
                       *(("weights do not fit the model", "model") if weights else ()))
         check_values(parts[prefix], wants[prefix], src, f"{prefix}/")
     check_steps(parts["optimizer"], meta["step"], src)
+    if built_in:  # every parameter of a built-in model is stepped at every optimizer step
+        check_equal_steps(parts["optimizer"], meta["step"], src)
+
+
+def check_counters(meta: Mapping[str, Any], batches_per_epoch: int, accumulate: int,
+                   epoch_samples: tuple[int, int] | None, source: str) -> None:
+    """The loop's counters agree with the data's batching, as Trainer._train_epoch advances
+    them: ``ceil(batches / accumulate)`` optimizer steps an epoch (the last window may be
+    shorter), and in the running epoch ``ceil(batch / accumulate)`` steps over ``batch``
+    batches of ``per batch`` samples each (the last one fewer).
+
+    Raises:
+        CheckpointError: naming ``step`` or ``loss_n``.
+    """
+    epoch, batch, step = meta["epoch"], meta["batch"], meta["step"]
+    per_epoch = math.ceil(batches_per_epoch / accumulate)
+    want = epoch * per_epoch + math.ceil(batch / accumulate)
+    if step != want:
+        raise CheckpointError(f"{source}: step: {step}, but {epoch} epochs of {per_epoch} optimizer steps "
+                              f"and {batch} batches (accumulate={accumulate}) take {want}")
+    if batch and epoch_samples is not None:
+        per_batch, total = epoch_samples
+        n = min(batch * per_batch, total)
+        if meta["loss_n"] != n:
+            raise CheckpointError(f"{source}: loss_n: {meta['loss_n']}, but {batch} batches of "
+                                  f"{per_batch} ({total} samples an epoch) hold {n}")
+
+
+def check_equal_steps(tensors: Mapping[str, Tensor], loop_step: int, source: str) -> None:
+    """Every per-parameter step counter equals the optimizer steps the loop took (as a float
+    counter holds it: one of float32 stops counting at 2**24)."""
+    for name, t in tensors.items():
+        if name.endswith("/step"):
+            want = min(loop_step, round(2 / torch.finfo(t.dtype).eps))
+            if float(t) != want:
+                raise CheckpointError(f"{source}: tensor optimizer/{name} is {float(t)}, expected "
+                                      f"{want} (the optimizer steps taken)")
+
+
+def check_place(meta: Mapping[str, Any], path: Path) -> None:
+    """A run's checkpoint is where its counters say (its directory's name is made from them:
+    a wrong name sorts it among the others wrongly), and its best checkpoint is this one or
+    one of the run's. Rotation never removes the best checkpoint before a newer one is
+    committed; when newer ones were set aside as damaged, the best may be gone legitimately.
+
+    Raises:
+        CheckpointError: naming ``step`` or ``best_checkpoint``.
+    """
+    from ..run import checkpoint_name
+
+    name = checkpoint_name(meta["step"], None if meta["batch"] else meta["epoch"])
+    if path.name != name:
+        raise CheckpointError(f"{path / STATE_JSON}: step: {meta['step']} (epoch {meta['epoch']}, "
+                              f"batch {meta['batch']}) is not the checkpoint {path.name}")
+    best, parent = meta["best_checkpoint"], path.parent
+    fell_back = any(p.name.startswith("damaged-") for p in parent.iterdir())
+    if best not in (None, name) and not fell_back and not (parent / best).is_dir():
+        raise CheckpointError(f"{path / STATE_JSON}: best_checkpoint: {best} is not a checkpoint of the run")
 
 
 def read_resume(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
@@ -138,6 +217,7 @@ def read_resume(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any],
 
     path, tensors, meta = latest_checkpoint(run_dir, set_aside=True)
     check_checkpoint(tensors, meta, path)
+    check_place(meta, path)
     return tensors, meta, path
 
 

@@ -96,19 +96,23 @@ class Int(Field):
 @dataclass(frozen=True)
 class Float(Field):
     """A number (an integer is a number too) in ``[lo, hi]`` (open at ``lo`` with ``open_lo``,
-    at ``hi`` with ``open_hi``); finite unless ``inf`` allows infinities. NaN never fits."""
+    at ``hi`` with ``open_hi``); finite unless ``inf`` allows infinities; NaN only with ``nan``
+    (a metric that can be undefined)."""
 
     lo: float | None = None
     hi: float | None = None
     open_lo: bool = False
     open_hi: bool = False
     inf: bool = False
+    nan: bool = False
 
     def check(self, value: Any, path: str) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SchemaError(path, f"expected a number, got {_kind(value)}")
         huge = isinstance(value, int) and abs(value) > 2**1000  # float() would overflow
         v = math.copysign(math.inf, value) if huge else float(value)
+        if math.isnan(v) and self.nan:
+            return
         if math.isnan(v) or (math.isinf(v) and not self.inf):
             raise SchemaError(path, f"{value} is not a finite number")
         low = self.lo is not None and (v < self.lo or (self.open_lo and v == self.lo))
@@ -118,7 +122,8 @@ class Float(Field):
             raise SchemaError(path, f"{short(value)} is out of range {bounds}")
 
     def refused(self) -> list[Any]:
-        out = _wrong_types(int, float) + [math.nan] + ([] if self.inf else [math.inf, -math.inf])
+        out = _wrong_types(int, float) + ([] if self.nan else [math.nan])
+        out += [] if self.inf else [math.inf, -math.inf]
         if self.lo is not None:
             out.append(self.lo if self.open_lo else self.lo - 1)
         if self.hi is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import fields
@@ -49,6 +50,9 @@ SIZE = Int(1, 2**40)  # a layer width; the parameter count bounds it far lower
 SHA256 = Str(pattern=r"[0-9a-f]{64}")
 CHECKPOINT_NAME = Str(pattern=r"step-\d{9,}(?:-epoch-\d{5,})?")  # as nnfit.run names them
 LABEL = AnyOf((Str(max_len=10_000), Int(-(2**63)), Float(), Bool()), "a label (string, number or boolean)")
+# A regression target's scale is applied to float32 outputs: it must be a float32 number
+# (a mean of 1e300 made every prediction and metric infinite), a std a normal positive one.
+FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
 
 
 # ------------------------------------------------------------------------------ model spec
@@ -94,15 +98,27 @@ def _scaling(d: dict) -> tuple[str, str] | None:
     return None
 
 
+def _distinct_text(d: dict) -> tuple[str, str] | None:
+    """Classes that print alike (``"1"`` and ``1``): predictions written as text (a CSV) could
+    not tell them apart."""
+    seen: dict[str, int] = {}
+    for i, c in enumerate(d["classes"]):
+        if str(c) in seen:
+            return f"classes[{i}]", f"{short(c)} reads the same as classes[{seen[str(c)]}] in text"
+        seen[str(c)] = i
+    return None
+
+
 TASK = Tagged("name", {
     "binary": Obj({"name": Str(("binary",)), "classes": Seq(LABEL, 2, 2, unique=True),
-                   "loss": Str(("auto", "bce", "cross_entropy"))}),
+                   "loss": Str(("auto", "bce", "cross_entropy"))}, rules=(_distinct_text,)),
     # two classes are legal when asked for as multiclass (two outputs and softmax)
     "multiclass": Obj({"name": Str(("multiclass",)), "classes": Seq(LABEL, 2, 10**7, unique=True),
-                       "loss": Str(("auto", "cross_entropy"))}),
+                       "loss": Str(("auto", "cross_entropy"))}, rules=(_distinct_text,)),
     "regression": Obj({"name": Str(("regression",)), "n_targets": Int(1, 10**6),
-                       "loss": Str(("auto", "mse", "l1", "huber")), "mean": Maybe(Seq(Float())),
-                       "std": Maybe(Seq(Float(0.0, open_lo=True)))}, rules=(_scaling,)),
+                       "loss": Str(("auto", "mse", "l1", "huber")),
+                       "mean": Maybe(Seq(Float(-FLOAT32_MAX, FLOAT32_MAX))),
+                       "std": Maybe(Seq(Float(FLOAT32_TINY, FLOAT32_MAX)))}, rules=(_scaling,)),
 })
 
 
@@ -273,6 +289,12 @@ def _loop(d: dict) -> tuple[str, str] | None:
         return "best_epoch", f"{d['best_epoch']} does not fit best={d['best']} after {d['epoch']} epochs"
     if d["batch"] and d["stop"]:
         return "stop", "true inside an epoch"
+    # Every epoch takes at least one optimizer step, every batch at least one sample (the exact
+    # relations need the data's batching: nnfit.io.resume.check_counters).
+    if d["step"] < d["epoch"] + (d["batch"] > 0):
+        return "step", f"{d['step']} steps cannot complete {d['epoch']} epochs and {d['batch']} batches"
+    if d["loss_n"] < d["batch"]:
+        return "loss_n", f"{d['loss_n']} samples in {d['batch']} batches"
     return None
 
 
@@ -280,6 +302,11 @@ def _run(d: dict) -> tuple[str, str] | None:
     """The run's record agrees with the loop: its best checkpoint, its config, its model."""
     if (d["best_checkpoint"] is None) != (d["best"] is None):
         return "best_checkpoint", f"{d['best_checkpoint']} does not fit best={d['best']}"
+    if d["best_checkpoint"] is not None:  # written at the end of the best epoch, by this run
+        m = re.fullmatch(r"step-(\d+)-epoch-(\d+)", d["best_checkpoint"])
+        if m is None or int(m.group(2)) != d["best_epoch"] or int(m.group(1)) > d["step"]:
+            return "best_checkpoint", (f"{d['best_checkpoint']} is not the end of best_epoch "
+                                       f"{d['best_epoch']} at or before step {d['step']}")
     config, spec = d["config"], d["learner"]["spec"]
     if (config["scheduler"] == "none") != (d["scheduler"] is None):
         return "scheduler", f"{short(d['scheduler'])} for scheduler {config['scheduler']!r}"
@@ -288,10 +315,17 @@ def _run(d: dict) -> tuple[str, str] | None:
     key = config_spec_mismatch(config, spec)
     if key is not None:
         return f"config.{key}", "does not match the model spec (learner.spec)"
+    if "dataset" in config and config["target"] is not None and d["learner"]["target"] != config["target"]:
+        target = d["learner"]["target"]
+        return "learner.target", f"{short(target)} but config.target is {short(config['target'])}"
     return None
 
 
-HISTORY = Seq(Obj({"epoch": Int(1, 2**53)}, rest=Json(), rest_keys=r".{1,200}"), 0, 10**7)
+# One record per epoch, as Trainer._run_epoch logs it: numbers only (a validation metric may be
+# undefined, NaN, or overflow; what the loop itself measures is finite).
+HISTORY = Seq(Obj({"epoch": Int(1, 2**53), "train_loss": Float(), "lr": Float(0.0), "time": Float(0.0),
+                   "compile_time": Float(0.0)}, optional=frozenset({"compile_time"}),
+                  rest=Maybe(Float(inf=True, nan=True)), rest_keys=r".{1,200}"), 0, 10**7)
 OPTIMIZER_META = Obj({
     "param_groups": Seq(Obj({"params": Seq(Int(0, 10**9), 0, 10**8, unique=True)}, rest=Json(finite=True),
                             rest_keys=r"[A-Za-z_][A-Za-z0-9_]{0,100}"), 1, 1000),
@@ -301,7 +335,7 @@ OPTIMIZER_META = Obj({
 # What Trainer.checkpoint_parts saves: the loop's own state.
 LOOP = {
     "epoch": COUNT, "step": COUNT, "batch": COUNT, "loss_n": COUNT, "epochs": Int(1, 2**53),
-    "history": HISTORY, "best": Maybe(Float(inf=True)), "best_epoch": COUNT, "stop": Bool(),
+    "history": HISTORY, "best": Maybe(Float()), "best_epoch": COUNT, "stop": Bool(),
     "stop_reason": Str(max_len=10_000), "optimizer": OPTIMIZER_META,
     # its type's fields are checked against the schedule it is loaded into (nnfit.io.optim_state)
     "scheduler": Maybe(Obj(rest=Json(), rest_keys=r"[A-Za-z_][A-Za-z0-9_]{0,100}")),

@@ -90,7 +90,9 @@ class Want:
         shape: its shape.
         dtypes: the dtypes it may have.
         finite: no NaN or infinity (parameters, optimizer state, the running loss).
-        nonneg: no negative value (second moments, whose square root is taken).
+        no_nan: no NaN (a buffer: infinities are legal in an attention mask).
+        nonneg: no negative value (second moments and running variances, whose square root
+            is taken; counters).
         optional: may be absent (the CUDA generator of a run that trained on a GPU).
         value: a check of the values, returning what is wrong or None (generator states).
     """
@@ -98,6 +100,7 @@ class Want:
     shape: tuple[int, ...]
     dtypes: tuple[torch.dtype, ...]
     finite: bool = False
+    no_nan: bool = False
     nonneg: bool = False
     optional: bool = False
     value: Callable[[Tensor], str | None] | None = None
@@ -114,11 +117,24 @@ def like(t: Tensor | Any, finite: bool = False, **kw: Any) -> Want:
     return Want(tuple(t.shape), (t.dtype,), finite=finite, **kw)
 
 
+# Buffers whose values are never negative, by the last part of their name: a variance (its
+# square root normalises every later prediction). A later layer with such a buffer adds it here.
+NONNEG_BUFFERS = ("running_var",)
+
+
 def model_wants(state: Mapping[str, Any], params: Iterable[str]) -> dict[str, Want]:
     """The tensors of a model's ``state_dict`` (live tensors or analytic slots): parameters
-    finite, buffers anything (an attention mask may hold infinities)."""
+    finite; buffers never NaN (infinities are legal: an attention mask), variances never
+    negative, and a scalar integer buffer is a counter (``num_batches_tracked``): never negative."""
     params = set(params)
-    return {k: like(v, finite=k in params) for k, v in state.items()}
+
+    def want(k: str, v: Any) -> Want:
+        if k in params:
+            return like(v, finite=True)
+        counter = not v.dtype.is_floating_point and v.dtype != torch.bool and len(v.shape) == 0
+        return like(v, no_nan=True, nonneg=counter or k.rsplit(".", 1)[-1] in NONNEG_BUFFERS)
+
+    return {k: want(k, v) for k, v in state.items()}
 
 
 def check_entries(found: Mapping[str, Any], wants: Mapping[str, Want], source: str,
@@ -163,7 +179,9 @@ def check_values(tensors: Mapping[str, Tensor], wants: Mapping[str, Want], sourc
         problem = None
         if want.finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             problem = "holds NaN or infinite values"
-        elif want.nonneg and bool((t < 0).any()):
+        elif want.no_nan and t.is_floating_point() and bool(torch.isnan(t).any()):
+            problem = "holds NaN"
+        elif want.nonneg and t.dtype != torch.bool and bool((t < 0).any()):
             problem = "holds negative values"
         elif want.value is not None:
             problem = want.value(t)
@@ -171,25 +189,43 @@ def check_values(tensors: Mapping[str, Tensor], wants: Mapping[str, Want], sourc
             raise CheckpointError(f"{source}: tensor {prefix}{name} {problem}")
 
 
-_NUMPY = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
+_NUMPY = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16,
+          torch.bfloat16: np.uint16, torch.int64: np.int64, torch.int32: np.int32,
+          torch.int16: np.int16, torch.int8: np.int8}
 CHUNK = 1 << 22  # elements per step: bounded temporaries, whatever the tensor's size
+
+
+def _chunk_problem(chunk: np.ndarray, dtype: torch.dtype, want: Want) -> str | None:
+    """What ``want`` refuses in a chunk of a tensor's values (bfloat16 as raw bits: NumPy has
+    no bfloat16; every exponent bit set is NaN or infinite, with a mantissa bit NaN)."""
+    bf16 = dtype == torch.bfloat16
+    if dtype.is_floating_point and want.finite:
+        if ((chunk & 0x7F80) == 0x7F80).any() if bf16 else not np.isfinite(chunk).all():
+            return "holds NaN or infinite values"
+    elif dtype.is_floating_point and want.no_nan:
+        if ((chunk & 0x7FFF) > 0x7F80).any() if bf16 else np.isnan(chunk).any():
+            return "holds NaN"
+    if want.nonneg:
+        negative = ((chunk & 0x8000) != 0) & ((chunk & 0x7FFF) != 0) if bf16 else chunk < 0
+        if negative.any():
+            return "holds negative values"
+    return None
 
 
 def check_finite_bytes(data: bytes, header: Mapping[str, Entry], wants: Mapping[str, Want],
                        source: str) -> None:
-    """NaN or infinities in the tensors ``wants`` marks finite, read straight from the file's
-    bytes (nothing materialised: a few MB of temporaries at most)."""
+    """The values ``wants`` asks for (finite, no NaN, non-negative) of every tensor, read
+    straight from the file's bytes (nothing materialised: a few MB of temporaries at most)."""
     for name, e in header.items():
-        if not wants[name].finite or not e.dtype.is_floating_point:
+        want = wants[name]
+        if not (want.finite or want.no_nan or want.nonneg) or e.dtype not in _NUMPY:
             continue
-        bf16 = e.dtype == torch.bfloat16  # no NumPy bfloat16: its raw bits are read instead
-        dt = np.uint16 if bf16 else _NUMPY[e.dtype]
+        dt = _NUMPY[e.dtype]
         view = np.frombuffer(data, dt, (e.end - e.start) // np.dtype(dt).itemsize, e.start)
         for i in range(0, len(view), CHUNK):
-            chunk = view[i:i + CHUNK]
-            # bfloat16 with every exponent bit set is NaN or infinite
-            if ((chunk & 0x7F80) == 0x7F80).any() if bf16 else not np.isfinite(chunk).all():
-                raise CheckpointError(f"{source}: tensor {name} holds NaN or infinite values")
+            problem = _chunk_problem(view[i:i + CHUNK], e.dtype, want)
+            if problem:
+                raise CheckpointError(f"{source}: tensor {name} {problem}")
 
 
 # ---------------------------------------------------------------------------- random states
@@ -205,15 +241,21 @@ def _words(t: Tensor, n: int) -> bool:
     return bool(((t[:n] >= 0) & (t[:n] < 2**32)).all())
 
 
+def _mt_degenerate(key: Tensor) -> bool:
+    """An MT19937 key (624 words) whose state bits are all zero: only the top bit of the first
+    word counts. The generator then yields zeros forever (its seeding never makes one)."""
+    return int(key[0]) & 0x80000000 == 0 and not bool(key[1:624].any())
+
+
 def _numpy_state(t: Tensor) -> str | None:
     # MT19937: 624 32-bit words, the position (0..624), has_gauss (0/1); NumPy does not check
     # the position, and one past the key reads memory it does not own.
-    ok = _words(t, 624) and 0 <= int(t[624]) <= 624 and int(t[625]) in (0, 1)
+    ok = _words(t, 624) and 0 <= int(t[624]) <= 624 and int(t[625]) in (0, 1) and not _mt_degenerate(t)
     return None if ok else "is not a valid NumPy MT19937 state"
 
 
 def _python_state(t: Tensor) -> str | None:
-    ok = int(t[0]) == 3 and _words(t[1:], 624) and 0 <= int(t[625]) <= 624
+    ok = int(t[0]) == 3 and _words(t[1:], 624) and 0 <= int(t[625]) <= 624 and not _mt_degenerate(t[1:])
     return None if ok else "is not a valid Python random state"
 
 
@@ -253,3 +295,53 @@ def rng_wants(live: Mapping[str, Tensor], cuda: torch.device | None) -> dict[str
     state = torch.cuda.get_rng_state(cuda) if cuda is not None else torch.zeros(16, dtype=torch.uint8)
     wants["cuda"] = like(state, optional=True, value=cuda_state)
     return wants
+
+
+# ---------------------------------------------------------------------------- a weights file
+def _no_nan(t: Tensor) -> str | None:
+    return "holds NaN values" if t.is_floating_point() and bool(t.isnan().any()) else None
+
+
+def check_state_dict(state: Mapping[str, Tensor], model: torch.nn.Module, source: str) -> None:
+    """A ``state_dict`` read from a file, against the model it is about to be loaded into.
+
+    Every tensor must be dense and hold data (not sparse, nested or on the meta device), the
+    keys, shapes and dtypes must be the model's exactly (nothing is cast silently), parameters
+    finite and buffers free of NaN (infinities are allowed there: an attention mask).
+
+    Args:
+        state: the tensors read, by name.
+        model: the module they are for.
+        source: the file, named in messages.
+
+    Raises:
+        CheckpointError: naming the file and the tensor.
+    """
+    for name, t in state.items():
+        layout = str(t.layout).removeprefix("torch.")
+        kind = ("a nested tensor" if t.is_nested
+                else f"not a dense tensor ({layout})" if t.layout != torch.strided
+                else "on the meta device, with no data" if t.is_meta else None)
+        if kind:
+            raise CheckpointError(f"{source}: tensor {printable(name)} is {kind}")
+    params = {n for n, _ in model.named_parameters()}
+    wants = {k: like(v, finite=k in params, value=None if k in params else _no_nan)
+             for k, v in model.state_dict().items()}
+    check_entries(state, wants, source, what="weights do not fit the model", vs="model")
+    check_values(state, wants, source)
+
+
+def check_spec_fits(tensors: Mapping[str, Tensor], spec: Mapping[str, Any], source: str) -> None:
+    """A checkpoint's ``model/`` tensors against the model ``spec`` asks for (names, shapes,
+    dtypes), from the spec's analytic state: a resume asking for another model is refused
+    before that model is built.
+
+    Raises:
+        ConfigError: an invalid spec (as ``build_model`` would refuse it).
+        CheckpointError: ``SOURCE: weights do not fit the model asked for (...)``.
+    """
+    from ..models import state_shapes
+
+    found = {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
+    check_entries(found, model_wants(state_shapes(spec), ()), source, "model/",
+                  "weights do not fit the model asked for", "model")
