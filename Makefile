@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test quick bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# For iteration: everything but the slow end-to-end runs (what CI runs is `make test`).
+quick: setup
+	$(PY) -m pytest -q -x -m "not slow"
 
 bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench.py
