@@ -212,3 +212,17 @@ def test_resuming_an_unwritable_run_names_the_run(run, capsys, monkeypatch) -> N
     capsys.readouterr()
     assert main(["train", "--resume", "ir", "--epochs", "4"]) == 2
     assert _one_error(capsys) == "nnfit: error: ir: Permission denied (a run directory must be writable)"
+
+
+def test_a_run_of_the_python_api_resumed_by_the_cli_says_where_to_resume_it(tmp_path, capsys) -> None:
+    """fit(run_dir=...) holds its data in the caller; the CLI cannot go on with it (it used to
+    say "model: expected str, got {...}")."""
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    nnfit.fit({"name": "mlp", "hidden": [4]}, x, (x[:, 0] > 0).astype(int), epochs=1, quiet=True,
+              device="cpu", run_dir=tmp_path / "api")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "api"), "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "written by the Python API" in err and "fit(" in err, err

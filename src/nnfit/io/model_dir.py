@@ -156,9 +156,18 @@ def resume_config(run_dir: str | Path) -> dict[str, Any]:
     data = (d / CONFIG_FILE).read_bytes() if entry is not None and (d / CONFIG_FILE).is_file() else None
     if isinstance(entry, dict) and data is not None and entry.get("sha256") == sha256_bytes(data):
         config = parse_json(data, d / CONFIG_FILE)
+        _refuse_api_run(config, d)
         validate(config, CONFIG, str(d / CONFIG_FILE))
         return config
     return _checkpoint_config(d)
+
+
+def _refuse_api_run(config: Any, run_dir: Path) -> None:
+    """A run of ``fit(run_dir=...)`` records its TrainConfig and the model's spec, not a data
+    source: only the Python call that has the data can go on with it."""
+    if isinstance(config, dict) and isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{run_dir}: written by the Python API (nnfit.fit), which holds its "
+                              "data; resume it there with fit(..., run_dir=RUN, resume=RUN)")
 
 
 def _checkpoint_config(run_dir: Path) -> dict[str, Any]:
@@ -183,6 +192,7 @@ def _checkpoint_config(run_dir: Path) -> dict[str, Any]:
         meta = parse_json(data, ck / STATE_JSON)
         if not isinstance(meta, dict) or "config" not in meta:
             raise CheckpointError(f"{ck / STATE_JSON}: not an nnfit checkpoint")
+        _refuse_api_run(meta["config"], run_dir)
         validate(meta["config"], CONFIG, str(ck / STATE_JSON), "config")
         return meta["config"]
     raise CheckpointError(f"{run_dir}: no valid checkpoint to resume from")
