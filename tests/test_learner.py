@@ -306,8 +306,8 @@ def test_user_module_needs_an_instance(tmp_path: Path, data) -> None:
     learner.save(tmp_path / "u")
     with pytest.raises(CheckpointError) as e:
         nnfit.load(tmp_path / "u")
-    assert str(e.value) == (f"{tmp_path / 'u'}: the model is a user-defined module; "
-                            "pass model=YourModule(...)")
+    assert str(e.value) == (f"{tmp_path / 'u'}: the model is a user-defined module, which only "
+                            "Python can rebuild: nnfit.load(path, model=YourModule(...))")
     loaded = nnfit.load(tmp_path / "u", model=SmallNet(), device="cpu")
     np.testing.assert_array_equal(loaded.predict_proba(x), learner.predict_proba(x))
 

@@ -226,3 +226,17 @@ def test_a_run_of_the_python_api_resumed_by_the_cli_says_where_to_resume_it(tmp_
     assert main(["train", "--resume", str(tmp_path / "api"), "--epochs", "2", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "written by the Python API" in err and "fit(" in err, err
+
+
+def test_a_cli_run_with_stderr_to_a_file_writes_one_line_per_epoch_and_one_error_line(tmp_path) -> None:
+    """Piped or redirected, the progress display is off: a NaN stop is exactly one stderr line
+    (rich used to close its live display there with an empty line)."""
+    cmd = [sys.executable, "-m", "nnfit", "train", "--dataset", "diabetes", "--epochs", "3",
+           "--optimizer", "sgd", "--lr", "1e6", "--out", str(tmp_path / "nan")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("nnfit: error: non-finite loss"), p.stderr
+    ok = subprocess.run([sys.executable, "-m", "nnfit", "train", "--dataset", "iris", "--epochs", "2",
+                         "--out", str(tmp_path / "ok")], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stderr.splitlines() == [
+        line for line in ok.stderr.splitlines() if line.startswith("epoch ")] and ok.stderr.count("\n") == 2

@@ -125,6 +125,11 @@ class ProgressBar(Callback):
         )
 
         self.console = Console(stderr=True)
+        if not self.console.is_terminal:
+            # Logs piped to a file or a pipe get the epoch lines only: a bar there is noise, and
+            # rich ends a live display on such a stream with an empty line (a second stderr line
+            # after a one-line error).
+            return
         self._progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
@@ -133,6 +138,8 @@ class ProgressBar(Callback):
         self._progress.start()
 
     def on_epoch_start(self, trainer: Trainer) -> None:
+        if self._progress is None:
+            return
         if self._task is not None:
             self._progress.remove_task(self._task)
         epoch = f"{trainer.state.epoch + 1}/{trainer.config.epochs}"
@@ -141,6 +148,8 @@ class ProgressBar(Callback):
         self._last = time.monotonic()
 
     def on_train_batch_end(self, trainer: Trainer, batch: int) -> None:
+        if self._progress is None:
+            return
         now = time.monotonic()
         if now - self._last < self.refresh_s:
             self._progress.advance(self._task)
@@ -156,7 +165,7 @@ class ProgressBar(Callback):
         parts = [f"epoch {logs['epoch']}/{trainer.config.epochs}"]
         parts += [f"{k} {_fmt(logs[k])}" for k in self.SHOWN if k in logs]
         parts.append(f"{logs.get('time', 0.0):.2f}s")
-        self._progress.console.print("  ".join(parts), highlight=False, soft_wrap=True)
+        self.console.print("  ".join(parts), highlight=False, soft_wrap=True)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self._progress is not None:

@@ -72,7 +72,8 @@ def read_model_dir(path: Path, model: nn.Module | None) -> tuple[nn.Module, dict
     if CONFIG_FILE in files:
         validate(parse_json(files[CONFIG_FILE], path / CONFIG_FILE), CONFIG, str(path / CONFIG_FILE))
     if model is None and meta["spec"] is None:
-        raise CheckpointError(f"{path}: the model is a user-defined module; pass model=YourModule(...)")
+        raise CheckpointError(f"{path}: the model is a user-defined module, which only Python can "
+                              "rebuild: nnfit.load(path, model=YourModule(...))")
     source, data = str(path / MODEL_FILE), files.pop(MODEL_FILE)
     header = read_header(data, source)
     if model is None:
