@@ -28,7 +28,7 @@ from torch import nn
 import nnfit
 from helpers import one_error
 from nnfit.config import TrainConfig
-from nnfit.errors import CheckpointError, ConfigError
+from nnfit.errors import CheckpointError, ConfigError, DataError
 from nnfit.files import MANIFEST, manifest_bytes
 from nnfit.memory import training_bytes
 from nnfit.models import state_shapes
@@ -205,6 +205,10 @@ CASES = {  # name: (change, tensor, message)
                 "complex64 vs model float32"),
     "sparse": (lambda d: d.update({"0.weight": d["0.weight"].to_sparse()}), "0.weight", "not a dense tensor"),
     "meta": (lambda d: d.update({"0.weight": d["0.weight"].to("meta")}), "0.weight", "on the meta device"),
+    # what Learner.load refuses too (nnfit.io.weights.model_wants): a variance, a counter < 0
+    "negative_var": (lambda d: d["1.running_var"].fill_(-1.0), "1.running_var", "holds negative values"),
+    "negative_count": (lambda d: d["1.num_batches_tracked"].fill_(-3), "1.num_batches_tracked",
+                       "holds negative values"),
 }
 
 
@@ -233,3 +237,16 @@ def test_load_weights_allows_an_infinite_buffer(tmp_path) -> None:
     state["1.running_var"][0] = float("inf")  # a buffer may be a mask of infinities
     nnfit.save_weights(state, tmp_path / "w.safetensors")
     assert nnfit.load_weights(_model(), tmp_path / "w.safetensors")[1].running_var[0] == float("inf")
+
+
+# ------------------------------------------------------------------ one wording for float32's range
+def test_a_value_beyond_float32_is_worded_alike_from_a_file_or_a_table(tmp_path) -> None:
+    from nnfit.ingest import read_table
+    from nnfit.tables import Columns, feature_matrix
+
+    (tmp_path / "big.csv").write_text("a\n1\n1e39\n")
+    table = Columns("t", {"a": np.array([1.0, 1e39])})  # no float32 block: checked column by column
+    for read in (lambda: feature_matrix(table, ["a"]), lambda: read_table(tmp_path / "big.csv")):
+        with pytest.raises(DataError, match=r"column 'a' has a value beyond float32 range "
+                                            r"\(row 2: 1e\+39; float32 holds at most 3\.4e38 in size\)$"):
+            read()

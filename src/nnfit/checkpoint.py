@@ -26,6 +26,7 @@ from .files import (  # noqa: F401  (re-exported: the writers everyone uses)
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    parse_json,
     read_bundle,
     read_json,
     write_bundle,
@@ -102,14 +103,27 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, Tensor], dict[str,
         CheckpointError: naming the damaged, missing or foreign file.
     """
     d = Path(directory)
-    files = read_bundle(d, "checkpoint", (STATE_TENSORS, STATE_JSON))
-    tensors, _ = tensors_from_bytes(files[STATE_TENSORS], str(d / STATE_TENSORS))
-    try:
-        meta = json.loads(files[STATE_JSON].decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
-        raise CheckpointError(f"{d / STATE_JSON}: not valid JSON") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{d / STATE_JSON}: not an nnfit checkpoint")
+    return parse_checkpoint(read_bundle(d, "checkpoint", (STATE_TENSORS, STATE_JSON)), d)
+
+
+def parse_checkpoint(files: dict[str, bytes], directory: Path,
+                     required: tuple[str, ...] = ()) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and ``state.json`` of a checkpoint's verified files.
+
+    Args:
+        files: what :func:`read_bundle` read from ``directory``.
+        directory: the checkpoint, named in messages.
+        required: keys ``state.json`` must hold (a run's checkpoint holds ``learner`` and
+            ``optimizer``).
+
+    Raises:
+        CheckpointError: naming the file that does not parse, or a ``state.json`` that is not
+            an nnfit checkpoint's object (null, a list, a number, one without ``required``).
+    """
+    tensors, _ = tensors_from_bytes(files[STATE_TENSORS], str(directory / STATE_TENSORS))
+    meta = parse_json(files[STATE_JSON], directory / STATE_JSON)
+    if not isinstance(meta, dict) or any(k not in meta for k in required):
+        raise CheckpointError(f"{directory / STATE_JSON}: not an nnfit checkpoint")
     return tensors, meta
 
 

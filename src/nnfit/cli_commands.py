@@ -16,10 +16,11 @@ from .confusion import MAX_SHOWN_CLASSES, split_confusion
 from .data import split_indices
 from .errors import ConfigError, DataError, Stopped, printable
 from .ingest import read_table
-from .io.layout import check_overwrite, is_empty, new_run_dir, run_name
-from .io.lock import hold_run_dir, taken_over
+from .io.layout import check_run_target, new_run_dir, run_name
+from .io.lock import hold_run_dir
 from .io.model_dir import resume_config
 from .learner import Learner, fit, load
+from .models import BUILT_IN_STACKS
 from .run import jsonable_metrics, write_metrics
 from .tables import Columns
 from .tasks import infer_task
@@ -89,10 +90,7 @@ def _check_out(out: Path, args: argparse.Namespace, inputs: list[str | None]) ->
     config files); checked under the run's lock, so a run that finished a moment ago is seen."""
     if not args.out or args.resume:
         return
-    if args.overwrite:
-        check_overwrite(out, inputs, writer_died=taken_over(out))
-    elif not is_empty(out):
-        raise ConfigError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+    check_run_target(out, args.overwrite, inputs, "choose another --out or pass --overwrite")
 
 
 def write_columns_csv(path: Path, cols: Columns) -> None:
@@ -106,7 +104,7 @@ def write_columns_csv(path: Path, cols: Columns) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    if cfg.model.model not in ("mlp", "resmlp"):
+    if cfg.model.model not in BUILT_IN_STACKS:
         raise ConfigError(f"--model must be mlp or resmlp for table data, got {cfg.model.model!r}")
     cols, target, task, name = _training_columns(cfg)
     test_split = cfg.data.test_split if cfg.data.test_split is not None else (

@@ -223,10 +223,10 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{p}: manifest missing (not a complete nnfit save)")
     try:
         raw = p.read_bytes()
-        body = json.loads(raw.decode("utf-8"))
+        body = parse_json(raw, p)
         ok = (isinstance(body, dict) and body.get("self_sha256") == sha256_bytes(_canonical(body))
               and raw == _render(body))
-    except (ValueError, UnicodeDecodeError, TypeError, RecursionError):
+    except (CheckpointError, ValueError, TypeError, RecursionError):  # rendering a parsed body fails too
         ok = False
     if not ok or not isinstance(body.get("files"), dict):
         raise CheckpointError(f"{p}: manifest is damaged")
@@ -324,12 +324,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def parse_json(data: bytes, source: str | Path) -> Any:
+    """Parse a JSON file's bytes.
+
+    Raises:
+        CheckpointError: ``SOURCE: not valid JSON``, for any failure: bytes that are not UTF-8,
+            not JSON, or nested too deeply for the parser (a RecursionError).
+    """
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f"{source}: not valid JSON") from None
+
+
 def read_json(path: str | Path, what: str = "file") -> Any:
     """Load a JSON file, turning every failure into a CheckpointError naming it."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: {what} not found")
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{p}: not valid JSON ({e.__class__.__name__})") from None
+    return parse_json(p.read_bytes(), p)

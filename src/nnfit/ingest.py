@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv as csv_module
 import itertools
-import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .tables import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, check_flat, missing_values, read_columns
+from .tables import (
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
+    Columns,
+    check_flat,
+    missing_values,
+    read_columns,
+    value_error,
+)
 
 CHUNK_BYTES = 32 << 20  # text parsed per call: enough for the parser's threads, small in memory
 
@@ -162,26 +169,12 @@ class _Filler:
         if self.missing:
             raise missing_values(source, self.missing)
         if first is not None:
-            raise _inf_error(source, first[1], first[0], cell(*first))
+            raise value_error(source, first[1], first[0], cell(*first))
         arrays = {}
         for n in self.names:
             j = self.where.get(n)
             arrays[n] = block[:, j] if j is not None else np.concatenate(self.others[n])
         return Columns(source, arrays, block=block, block_names=self.block_names)
-
-
-def _inf_error(source: str, name: str, row: int, value: Any) -> DataError:
-    """The error for an infinite block value whose file value is ``value`` (None: unknown),
-    worded as :func:`nnfit.tables.feature_matrix` words the same problems."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.inf
-    if math.isfinite(number):
-        return DataError(f"{source}: column {name!r} has a value beyond float32 range "
-                         f"(row {row + 1}: {number:g}; float32 holds at most 3.4e38 in size)")
-    return DataError(f"{source}: column {name!r} has a non-finite value "
-                     f"(row {row + 1}: {value if value is not None else 'inf'})")
 
 
 def _csv_cell(p: Path, delimiter: str, row: int, column: int) -> str | None:

@@ -26,12 +26,12 @@ from .callbacks import Callback, History
 from .checkpoint import FORMAT_VERSION, tensors_to_bytes
 from .config import TrainConfig, train_config
 from .data import LoaderData, TensorData, split_indices
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import ConfigError, DataError
 from .files import write_files
 from .guards import check_finite_outputs
 from .ingest import read_table
 from .io.model_dir import META_FILE, MODEL_FILE, read_model_dir
-from .models import build_model, model_spec
+from .models import BUILT_IN_STACKS, build_model, model_spec
 from .preprocess import Preprocessor
 from .summary import ModelSummary, summarize
 from .tables import (
@@ -223,18 +223,11 @@ class Learner:
                 the model (missing/unexpected tensors, shapes, dtypes, NaN), all named. Every
                 byte is checked before the model is built (:mod:`nnfit.io.model_dir`).
         """
-        p = Path(path)
-        model, meta = read_model_dir(p, model)
-        pre = meta.get("preprocess")
-        if pre is None and meta.get("target") is not None:  # fit saves both or neither
-            raise CheckpointError(f"{p / META_FILE}: preprocess is null but the model was trained on "
-                                  f"the table column {meta['target']!r}: the file is damaged")
-        try:
-            task = task_from_dict(meta["task"])
-            preprocessor = None if pre is None else Preprocessor.from_dict(pre)
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{p / META_FILE}: damaged task or preprocessing "
-                                  f"({type(e).__name__}: {e})") from None
+        # model.json was checked whole against io.validate.LEARNER: task and preprocessing rebuild
+        model, meta = read_model_dir(Path(path), model)
+        pre = meta["preprocess"]
+        task = task_from_dict(meta["task"])
+        preprocessor = None if pre is None else Preprocessor.from_dict(pre)
         learner = cls(model, task=task, preprocessor=preprocessor,
                       spec=meta.get("spec"), config=TrainConfig(device=device, quiet=True),
                       target_name=meta.get("target"))
@@ -334,7 +327,7 @@ def _spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | None:
     if not isinstance(model, Mapping):
         raise ConfigError(f"model must be an nn.Module or a spec dict, got {type(model).__name__}")
     spec = dict(model)
-    if spec.get("name") in ("mlp", "resmlp"):
+    if spec.get("name") in BUILT_IN_STACKS:
         spec.setdefault("hidden", [64, 64])
         if pre is None:  # a DataLoader: its shapes are not known before training
             if "in_features" not in spec:
@@ -364,7 +357,7 @@ def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None)
     if meta is not None:
         raise ConfigError(f"model: {meta!r} is on the meta device and holds no data: build the model on "
                           "a real device, or call model.to_empty(device='cpu') and initialise it")
-    if pre is None or spec is None or spec.get("name") not in ("mlp", "resmlp"):
+    if pre is None or spec is None or spec.get("name") not in BUILT_IN_STACKS:
         return
     width = _table_width(pre, spec["name"])
     if spec.get("in_features") != width:
@@ -394,7 +387,7 @@ def _built_in(model: Any) -> bool:
     if isinstance(model, nn.Module):
         model = model_spec(model) or {}
     name = model if isinstance(model, str) else model.get("name") if isinstance(model, Mapping) else None
-    return name in ("mlp", "resmlp")
+    return name in BUILT_IN_STACKS
 
 
 def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str | None = None,
@@ -503,17 +496,12 @@ def _holding(run_dir: str | Path | None, resume: str | Path | None) -> Iterator[
 def _check_run_dir(run_dir: str | Path | None, resume: Any, overwrite: bool, data: tuple) -> None:
     """Refuse to train into a non-empty directory unless resuming it or told to overwrite, and
     to overwrite one that holds no nnfit run or whose clearing would delete a file of ``data``."""
-    from .io.layout import check_overwrite, is_empty
-    from .io.lock import taken_over
+    from .io.layout import check_run_target
 
     if run_dir is None or resume is not None:
         return
-    d = Path(run_dir)
-    if overwrite:
-        files = [v for v in data if isinstance(v, (str, os.PathLike))]
-        check_overwrite(d, files, writer_died=taken_over(d))
-    elif d.exists() and (not d.is_dir() or not is_empty(d)):
-        raise ConfigError(f"{d} exists and is not empty: pass overwrite=True, resume= or another run_dir")
+    files = [v for v in data if isinstance(v, (str, os.PathLike))]
+    check_run_target(run_dir, overwrite, files, "pass overwrite=True, resume= or another run_dir")
 
 
 def _sources(x: Any, y: Any, val: Any, target: str | None, task: str | Task, cfg: TrainConfig,

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,25 +40,20 @@ from torch import Tensor
 
 from .checkpoint import (
     FORMAT_VERSION,
-    STATE_JSON,
-    STATE_TENSORS,
     atomic_write_json,
     atomic_write_text,
     save_checkpoint,
-    tensors_from_bytes,
 )
 from .data import LoaderData, TensorData
-from .errors import CheckpointError, ConfigError, warn
-from .files import clean_temporaries, read_bundle, remove_bundle, write_files
+from .errors import ConfigError, warn
+from .files import clean_temporaries, remove_bundle, write_files
+from .io.checkpoints import CHECKPOINTS, checkpoint_name, committed, latest_checkpoint
 from .io.layout import clear_run
-from .io.model_dir import KIND, parse_json, run_files, write_run_config
+from .io.model_dir import KIND, run_files, write_run_config
 
 if TYPE_CHECKING:
     from .learner import Learner
     from .trainer import Trainer
-
-CHECKPOINTS = "checkpoints"
-_NAME = re.compile(r"step-(\d{9,})(?:-epoch-(\d{5,}))?")
 
 # What a resumed run may change: how long and where it runs, not what it trains.
 RESUMABLE = {"epochs", "patience", "quiet", "device", "eval_batch_size", "threads", "checkpoint_every",
@@ -111,21 +104,6 @@ def data_fingerprint(*sources: Any) -> str:
     return h.hexdigest()
 
 
-def checkpoint_name(step: int, epoch_end: int | None) -> str:
-    """``step-000000120`` inside an epoch, ``step-000000150-epoch-00003`` at the end of one."""
-    return f"step-{step:09d}" + (f"-epoch-{epoch_end:05d}" if epoch_end is not None else "")
-
-
-def committed(run_dir: str | Path) -> list[str]:
-    """Names of the committed checkpoints of a run, oldest first."""
-    d = Path(run_dir) / CHECKPOINTS
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), m.group(2) is not None, p.name) for p in d.iterdir()
-             if p.is_dir() and (m := _NAME.fullmatch(p.name))]
-    return [name for *_, name in sorted(found)]
-
-
 def resume_differences(saved: dict[str, Any], record: dict[str, Any], saved_data: str | None,
                        data: str | None) -> list[str]:
     """Field-by-field differences between a checkpoint's run and the one asked for."""
@@ -163,6 +141,9 @@ class RunWriter:
         self.best = best
         self.overwrite = overwrite
         self._started = False
+        # learner.meta() at the first checkpoint, kept: the task, preprocessing and spec do not
+        # change during a fit, and rebuilding them (up to 1e7 class labels) at every one is slow.
+        self._learner_meta: dict[str, Any] | None = None
 
     def _start(self) -> None:
         # At the first write, when the inputs have checked out and training has begun: a run
@@ -196,7 +177,9 @@ class RunWriter:
         name = checkpoint_name(st.step, None if mid_epoch else st.epoch)
         tensors, meta = trainer.checkpoint_parts()  # checks every tensor is finite
         best = name if improved else self.best
-        meta.update({"format": FORMAT_VERSION, "learner": self.learner.meta(), "config": self.config,
+        if self._learner_meta is None:
+            self._learner_meta = self.learner.meta()
+        meta.update({"format": FORMAT_VERSION, "learner": self._learner_meta, "config": self.config,
                      "data_sha256": self.fingerprint, "best_checkpoint": best})
         target = self.dir / CHECKPOINTS / name
         if target.exists():  # the same step again after a resume: replace it
@@ -233,58 +216,6 @@ def read_latest(run_dir: str | Path, set_aside: bool = False) -> tuple[dict[str,
     """The newest checkpoint of ``run_dir`` that verifies, as ``(tensors, meta)``
     (:func:`latest_checkpoint` without its directory)."""
     return latest_checkpoint(run_dir, set_aside)[1:]
-
-
-def latest_checkpoint(run_dir: str | Path, set_aside: bool = False,
-                      ) -> tuple[Path, dict[str, Tensor], dict[str, Any]]:
-    """The newest checkpoint of ``run_dir`` that verifies, as ``(directory, tensors, meta)``.
-
-    Damaged checkpoints (files that do not match their manifest) are skipped with a warning
-    naming the file and why; with ``set_aside`` (a resume, which will write new checkpoints)
-    they are renamed ``damaged-NAME`` so rotation never counts them. Temporaries of a writer
-    that was killed are removed (with a warning).
-
-    Raises:
-        CheckpointError: no run there, or no valid checkpoint in it, or the newest one that
-            verifies holds what no nnfit writes (not JSON, not a checkpoint's object, tensors
-            that do not parse): its bytes are as written, so it is refused, not skipped.
-    """
-    p = Path(run_dir)
-    if not p.is_dir():
-        raise CheckpointError(f"{p}: no such run directory")
-    for name in clean_temporaries(p / CHECKPOINTS):
-        warn(f"removed {p / CHECKPOINTS / name}: an unfinished checkpoint of a run killed while saving")
-    names = committed(p)
-    if not names:
-        raise CheckpointError(f"{p}: no checkpoint to resume from")
-    problems = []
-    for name in reversed(names):
-        try:
-            files = read_bundle(p / CHECKPOINTS / name, "checkpoint", (STATE_TENSORS, STATE_JSON))
-        except CheckpointError as e:
-            problems.append(str(e))
-            aside = ""
-            if set_aside:
-                os.rename(p / CHECKPOINTS / name, p / CHECKPOINTS / f"damaged-{name}")
-                aside = f" (kept as damaged-{name})"
-            warn(f"skipping checkpoint {name}{aside}: {e}")
-            continue
-        return (p / CHECKPOINTS / name, *_parse_checkpoint(files, p / CHECKPOINTS / name))
-    raise CheckpointError(f"{p}: no valid checkpoint ({'; '.join(problems)})")
-
-
-def _parse_checkpoint(files: dict[str, bytes], d: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The tensors and ``state.json`` of a checkpoint's verified files.
-
-    Raises:
-        CheckpointError: naming the file that does not parse, or a ``state.json`` that is not
-            an nnfit checkpoint's object (null, a list, a number...).
-    """
-    tensors, _ = tensors_from_bytes(files[STATE_TENSORS], str(d / STATE_TENSORS))
-    meta = parse_json(files[STATE_JSON], d / STATE_JSON)
-    if not isinstance(meta, dict) or "learner" not in meta or "optimizer" not in meta:
-        raise CheckpointError(f"{d / STATE_JSON}: not an nnfit checkpoint")
-    return tensors, meta
 
 
 def check_resume(meta: dict[str, Any], record: dict[str, Any], fingerprint: str | None,

@@ -308,13 +308,10 @@ def feature_matrix(cols: Columns, features: Sequence[str], allow_nan: bool = Fal
             (naming the first bad 1-based row).
     """
     if cols.block is not None and list(features) == cols.block_names:
-        # Already one float32 block (read by nnfit.ingest): check it, no copy.
-        bad = np.isinf(cols.block) if allow_nan else ~np.isfinite(cols.block)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            v = cols.block[r, c]
-            raise DataError(f"{cols.source}: column {features[c]!r} has a non-finite value "
-                            f"(row {r + 1}: {v}{_F32_NOTE if np.isinf(v) else ''})")
+        # Already one float32 block, no copy. Only nnfit.ingest makes blocks, and it refused
+        # inf (and NaN unless missing values are allowed, as they are here exactly when
+        # allow_nan: every caller passes the same flag to both) while it still knew the file's
+        # rows: scanning the block again could find nothing.
         return cols.block
     out = np.empty((len(cols), len(features)), dtype=np.float32)
     for j, name in enumerate(features):
@@ -329,19 +326,34 @@ def feature_matrix(cols: Columns, features: Sequence[str], allow_nan: bool = Fal
         finite = np.isfinite(a) | (np.isnan(a) if allow_nan else False)
         if not finite.all():
             bad = int(np.flatnonzero(~finite)[0])
-            raise DataError(f"{cols.source}: column {name!r} has a non-finite value "
-                            f"(row {bad + 1}: {a[bad]})")
+            raise value_error(cols.source, name, bad, a[bad])
         big = np.abs(a) > F32_MAX  # NaN compares False
         if big.any():
             bad = int(np.flatnonzero(big)[0])
-            raise DataError(f"{cols.source}: column {name!r} has a value beyond float32 range "
-                            f"(row {bad + 1}: {a[bad]:g})")
+            raise value_error(cols.source, name, bad, a[bad])
         out[:, j] = a
     return out
 
 
-# A float32 block holds any number beyond float32's range as inf; say so next to the value.
-_F32_NOTE = "; float32 holds at most 3.4e38 in size"
+def value_error(source: str, name: str, row: int, value: Any) -> DataError:
+    """The error for a feature value float32 cannot hold: a non-finite one, or a number
+    beyond float32's range (which a float32 block holds as inf).
+
+    Args:
+        source: the table, named in the message.
+        name: the column.
+        row: the 0-based data row.
+        value: the table's own value (a file's text, a number), or None when unknown (inf).
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("inf")
+    if np.isfinite(number):
+        return DataError(f"{source}: column {name!r} has a value beyond float32 range "
+                         f"(row {row + 1}: {number:g}; float32 holds at most 3.4e38 in size)")
+    return DataError(f"{source}: column {name!r} has a non-finite value "
+                     f"(row {row + 1}: {value if value is not None else 'inf'})")
 
 
 def _is_number(v: Any) -> bool:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..files import MANIFEST, fsync_dir, remove_bundle
+from .checkpoints import NAME
 
 # Every file and folder (trailing "/") nnfit writes into a run directory.
 RUN_LAYOUT: dict[str, str] = {
@@ -45,7 +46,7 @@ RUN_LAYOUT: dict[str, str] = {
 
 # What nnfit writes inside each folder of the layout: only these are removed with the run.
 FOLDER_ENTRIES: dict[str, re.Pattern[str]] = {
-    "checkpoints/": re.compile(r"(?:damaged-)?step-\d{9,}(?:-epoch-\d{5,})?"),  # see nnfit.run
+    "checkpoints/": re.compile(r"(?:damaged-)?" + NAME.pattern),  # damaged: set aside by a resume
 }
 
 # The lock of the run's writer (nnfit.io.lock): in the run, but never part of a run's content.
@@ -144,6 +145,32 @@ def check_overwrite(run_dir: str | Path, inputs: Iterable[str | Path | None] = (
     if not writer_died and not holds_run(d):
         raise ConfigError(f"{d} is not empty and holds no nnfit run: overwriting replaces "
                           "only an earlier run's files; choose a new or empty directory")
+
+
+def check_run_target(run_dir: str | Path, overwrite: bool, inputs: Iterable[str | Path | None],
+                     hint: str) -> None:
+    """Refuse to start a new run in a non-empty ``run_dir`` unless ``overwrite``, and with it
+    when :func:`check_overwrite` refuses (its ``writer_died`` read from the run's lock).
+
+    Call it while holding the run's lock, so a run that finished a moment ago is seen.
+
+    Args:
+        run_dir: the new run's directory (a missing or empty one is always fine).
+        overwrite: whether the caller was told to overwrite an earlier run.
+        inputs: the new run's data and config files, as for :func:`check_overwrite`.
+        hint: how the caller's user chooses otherwise, ending the message (the CLI's flags,
+            the API's arguments).
+
+    Raises:
+        ConfigError: naming the directory.
+    """
+    from .lock import taken_over  # nnfit.io.lock imports this module
+
+    d = Path(run_dir)
+    if overwrite:
+        check_overwrite(d, inputs, writer_died=taken_over(d))
+    elif d.exists() and (not d.is_dir() or not is_empty(d)):
+        raise ConfigError(f"{d} exists and is not empty: {hint}")
 
 
 def run_name(run_dir: str | Path, path: str | Path) -> str | None:

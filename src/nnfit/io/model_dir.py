@@ -18,8 +18,18 @@ from typing import Any
 
 from torch import nn
 
+from ..checkpoint import FORMAT_VERSION, STATE_JSON, load_state_dict_strict, tensors_from_bytes
 from ..errors import CheckpointError
-from ..files import MANIFEST, atomic_write_bytes, manifest_bytes, read_bundle, read_manifest, sha256_bytes
+from ..files import (
+    MANIFEST,
+    atomic_write_bytes,
+    manifest_bytes,
+    parse_json,
+    read_bundle,
+    read_manifest,
+    sha256_bytes,
+)
+from .checkpoints import CHECKPOINTS, committed
 from .validate import CONFIG, LEARNER, validate
 from .weights import check_entries, check_finite_bytes, model_wants, read_header
 
@@ -27,15 +37,6 @@ MODEL_FILE = "model.safetensors"
 META_FILE = "model.json"
 CONFIG_FILE = "config.json"
 KIND = "model"
-
-
-def parse_json(data: bytes, source: str | Path) -> Any:
-    """Parse a JSON file's bytes; any failure (a deeply nested document too) is a
-    CheckpointError naming ``source``."""
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise CheckpointError(f"{source}: not valid JSON") from None
 
 
 def config_bytes(config: dict[str, Any]) -> bytes:
@@ -53,7 +54,6 @@ def read_model_dir(path: Path, model: nn.Module | None) -> tuple[nn.Module, dict
     Raises:
         CheckpointError: naming the file and the field or tensor at fault.
     """
-    from ..checkpoint import FORMAT_VERSION, load_state_dict_strict, tensors_from_bytes
     from ..models import build_model, state_shapes
 
     if not path.is_dir():
@@ -174,9 +174,6 @@ def _refuse_api_run(config: Any, run_dir: Path) -> None:
 def _checkpoint_config(run_dir: Path) -> dict[str, Any]:
     """The ``config`` of the newest checkpoint whose ``state.json`` verifies (only that file is
     read: the resume reads the whole checkpoint next)."""
-    from ..checkpoint import STATE_JSON
-    from ..run import CHECKPOINTS, committed
-
     names = committed(run_dir)
     if not names:
         raise CheckpointError(f"{run_dir}: no checkpoint to resume from")

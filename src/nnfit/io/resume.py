@@ -24,13 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import STATE_JSON, STATE_TENSORS
 from ..errors import CheckpointError
+from .checkpoints import checkpoint_name, latest_checkpoint
 from .optim_state import STATE, check_groups, check_schedule, check_steps, state_wants
 from .validate import CHECKPOINT, LOOP_STATE, validate
 from .weights import Want, check_entries, check_values, model_wants, rng_wants, scalar_dtypes
 
-STATE_TENSORS = "state.safetensors"
-STATE_JSON = "state.json"
 # Every group of tensors a checkpoint holds, by the prefix of its names.
 PREFIXES = ("model", "best", "optimizer", "rng", "rng_epoch", "loop")
 _OPTIMIZER_KEY = re.compile(r"(0|[1-9][0-9]{0,8})/([A-Za-z_][A-Za-z0-9_]{0,100})")
@@ -190,8 +190,6 @@ def check_place(meta: Mapping[str, Any], path: Path) -> None:
     Raises:
         CheckpointError: naming ``step`` or ``best_checkpoint``.
     """
-    from ..run import checkpoint_name
-
     name = checkpoint_name(meta["step"], None if meta["batch"] else meta["epoch"])
     if path.name != name:
         raise CheckpointError(f"{path / STATE_JSON}: step: {meta['step']} (epoch {meta['epoch']}, "
@@ -204,7 +202,7 @@ def check_place(meta: Mapping[str, Any], path: Path) -> None:
 
 def read_resume(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
     """The newest checkpoint of ``run_dir`` that verifies (damaged ones set aside, see
-    :func:`nnfit.run.latest_checkpoint`), checked by :func:`check_checkpoint`.
+    :func:`nnfit.io.checkpoints.latest_checkpoint`), checked by :func:`check_checkpoint`.
 
     Returns:
         ``(tensors, meta, checkpoint directory)``: what ``Trainer.fit(resume=...)`` takes.
@@ -213,8 +211,6 @@ def read_resume(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any],
         CheckpointError: no checkpoint verifies, or the newest one's content is invalid
             (refused, not skipped: its bytes are as written, so it was written so).
     """
-    from ..run import latest_checkpoint
-
     path, tensors, meta = latest_checkpoint(run_dir, set_aside=True)
     check_checkpoint(tensors, meta, path)
     check_place(meta, path)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import typing
 from collections.abc import Mapping
 from dataclasses import fields
@@ -26,6 +25,7 @@ from typing import Any
 
 from ..errors import CheckpointError, ConfigError
 from ..files import FORMAT_VERSION
+from .checkpoints import NAME
 from .schema import (
     AnyOf,
     Bool,
@@ -48,7 +48,7 @@ from .schema import (
 COUNT = Int(0, 2**53)  # epochs, steps, batches, samples
 SIZE = Int(1, 2**40)  # a layer width; the parameter count bounds it far lower
 SHA256 = Str(pattern=r"[0-9a-f]{64}")
-CHECKPOINT_NAME = Str(pattern=r"step-\d{9,}(?:-epoch-\d{5,})?")  # as nnfit.run names them
+CHECKPOINT_NAME = Str(pattern=NAME.pattern)  # as nnfit.io.checkpoints names them
 LABEL = AnyOf((Str(max_len=10_000), Int(-(2**63)), Float(), Bool()), "a label (string, number or boolean)")
 # A regression target's scale is applied to float32 outputs: it must be a float32 number
 # (a mean of 1e300 made every prediction and metric infinite), a std a normal positive one.
@@ -170,10 +170,14 @@ PREPROCESS = Obj({"style": Str(("single", "positional", "named")), "inputs": Seq
 
 # ------------------------------------------------------------------ model.json / learner
 def _learner_rule(d: dict) -> tuple[str, str] | None:
-    """The spec is buildable and fits the task's outputs and the preprocessing's inputs."""
+    """The spec is buildable and fits the task's outputs and the preprocessing's inputs; a
+    table's target goes with its preprocessing (fit saves both or neither)."""
     from ..models import state_shapes
 
     spec, pre = d["spec"], d["preprocess"]
+    if pre is None and d["target"] is not None:
+        return "", (f"preprocess is null but the model was trained on the table column "
+                    f"{d['target']!r}: the file is damaged")
     if spec is None:
         return None
     try:
@@ -206,7 +210,7 @@ LEARNER = Obj({"format": Int(1, FORMAT_VERSION), "nnfit_version": Str(max_len=10
 def _setting(name: str, annotation: Any) -> Field:
     """The field of one config setting, from its dataclass annotation (names from registries)."""
     from ..datasets import DATASETS
-    from ..models import ACTIVATIONS
+    from ..models import ACTIVATIONS, BUILT_IN_STACKS
     from ..optim import OPTIMIZERS, SCHEDULERS
     from ..tasks import LOSSES, TASKS
 
@@ -217,7 +221,7 @@ def _setting(name: str, annotation: Any) -> Field:
     if name == "task":
         return Str(TASKS)
     if name == "model":
-        return Str(("mlp", "resmlp"))  # what `nnfit train` builds from a table
+        return Str(BUILT_IN_STACKS)  # what `nnfit train` builds from a table
     args = typing.get_args(annotation)
     if type(None) in args:
         return Maybe(_setting(name, next(a for a in args if a is not type(None))))
@@ -303,8 +307,9 @@ def _run(d: dict) -> tuple[str, str] | None:
     if (d["best_checkpoint"] is None) != (d["best"] is None):
         return "best_checkpoint", f"{d['best_checkpoint']} does not fit best={d['best']}"
     if d["best_checkpoint"] is not None:  # written at the end of the best epoch, by this run
-        m = re.fullmatch(r"step-(\d+)-epoch-(\d+)", d["best_checkpoint"])
-        if m is None or int(m.group(2)) != d["best_epoch"] or int(m.group(1)) > d["step"]:
+        m = NAME.fullmatch(d["best_checkpoint"])
+        if (m is None or m.group(2) is None or int(m.group(2)) != d["best_epoch"]
+                or int(m.group(1)) > d["step"]):
             return "best_checkpoint", (f"{d['best_checkpoint']} is not the end of best_epoch "
                                        f"{d['best_epoch']} at or before step {d['step']}")
     config, spec = d["config"], d["learner"]["spec"]

@@ -14,7 +14,6 @@ Every problem is a :class:`~nnfit.errors.CheckpointError` naming the file and th
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError, printable
+from ..files import parse_json
 
 # safetensors dtype names -> torch dtypes (those nnfit or a user's model may save)
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -59,8 +59,8 @@ def read_header(data: bytes, source: str) -> dict[str, Entry]:
     if n > min(MAX_HEADER, len(data) - 8):
         raise bad("header length past the end")
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        header = parse_json(data[8:8 + n], source)
+    except CheckpointError:
         raise bad("header is not JSON") from None
     if not isinstance(header, dict):
         raise bad("header is not an object")
@@ -180,7 +180,7 @@ def check_values(tensors: Mapping[str, Tensor], wants: Mapping[str, Want], sourc
         if want.finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             problem = "holds NaN or infinite values"
         elif want.no_nan and t.is_floating_point() and bool(torch.isnan(t).any()):
-            problem = "holds NaN"
+            problem = "holds NaN values"
         elif want.nonneg and t.dtype != torch.bool and bool((t < 0).any()):
             problem = "holds negative values"
         elif want.value is not None:
@@ -204,7 +204,7 @@ def _chunk_problem(chunk: np.ndarray, dtype: torch.dtype, want: Want) -> str | N
             return "holds NaN or infinite values"
     elif dtype.is_floating_point and want.no_nan:
         if ((chunk & 0x7FFF) > 0x7F80).any() if bf16 else np.isnan(chunk).any():
-            return "holds NaN"
+            return "holds NaN values"
     if want.nonneg:
         negative = ((chunk & 0x8000) != 0) & ((chunk & 0x7FFF) != 0) if bf16 else chunk < 0
         if negative.any():
@@ -298,16 +298,14 @@ def rng_wants(live: Mapping[str, Tensor], cuda: torch.device | None) -> dict[str
 
 
 # ---------------------------------------------------------------------------- a weights file
-def _no_nan(t: Tensor) -> str | None:
-    return "holds NaN values" if t.is_floating_point() and bool(t.isnan().any()) else None
-
-
 def check_state_dict(state: Mapping[str, Tensor], model: torch.nn.Module, source: str) -> None:
     """A ``state_dict`` read from a file, against the model it is about to be loaded into.
 
     Every tensor must be dense and hold data (not sparse, nested or on the meta device), the
-    keys, shapes and dtypes must be the model's exactly (nothing is cast silently), parameters
-    finite and buffers free of NaN (infinities are allowed there: an attention mask).
+    keys, shapes and dtypes must be the model's exactly (nothing is cast silently), and the
+    values what :func:`model_wants` asks of a saved model's (``Learner.load`` checks the same):
+    parameters finite, buffers free of NaN (infinities are allowed there: an attention mask),
+    variances and counters never negative.
 
     Args:
         state: the tensors read, by name.
@@ -324,9 +322,7 @@ def check_state_dict(state: Mapping[str, Tensor], model: torch.nn.Module, source
                 else "on the meta device, with no data" if t.is_meta else None)
         if kind:
             raise CheckpointError(f"{source}: tensor {printable(name)} is {kind}")
-    params = {n for n, _ in model.named_parameters()}
-    wants = {k: like(v, finite=k in params, value=None if k in params else _no_nan)
-             for k, v in model.state_dict().items()}
+    wants = model_wants(model.state_dict(), (n for n, _ in model.named_parameters()))
     check_entries(state, wants, source, what="weights do not fit the model", vs="model")
     check_values(state, wants, source)
 

@@ -26,6 +26,7 @@ from .state import Slot, param_count, prefixed
 
 __all__ = [
     "ACTIVATIONS",
+    "BUILT_IN_STACKS",
     "MLP",
     "MODELS",
     "MultiInput",
@@ -44,6 +45,9 @@ MODELS: Registry[type[nn.Module]] = Registry("model")
 MODELS.register("mlp", MLP, "multilayer perceptron: Linear layers with optional batchnorm/dropout")
 MODELS.register("resmlp", ResidualMLP, "residual MLP: two-layer skip-connection blocks + head")
 MODELS.register("multi_input", MultiInput, "one branch per named input, concatenated into a head")
+# The models of one (rows, features) input: what `nnfit train` builds from a table, and the
+# specs fit completes from the data (in_features, out_features).
+BUILT_IN_STACKS: tuple[str, ...] = ("mlp", "resmlp")
 
 
 def _check_keys(cls: type, name: str, kwargs: Mapping[str, Any], where: str) -> None:
