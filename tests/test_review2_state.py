@@ -21,12 +21,11 @@ from torch.utils.data import DataLoader, TensorDataset
 import nnfit
 from nnfit.cli import main
 from nnfit.errors import CheckpointError
-from nnfit.files import MANIFEST
 from nnfit.io.resume import read_resume
 from nnfit.run import CHECKPOINTS, committed
 from nnfit.tasks import make_task
 from nnfit.trainer import Trainer
-from test_validation import read_checkpoint, write_bundle_files, write_checkpoint
+from test_validation import read_checkpoint, tamper_model, write_checkpoint
 
 SPEC = {"name": "mlp", "hidden": [6], "batchnorm": True}
 # 96 rows, 80 trained on: 5 batches of 16, accumulate 2 -> 3 optimizer steps an epoch.
@@ -188,24 +187,6 @@ def test_batchnorm_buffers_in_a_checkpoint_are_checked_at_load(run, key, value, 
         _resume(run)
 
 
-def _rewrite_model(d: Path, meta_fn=None, tensors_fn=None) -> None:
-    from safetensors.torch import load
-
-    from nnfit.checkpoint import tensors_to_bytes
-
-    names = json.loads((d / MANIFEST).read_text())["files"]
-    files = {n: (d / n).read_bytes() for n in names}
-    if meta_fn is not None:
-        meta = json.loads(files["model.json"])
-        meta_fn(meta)
-        files["model.json"] = json.dumps(meta).encode()
-    if tensors_fn is not None:
-        tensors = load(files["model.safetensors"])
-        tensors_fn(tensors)
-        files["model.safetensors"] = tensors_to_bytes(tensors)
-    write_bundle_files(d, "model", files)
-
-
 @pytest.mark.parametrize("value, problem", [(math.nan, "NaN"), (-1.0, "negative values")])
 def test_batchnorm_running_var_of_a_saved_model_is_checked_at_load(finished, tmp_path, value,
                                                                    problem) -> None:
@@ -215,7 +196,7 @@ def test_batchnorm_running_var_of_a_saved_model_is_checked_at_load(finished, tmp
     def put(t: dict) -> None:
         t["bn1.running_var"] = t["bn1.running_var"].clone()
         t["bn1.running_var"][0] = value
-    _rewrite_model(d, tensors_fn=put)
+    tamper_model(d, tensors_fn=put)
     with pytest.raises(CheckpointError, match=f"tensor bn1.running_var holds {problem}"):
         nnfit.load(d)
 
@@ -234,7 +215,7 @@ def regression_model(tmp_path_factory) -> Path:
 def test_a_regression_scale_must_be_a_float32_number(regression_model, tmp_path, key, value) -> None:
     d = tmp_path / "m"
     shutil.copytree(regression_model, d)
-    _rewrite_model(d, meta_fn=lambda m: m["task"].__setitem__(key, [value]))
+    tamper_model(d, meta_fn=lambda m: m["task"].__setitem__(key, [value]))
     with pytest.raises(CheckpointError, match=rf"task.{key}\[0\]: .* out of range"):
         nnfit.load(d)
 
@@ -243,7 +224,7 @@ def test_a_regression_scale_must_be_a_float32_number(regression_model, tmp_path,
 def test_classes_that_print_alike_are_refused(finished, tmp_path, classes) -> None:
     d = tmp_path / "m"
     shutil.copytree(finished, d)
-    _rewrite_model(d, meta_fn=lambda m: m["task"].__setitem__("classes", classes))
+    tamper_model(d, meta_fn=lambda m: m["task"].__setitem__("classes", classes))
     with pytest.raises(CheckpointError, match=r"task.classes\[1\]: .* reads the same as classes\[0\]"):
         nnfit.load(d)
 
