@@ -211,7 +211,7 @@ def ingest(name: str, path: str) -> None:
     """CSV -> float32 tensor, timed, with the peak memory it added beyond the imports."""
     import pandas as pd  # imported up front for both readers, so neither pays the other's import
 
-    import nnfit.ingest
+    import nnfit.data.read
 
     # Reset the kernel's peak-RSS mark (VmHWM) so the peak is this read's, not the imports'.
     with open("/proc/self/clear_refs", "w") as f:
@@ -219,7 +219,7 @@ def ingest(name: str, path: str) -> None:
     base = _status_mb("VmRSS")
     t0 = time.perf_counter()
     if name == "nnfit_ingest":
-        x = torch.from_numpy(nnfit.ingest.read_table(path).block)
+        x = torch.from_numpy(nnfit.data.read.read_table(path).block)
     else:
         x = torch.tensor(pd.read_csv(path).to_numpy(), dtype=torch.float32)
     seconds = time.perf_counter() - t0

@@ -117,7 +117,7 @@ def test_parquet_duplicate_names_are_named(tmp_path):
     pq.write_table(pa.table([pa.array([1.0, 2.0]), pa.array([3.0, 4.0])], names=["a", "a"]),
                    tmp_path / "d.parquet")
     with pytest.raises(DataError, match=r"d.parquet: duplicate column names: a$"):
-        nnfit.ingest.read_table(tmp_path / "d.parquet")
+        nnfit.data.read.read_table(tmp_path / "d.parquet")
 
 
 # ------------------------------------------------------------------------ evaluate / predict

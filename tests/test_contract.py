@@ -26,11 +26,11 @@ import torch
 
 import nnfit
 from helpers import cli, one_error
-from nnfit import ingest
 from nnfit.cli import main
+from nnfit.data import read as ingest
+from nnfit.data.columns import read_columns
+from nnfit.data.read import read_table
 from nnfit.errors import ConfigError, DataError, NnfitError, NnfitWarning, printable
-from nnfit.ingest import read_table
-from nnfit.tables import read_columns
 
 FAST = ["--epochs", "1", "--hidden", "8", "--quiet", "--device", "cpu"]
 

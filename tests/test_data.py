@@ -13,9 +13,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nnfit.data import LoaderData, TensorData, split_indices
+from nnfit.data.columns import Columns, feature_matrix, read_columns
+from nnfit.data.inputs import raw_inputs
+from nnfit.data.preprocess import Preprocessor
 from nnfit.errors import DataError
-from nnfit.preprocess import Preprocessor
-from nnfit.tables import Columns, feature_matrix, raw_inputs, read_columns
 from nnfit.tasks import LabelMap, infer_task
 
 

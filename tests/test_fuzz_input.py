@@ -32,9 +32,9 @@ from hypothesis import strategies as st
 from nnfit.cli import main, split_items
 from nnfit.cli_commands import _config
 from nnfit.config import SECTIONS, check_names, make_run_config, read_config_file
+from nnfit.data.columns import read_columns
+from nnfit.data.read import read_table
 from nnfit.errors import ConfigError, NnfitError
-from nnfit.ingest import read_table
-from nnfit.tables import read_columns
 
 EXAMPLES = 500
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -1,4 +1,4 @@
-"""nnfit.ingest.read_table: the lean file reader equals the general one, in one float32 block."""
+"""nnfit.data.read.read_table: the lean file reader equals the general one, in one float32 block."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import nnfit.ingest as ingest
+import nnfit.data.read as ingest
+from nnfit.data.columns import feature_matrix, read_columns
 from nnfit.errors import DataError
-from nnfit.tables import feature_matrix, read_columns
 
 CSV = "a,b,flag,y\n1,0.5,true,cat\n2,-1.25,false,dog\n3,2e3,true,cat\n4,7,false,bird\n"
 

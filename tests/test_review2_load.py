@@ -241,8 +241,8 @@ def test_load_weights_allows_an_infinite_buffer(tmp_path) -> None:
 
 # ------------------------------------------------------------------ one wording for float32's range
 def test_a_value_beyond_float32_is_worded_alike_from_a_file_or_a_table(tmp_path) -> None:
-    from nnfit.ingest import read_table
-    from nnfit.tables import Columns, feature_matrix
+    from nnfit.data.columns import Columns, feature_matrix
+    from nnfit.data.read import read_table
 
     (tmp_path / "big.csv").write_text("a\n1\n1e39\n")
     table = Columns("t", {"a": np.array([1.0, 1e39])})  # no float32 block: checked column by column

@@ -25,9 +25,9 @@ from torch import nn
 import nnfit
 from helpers import cli, one_error
 from nnfit.callbacks import Callback
+from nnfit.data.columns import read_columns
+from nnfit.data.read import read_table
 from nnfit.errors import ConfigError, DataError, TrainingError
-from nnfit.ingest import read_table
-from nnfit.tables import read_columns
 from nnfit.tasks import LabelMap
 
 FAST = ["--epochs", "1", "--hidden", "8", "--quiet", "--device", "cpu"]

@@ -14,15 +14,15 @@ from .cli import dumps, flag_values, split_items
 from .config import RunConfig, check_names, make_run_config, read_config_file
 from .confusion import MAX_SHOWN_CLASSES, split_confusion
 from .data import split_indices
+from .data.columns import Columns
+from .data.read import read_table
 from .errors import ConfigError, DataError, Stopped, printable
-from .ingest import read_table
 from .io.layout import check_run_target, new_run_dir, run_name
 from .io.lock import hold_run_dir
 from .io.model_dir import resume_config
 from .learner import Learner, fit, load
 from .models import BUILT_IN_STACKS
 from .run import jsonable_metrics, write_metrics
-from .tables import Columns
 from .tasks import infer_task
 
 

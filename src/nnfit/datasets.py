@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .data.columns import Columns
 from .registry import Registry
-from .tables import Columns
 
 
 @dataclass(frozen=True)

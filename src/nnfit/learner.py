@@ -26,23 +26,16 @@ from .callbacks import Callback, History
 from .checkpoint import FORMAT_VERSION, tensors_to_bytes
 from .config import TrainConfig, train_config
 from .data import LoaderData, TensorData, split_indices
+from .data.columns import Columns, column_name, columns_from_frame, is_frame
+from .data.inputs import RawInputs, check_plain_tensor, raw_inputs
+from .data.preprocess import Preprocessor
+from .data.read import read_table
 from .errors import ConfigError, DataError
 from .files import write_files
 from .guards import check_finite_outputs
-from .ingest import read_table
 from .io.model_dir import META_FILE, MODEL_FILE, read_model_dir
 from .models import BUILT_IN_STACKS, build_model, model_spec
-from .preprocess import Preprocessor
 from .summary import ModelSummary, summarize
-from .tables import (
-    Columns,
-    RawInputs,
-    check_plain_tensor,
-    column_name,
-    columns_from_frame,
-    is_frame,
-    raw_inputs,
-)
 from .tasks import ClassificationTask, Task, check_target, infer_task, make_task, task_from_dict
 from .trainer import Trainer
 

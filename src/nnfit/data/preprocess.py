@@ -2,7 +2,7 @@
 (features, per-sample shape, dtype) and its standardisation and missing-value fill, checked
 and applied to every later input (validation, evaluation, prediction).
 
-The raw inputs it works on come from :mod:`nnfit.tables`. Every problem is a
+The raw inputs it works on come from :mod:`nnfit.data.columns`. Every problem is a
 :class:`~nnfit.errors.DataError` naming the input, the column and, where there is one, the
 1-based row.
 """
@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from ..errors import DataError
+from .columns import F32_MAX, names_list
 from .impute import fill_missing, medians, refuse_missing
-from .tables import F32_MAX, RawInputs, names_list
+from .inputs import RawInputs
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def missing_values(source: str, counts: dict[str, int]) -> DataError:

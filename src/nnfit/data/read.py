@@ -1,6 +1,6 @@
 """Fast, lean file ingest: a CSV or Parquet file straight into one float32 feature block.
 
-The general reader (:func:`nnfit.tables.read_columns`) builds a whole Arrow table and then
+The general reader (:func:`nnfit.data.columns.read_columns`) builds a whole Arrow table and then
 NumPy columns: simple, but it holds the data two or three times over. Here the file is parsed
 in 32 MB pieces by pyarrow's multi-threaded parser, numeric columns parsed directly as
 float32; each piece is copied into a preallocated ``(rows, numeric columns)`` float32 array
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
-from .tables import (
+from ..errors import DataError
+from .columns import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
     Columns,
@@ -49,7 +49,7 @@ def read_table(path: str | Path, exclude: str | None = None, *, allow_missing: b
             imputes them) instead of refusing them; other columns must still be complete.
 
     Returns:
-        :class:`~nnfit.tables.Columns` whose ``block`` holds every numeric column except
+        :class:`~nnfit.data.columns.Columns` whose ``block`` holds every numeric column except
         ``exclude`` (``arrays`` has views of it), and other columns as arrays.
 
     Raises:
