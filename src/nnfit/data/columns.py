@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +34,43 @@ class Columns:
         block: optionally, the numeric columns as one (n, k) float32 array; ``arrays`` then
             holds column views of it (see :mod:`nnfit.data.read`).
         block_names: the columns of ``block``, in order.
+        kinds: column name -> the type the source gave it: "int", "float", "bool", "text" or
+            "datetime" (a column of the float32 block may be an integer column of the file).
+            Columns not listed are judged by their array's dtype.
+        codes: for text columns, a dictionary encoding made while reading: name ->
+            (int32 codes, -1 where missing; the levels they index). The schema stage uses it
+            instead of hashing the strings again; any column may lack one.
     """
 
     source: str
     arrays: dict[str, np.ndarray]
     block: np.ndarray | None = None
     block_names: list[str] | None = None
+    kinds: dict[str, str] = field(default_factory=dict)
+    codes: dict[str, tuple[np.ndarray, list[str]]] = field(default_factory=dict)
 
     def copy(self) -> Columns:
         """A shallow copy whose column dict can be changed (the arrays are shared)."""
-        return Columns(self.source, dict(self.arrays), self.block, self.block_names)
+        return Columns(self.source, dict(self.arrays), self.block, self.block_names,
+                       dict(self.kinds), dict(self.codes))
 
     def take(self, idx: np.ndarray) -> Columns:
         """The rows ``idx`` of every column (the block stays one block)."""
+        kinds = dict(self.kinds)
+        codes = {k: (c[idx], levels) for k, (c, levels) in self.codes.items() if k in self.arrays}
         if self.block is None:
-            return Columns(self.source, {k: v[idx] for k, v in self.arrays.items()})
+            return Columns(self.source, {k: v[idx] for k, v in self.arrays.items()}, kinds=kinds, codes=codes)
         block = self.block[idx]
         where = {n: j for j, n in enumerate(self.block_names)}
         arrays = {k: (block[:, where[k]] if k in where else v[idx]) for k, v in self.arrays.items()}
-        return Columns(self.source, arrays, block, list(self.block_names))
+        return Columns(self.source, arrays, block, list(self.block_names), kinds, codes)
+
+    def kind(self, name: str) -> str:
+        """The source type of column ``name`` (see ``kinds``), from its dtype when not recorded."""
+        if name in self.kinds:
+            return self.kinds[name]
+        a = self.arrays[name]
+        return {"i": "int", "u": "int", "f": "float", "b": "bool", "M": "datetime"}.get(a.dtype.kind, "text")
 
     @property
     def names(self) -> list[str]:
@@ -65,6 +83,8 @@ class Columns:
         """Remove and return column ``name``."""
         if name not in self.arrays:
             raise DataError(f"{self.source}: column {name!r} not found (columns: {names_list(self.names)})")
+        self.kinds.pop(name, None)
+        self.codes.pop(name, None)
         return self.arrays.pop(name)
 
 
