@@ -85,8 +85,17 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add("--patience", default=S, type=int, help="early-stopping patience in epochs, 0 = off (default 10)")
     add("--seed", default=S, type=int, help="random seed (default 0)")
     add("--impute", default=S, action="store_true",
-        help="fill missing numeric feature values with the training split's column medians "
-             "(saved with the model; default: refuse missing values)")
+        help="fill missing feature values (the default): numeric gaps with training medians "
+             "plus a was-missing feature, categorical gaps with their own index")
+    add("--no-impute", dest="impute", default=S, action="store_false",
+        help="refuse missing feature values instead of filling them")
+    add("--categorical", default=S, metavar="COL,...",
+        help="columns to treat as categorical (e.g. integer-coded categories)")
+    add("--numeric", default=S, metavar="COL,...", help="columns to treat as numeric")
+    add("--drop", default=S, metavar="COL,...", help="columns never to use")
+    add("--features", default=S, metavar="COL,...", help="use only these columns")
+    add("--numeric-transform", dest="numeric_transform", default=S, choices=["standard", "quantile"],
+        help="numeric columns: standardise (default), or quantile-map to normal scores first")
     add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
     add("--config", default=None, help="YAML or TOML config file; flags override it")
     add("--out", default=None, help="run directory (default runs/NAME-N)")

@@ -13,7 +13,7 @@ from .checkpoint import atomic_write_text, read_json
 from .cli import dumps, flag_values, split_items
 from .config import RunConfig, check_names, make_run_config, read_config_file
 from .confusion import MAX_SHOWN_CLASSES, split_confusion
-from .data import split_indices
+from .data.split import split_indices, stratify_labels
 from .data.columns import Columns
 from .data.read import read_table
 from .errors import ConfigError, DataError, Stopped, printable
@@ -23,7 +23,6 @@ from .io.model_dir import resume_config
 from .learner import Learner, fit, load
 from .models import BUILT_IN_STACKS
 from .run import jsonable_metrics, write_metrics
-from .tasks import infer_task
 
 
 def _console() -> Any:
@@ -55,7 +54,8 @@ def _training_columns(cfg: RunConfig) -> tuple[Columns, str, str, str]:
     if d.data is not None:
         if d.target is None:
             raise ConfigError("--target is required with a data file")
-        cols = read_table(d.data, exclude=d.target, allow_missing=cfg.train.impute)
+        # Gaps are kept: the column roles fill or (with --no-impute) refuse them, per column.
+        cols = read_table(d.data, exclude=d.target, allow_missing=True)
         if d.target not in cols.arrays:
             raise DataError(f"{d.data}: target column {d.target!r} not found "
                             f"(columns: {', '.join(cols.names[:12])})")
@@ -109,10 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cols, target, task, name = _training_columns(cfg)
     test_split = cfg.data.test_split if cfg.data.test_split is not None else (
         0.2 if cfg.data.data is None else 0.0)
-    y = cols.arrays[target]
-    classify = task in ("binary", "multiclass") or (task == "auto" and infer_task(y) != "regression")
     train_idx, test_idx = split_indices(len(cols), test_split, cfg.train.seed,
-                                        y if classify else None)
+                                        stratify_labels(cols.arrays[target], task))
     train_cols, test_cols = cols.take(train_idx), cols.take(test_idx)
     m = cfg.model
     spec = {"name": m.model, "hidden": list(m.hidden), "activation": m.activation,

@@ -87,10 +87,19 @@ class TrainConfig:
         device: auto, cpu, cuda or cuda:N. Default auto.
         quiet: no progress display or tables. Default False.
         standardize: standardise numeric features with training-split statistics. Default True.
-        impute: fill missing values (empty cells, NaN) of numeric features with the training
-            split's per-column median, saved with the model so evaluate and predict fill the
-            same way. Default False: missing values are refused, counted per column. Missing
-            targets are always refused.
+        impute: fill missing feature values, saved with the model so evaluate and predict
+            fill the same way: numeric gaps with the training split's column median (plus a
+            0/1 "was missing" feature for a table column that had gaps), categorical gaps with
+            their own index. Default True; False refuses missing values, counted per column.
+            Missing targets are always refused, naming the row.
+        numeric_transform: numeric table columns are "standard" (standardised, the default)
+            or "quantile" (mapped through the training quantiles to normal scores first:
+            robust to skew and outliers).
+        categorical: table columns to treat as categorical (e.g. integer-coded categories);
+            text, boolean and pandas category columns are categorical anyway.
+        numeric: table columns to treat as numeric (text is refused, naming the row).
+        drop: table columns never to use.
+        features: when given, use only these table columns.
         scale_target: standardise regression targets for training (predictions are returned in
             the original units). Default True.
         checkpoint_every: write a checkpoint every N epochs when a run directory is given;
@@ -140,7 +149,12 @@ class TrainConfig:
     device: str = "auto"
     quiet: bool = False
     standardize: bool = True
-    impute: bool = False
+    impute: bool = True
+    numeric_transform: str = "standard"
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
     scale_target: bool = True
     checkpoint_every: int = 1
     checkpoint_steps: int = 0
@@ -153,6 +167,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+        _check(self.numeric_transform in ("standard", "quantile"),
+               f"numeric_transform must be standard or quantile, got {self.numeric_transform!r}")
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
@@ -206,6 +222,11 @@ class DataConfig:
 
 
 SECTIONS: tuple[type, ...] = (ModelConfig, TrainConfig, DataConfig)
+
+# Settings added after runs were first saved, with their defaults: a config.json written before
+# one existed lacks it, and reads (and resumes) as if it held the default.
+LATER_SETTINGS: dict[str, Any] = {"numeric_transform": "standard", "categorical": [], "numeric": [],
+                                  "drop": [], "features": []}
 
 
 @dataclass(frozen=True)

@@ -25,18 +25,17 @@ from . import __version__
 from .callbacks import Callback, History
 from .checkpoint import FORMAT_VERSION, tensors_to_bytes
 from .config import TrainConfig, train_config
-from .data import LoaderData, TensorData, split_indices
-from .data.columns import Columns, column_name, columns_from_frame, is_frame
-from .data.inputs import RawInputs, check_plain_tensor, raw_inputs
+from .data import LoaderData, TensorData
+from .data.columns import column_name
+from .data.prepare import labelled_inputs, model_inputs, prepare
 from .data.preprocess import Preprocessor
-from .data.read import read_table
 from .errors import ConfigError, DataError
 from .files import write_files
 from .guards import check_finite_outputs
 from .io.model_dir import META_FILE, MODEL_FILE, read_model_dir
 from .models import BUILT_IN_STACKS, build_model, model_spec
 from .summary import ModelSummary, summarize
-from .tasks import ClassificationTask, Task, check_target, infer_task, make_task, task_from_dict
+from .tasks import ClassificationTask, Task, task_from_dict
 from .trainer import Trainer
 
 
@@ -96,8 +95,8 @@ class Learner:
             return LoaderData(x), source
         if self.preprocessor is None:
             raise ConfigError("this model was trained from a DataLoader: pass a Dataset or DataLoader")
-        raw, source = _raw(x, source, drop=self.target_name, allow_missing=self.imputes)
-        return TensorData(self.preprocessor.transform(raw, source)), source
+        inputs, source = model_inputs(self.preprocessor, x, source, self.target_name)
+        return TensorData(inputs), source
 
     @property
     def imputes(self) -> bool:
@@ -150,9 +149,8 @@ class Learner:
             return LoaderData(x), source
         if self.preprocessor is None:
             raise ConfigError("this model was trained from a DataLoader: pass a Dataset or DataLoader")
-        raw, y_arr, source, y_source = _xy(x, y, target or self.target_name, source, self.imputes)
-        inputs = self.preprocessor.transform(raw, source)
-        return TensorData(inputs, self.task.encode_target(y_arr, y_source)), source
+        return labelled_inputs(self.preprocessor, self.task, x, y, column_name(target) or self.target_name,
+                               source)
 
     def summary(self, sample_input: Any = None) -> ModelSummary:
         """Layer table with output shapes from a forward pass on ``sample_input`` (default: a
@@ -228,85 +226,6 @@ class Learner:
         return learner
 
 
-def _columns(x: Any, source: str, exclude: str | None, allow_missing: bool = False) -> Columns | None:
-    """A path, Columns or DataFrame as Columns (a fresh copy), or None for other inputs."""
-    if isinstance(x, (str, Path)):
-        return read_table(x, exclude=exclude, allow_missing=allow_missing)
-    if isinstance(x, Columns):
-        return x.copy()
-    if is_frame(x):
-        return columns_from_frame(x, source, allow_missing=allow_missing, exclude=exclude)
-    return None
-
-
-def _raw(x: Any, source: str, drop: str | None = None,
-         allow_missing: bool = False) -> tuple[RawInputs, str]:
-    """Unlabelled inputs and the name to use in errors; a table's target column ``drop`` is
-    ignored when present, so the file used for evaluation can also be predicted."""
-    cols = _columns(x, source, drop, allow_missing)
-    if cols is None:
-        return raw_inputs(x, source, allow_missing), source
-    if drop is not None and drop in cols.arrays and len(cols.arrays) > 1:
-        cols.pop(drop)
-    return raw_inputs(cols, cols.source, allow_missing), cols.source
-
-
-def _xy(x: Any, y: Any, target: str | None, source: str,
-        allow_missing: bool = False) -> tuple[RawInputs, np.ndarray, str, str]:
-    """Split user data into raw inputs and a target array.
-
-    Returns:
-        (inputs, target array, the inputs' name for errors, the target's name for errors).
-    """
-    target = column_name(target)
-    cols = _columns(x, source, target, allow_missing)
-    y_source = f"{source} target"
-    if cols is not None:
-        source = cols.source
-        if y is None:
-            if target is None:
-                raise DataError(f"{cols.source}: name the target column (target=...)")
-            y = cols.pop(target)
-            y_source = f"{cols.source}: target column {target!r}"
-        if not cols.arrays:
-            raise DataError(f"{cols.source}: no feature columns besides the target")
-        raw = raw_inputs(cols, cols.source, allow_missing)
-    else:
-        if y is None:
-            raise DataError(f"{source}: targets are missing (pass y)")
-        raw = raw_inputs(x, source, allow_missing)
-    y_arr = _target_array(y, y_source)
-    if len(y_arr) != len(raw):
-        raise DataError(f"{source}: {len(raw)} rows of inputs but {len(y_arr)} targets")
-    return raw, y_arr, source, y_source
-
-
-def _target_array(y: Any, source: str = "target") -> np.ndarray:
-    if isinstance(y, Tensor):
-        check_plain_tensor(y, source)
-        return y.detach().cpu().numpy()
-    if hasattr(y, "to_numpy"):
-        y = y.to_numpy()
-    a = np.asarray(y)
-    if a.ndim == 2 and a.shape[1] == 1:
-        a = a[:, 0]
-    return a
-
-
-def _loader_task(name: str | Task, data: Any, loss: str) -> Task:
-    """A task for DataLoader-fed training: targets are already indices or float values."""
-    if not isinstance(name, str):
-        return name
-    if name == "auto":
-        raise ConfigError("with a Dataset/DataLoader, pass task='binary', 'multiclass' or 'regression'")
-    ys = [np.asarray(t.cpu()) for _, t in LoaderData(data).batches(4096)]
-    y = np.concatenate(ys) if ys else np.zeros(0)
-    if name == "regression":
-        return make_task(name, y, loss=loss, scale_target=False)
-    classes = np.arange(int(y.max()) + 1 if len(y) else 0)
-    return make_task(name, classes, loss=loss)
-
-
 def _spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | None:
     """The complete spec of the model to train, checked and counted but not built: a spec dict
     whose input and output sizes default to the data's, or a given module's own (None for a
@@ -331,6 +250,11 @@ def _spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | None:
             if spec["in_features"] != width:
                 raise ConfigError(f"model spec: in_features is {spec['in_features']!r} but the data "
                                   f"has {width} features per row")
+            if pre.table is not None and pre.table.categorical:
+                from .models.tabular import embedding_dim
+
+                spec.setdefault("embeddings", [[c.cardinality, embedding_dim(c.cardinality)]
+                                               for c in pre.table.categorical])
         spec.setdefault("out_features", task.out_features)
     # On the meta device a model holds no data and draws no random numbers: this fills in the
     # defaults (what a resume compares) whatever its size.
@@ -356,6 +280,12 @@ def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None)
     if spec.get("in_features") != width:
         raise DataError(f"model {spec['name']!r} takes {spec.get('in_features')} features per row, "
                         f"the data has {width}")
+    cats = [] if pre.table is None else pre.table.categorical
+    if [e[0] for e in spec.get("embeddings", [])] != [c.cardinality for c in cats]:
+        want = ", ".join(f"{c.name} ({c.cardinality})" for c in cats) or "none"
+        raise DataError(f"model {spec['name']!r} embeds categorical columns of sizes "
+                        f"{[e[0] for e in spec.get('embeddings', [])]}; the data's are: {want}: build it "
+                        "with embeddings=[(cardinality, width), ...] in that order")
 
 
 def _table_width(pre: Preprocessor, name: str) -> int:
@@ -364,6 +294,8 @@ def _table_width(pre: Preprocessor, name: str) -> int:
     Raises:
         DataError: several inputs, or samples that are not flat vectors.
     """
+    if pre.table is not None and pre.table.categorical:  # model(x=numeric, codes=categorical)
+        return pre.inputs[0].shape[0]
     if pre.style != "single":
         raise DataError(f"model {name!r} takes one input, got {len(pre.inputs)} ({pre.style}): "
                         "pass one array, or a model of your own")
@@ -444,8 +376,11 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         # checked whole (the task, preprocessing and model it describes too) before any use
         ckpt = read_resume(resume) if resume is not None else None
         target = column_name(target)
-        fitted_task, pre, train_src, val_src = _sources(x, y, val, target, task, cfg, ckpt,
-                                                        numeric=_built_in(model))
+        data = prepare(x, y, target=target, val=val, task=task, config=cfg,
+                       resumed=None if ckpt is None else ckpt[1]["learner"], numeric=_built_in(model))
+        fitted_task, pre, train_src, val_src = data.task, data.preprocessor, data.train, data.val
+        if pre is not None and pre.table is not None and not cfg.quiet:
+            _say(pre.table.summary())
         spec = _spec(model, pre, fitted_task)  # whole and counted, nothing built yet
         record = None if run_dir is None else (
             dict(run_config) if run_config is not None else {**asdict(cfg), "model": spec})
@@ -468,6 +403,13 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         if writer is not None:
             writer.finish(trainer, val_src)
     return learner
+
+
+def _say(text: str) -> None:
+    """A note for the user, on standard error beside the progress display."""
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -497,22 +439,6 @@ def _check_run_dir(run_dir: str | Path | None, resume: Any, overwrite: bool, dat
     check_run_target(run_dir, overwrite, files, "pass overwrite=True, resume= or another run_dir")
 
 
-def _sources(x: Any, y: Any, val: Any, target: str | None, task: str | Task, cfg: TrainConfig,
-             ckpt: Any, numeric: bool = False) -> tuple[Task, Preprocessor | None, Any, Any]:
-    """Task, preprocessing and training/validation sources for ``fit``'s inputs.
-
-    ``numeric``: integer and boolean tensors are features like any other (standardised
-    float32), as built-in models need; a user's module may want them as int64 indices.
-    """
-    if isinstance(x, (Dataset, DataLoader)):
-        return (_loader_task(task, x, cfg.loss), None, LoaderData(x),
-                None if val is None else LoaderData(val))
-    raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute)
-    if numeric:
-        raw = raw.as_float()
-    return _prepare(raw, y_arr, val, target, task, cfg, ckpt, sources)
-
-
 def _check_resume(ckpt: Any, spec: dict | None, record: dict[str, Any] | None,
                   fingerprint: str | None, force: bool) -> None:
     """Before the model is built: the settings and data must be the run's (unless ``force``)
@@ -530,46 +456,6 @@ def _check_resume(ckpt: Any, spec: dict | None, record: dict[str, Any] | None,
         fits()
     else:
         check_resume(ckpt[1], record, fingerprint, force, fits)
-
-
-def _prepare(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,
-             cfg: TrainConfig, ckpt: Any,
-             sources: Sequence[str] = ("training data", "training data target"),
-             ) -> tuple[Task, Preprocessor, TensorData, TensorData | None]:
-    """Split, fit the task and preprocessing on the training part, and build tensors.
-
-    ``sources`` name the inputs and the target in error messages.
-    """
-    x_source, y_source = sources
-    name = task if isinstance(task, str) else task.name
-    if len(raw) == 0:
-        raise DataError("training data has no rows")
-    stratify, va_source = None, y_source
-    check_target(y, y_source)
-    if name in ("binary", "multiclass") or (name == "auto" and infer_task(y) != "regression"):
-        stratify = y
-    if val is None and cfg.val_split > 0:
-        tr_idx, va_idx = split_indices(len(raw), cfg.val_split, cfg.seed, stratify)
-        raw_tr, y_tr, raw_va, y_va = raw.take(tr_idx), y[tr_idx], raw.take(va_idx), y[va_idx]
-    else:
-        raw_tr, y_tr, raw_va, y_va = raw, y, None, None
-        if val is not None:
-            vx, vy = (val if isinstance(val, tuple) and len(val) == 2 else (val, None))
-            raw_va, y_va, _, va_source = _xy(vx, vy, target, "validation data", cfg.impute)
-    if ckpt is not None:  # a resumed run keeps the task and preprocessing it started with
-        meta = ckpt[1]
-        fitted: Task = task_from_dict(meta["learner"]["task"])
-        pre = Preprocessor.from_dict(meta["learner"]["preprocess"])
-    else:
-        fitted = task if not isinstance(task, str) else make_task(
-            task, y_tr, loss=cfg.loss, scale_target=cfg.scale_target, source=y_source)
-        pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize, impute=cfg.impute, source=x_source)
-    train = TensorData(pre.transform(raw_tr, x_source), fitted.encode_target(y_tr, y_source))
-    val_src = None
-    if raw_va is not None:
-        val_src = TensorData(pre.transform(raw_va, "validation data"),
-                             fitted.encode_target(y_va, va_source))
-    return fitted, pre, train, val_src
 
 
 def load(path: str | Path, model: nn.Module | None = None, *, device: str = "auto") -> Learner:

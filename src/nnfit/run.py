@@ -107,7 +107,10 @@ def data_fingerprint(*sources: Any) -> str:
 def resume_differences(saved: dict[str, Any], record: dict[str, Any], saved_data: str | None,
                        data: str | None) -> list[str]:
     """Field-by-field differences between a checkpoint's run and the one asked for."""
+    from .config import LATER_SETTINGS
+
     now = json.loads(json.dumps(record))  # tuples as lists, as saved
+    saved = {**{k: v for k, v in LATER_SETTINGS.items() if k in now}, **saved}  # older runs
     diffs = [f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in sorted(set(saved) | set(now))
              if k not in RESUMABLE and saved.get(k) != now.get(k)]
     if saved_data is not None and data is not None and saved_data != data:

@@ -18,9 +18,11 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError
-from .columns import F32_MAX, names_list
+from .columns import F32_MAX, Columns, names_list
 from .impute import fill_missing, medians, refuse_missing
 from .inputs import RawInputs
+from .schema import TableSchema
+from .sources import Inputs
 
 
 @dataclass
@@ -76,11 +78,46 @@ class Preprocessor:
     """Feature schema and standardisation for every model input, fitted on the training split.
 
     ``style`` says how inputs reach the model: "single" (``model(x)``), "positional"
-    (``model(*xs)``) or "named" (``model(**xs)``).
+    (``model(*xs)``) or "named" (``model(**xs)``). ``table`` is the column-role schema of a
+    model trained on a table (:mod:`nnfit.data.schema`): it turns a table into the inputs
+    ``x`` (numeric features) and, with categorical columns, ``codes`` (named style); None for
+    arrays and tensors, and for models saved before column roles existed.
     """
 
     style: str
     inputs: list[InputSchema] = field(default_factory=list)
+    table: TableSchema | None = None
+
+    @classmethod
+    def fit_table(cls, cols: Columns, table: TableSchema, *, standardize: bool = True,
+                  filled: dict[str, int] | None = None) -> tuple[Preprocessor, Inputs]:
+        """Fit the standardisation of ``table``'s numeric features on the training split
+        ``cols``; returns the preprocessor and the split's model-ready inputs (``filled``
+        counts the gaps filled, see :meth:`TableSchema.encode`)."""
+        x, codes = table.encode(cols, filled=filled)
+        t = torch.from_numpy(x)
+        mean, std = column_stats(t) if standardize and x.shape[1] else (None, None)
+        inputs = [InputSchema("x", table.feature_names, [x.shape[1]], "float32", mean, std)]
+        if codes.shape[1]:
+            names = [c.name for c in table.categorical]
+            inputs.append(InputSchema("codes", names, [len(names)], "int64"))
+        pre = cls("named" if codes.shape[1] else "single", inputs, table)
+        return pre, pre._model_inputs(t, codes, cols.source)
+
+    def transform_table(self, cols: Columns, source: str | None = None,
+                        filled: dict[str, int] | None = None) -> Inputs:
+        """A table as model inputs, through the fitted column roles (a model with ``table``)."""
+        assert self.table is not None
+        x, codes = self.table.encode(cols, source=source, filled=filled)
+        return self._model_inputs(torch.from_numpy(x), codes, source or cols.source)
+
+    def _model_inputs(self, x: Tensor, codes: np.ndarray, source: str) -> Inputs:
+        s = self.inputs[0]
+        if s.mean is not None:
+            x = _standardize(x, s, source)
+        if self.style == "single":
+            return (x.contiguous(),)
+        return {"x": x.contiguous(), "codes": torch.from_numpy(codes)}
 
     @classmethod
     def fit(cls, raw: RawInputs, *, standardize: bool = True, impute: bool = False,
@@ -120,6 +157,8 @@ class Preprocessor:
         for s in self.inputs:
             arr, features = raw.arrays[s.name]
             t = _as_tensor(arr)
+            if t.ndim == 1 and s.shape == [1]:  # 1-D codes, for a model that takes one column
+                t = t.unsqueeze(1)  # (built-in models; models saved before codes kept (n,))
             t = _check_shape(s, t, features, source)
             t = t.float() if s.dtype == "float32" else t.long()
             if s.fill is not None:  # a new tensor: the caller's data is never modified
@@ -134,17 +173,23 @@ class Preprocessor:
     @property
     def imputes(self) -> bool:
         """Whether missing feature values are filled (the model was trained with ``impute``)."""
+        if self.table is not None:
+            return self.table.impute
         return any(s.fill is not None for s in self.inputs)
 
     def to_dict(self) -> dict[str, Any]:
         # "fill" only when imputing, so a model trained without it reads in older nnfit too.
         inputs = [{k: v for k, v in asdict(s).items() if k != "fill" or v is not None}
                   for s in self.inputs]
-        return {"style": self.style, "inputs": inputs}
+        out = {"style": self.style, "inputs": inputs}
+        if self.table is not None:  # only then: a model of arrays reads in older nnfit too
+            out["table"] = self.table.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessor:
-        return cls(d["style"], [InputSchema(**s) for s in d["inputs"]])
+        table = TableSchema.from_dict(d["table"]) if d.get("table") is not None else None
+        return cls(d["style"], [InputSchema(**s) for s in d["inputs"]], table)
 
 
 def _standardize(t: Tensor, s: InputSchema, source: str) -> Tensor:
@@ -208,7 +253,9 @@ def _as_tensor(a: np.ndarray | Tensor) -> Tensor:
         t = a.detach().cpu()
         return t.float() if t.is_floating_point() else t
     a = np.asarray(a)
-    if a.dtype.kind in "iub":
+    if a.dtype.kind in "iu":  # codes and counts stay integers, as int64 (what nn.Embedding takes)
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+    if a.dtype.kind == "b":
         return torch.from_numpy(a.astype(np.float32))
     if a.dtype.kind == "f":
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))

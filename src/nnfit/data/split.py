@@ -41,3 +41,13 @@ def split_indices(
     mask = np.zeros(n, dtype=bool)
     mask[out] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def stratify_labels(y: np.ndarray, task: str) -> np.ndarray | None:
+    """The labels to stratify a split by: ``y`` for a classification task (named, or "auto"
+    inferring one), None for regression. The one rule for the validation and test splits."""
+    from ..tasks import infer_task
+
+    if task in ("binary", "multiclass") or (task == "auto" and infer_task(np.asarray(y)) != "regression"):
+        return y
+    return None

@@ -1,0 +1,307 @@
+"""The one entry from user data to training sources: :func:`prepare`, called by ``nnfit.fit``
+(and so by ``nnfit train``), and :func:`model_inputs` / :func:`labelled_inputs`, which apply the
+fitted preprocessing to later data (evaluate, predict, a loaded run).
+
+Stages, each in its own module: read (:mod:`.read`, :mod:`.columns`, :mod:`.inputs`) ->
+column roles (:mod:`.schema`) -> split (:mod:`.split`) -> fit the preprocessing on the training
+split (:mod:`.preprocess`) -> sources (:mod:`.sources`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import TrainConfig
+from ..errors import ConfigError, DataError, warn
+from ..tasks import Task, check_target, make_task, task_from_dict
+from .columns import Columns, column_name, columns_from_frame, is_frame, names_list
+from .inputs import RawInputs, check_plain_tensor, raw_inputs
+from .preprocess import Preprocessor
+from .read import read_table
+from .schema import fit_schema, warn_filled
+from .sources import DataSource, LoaderData, TensorData
+from .split import split_indices, stratify_labels
+
+
+@dataclass
+class Prepared:
+    """What training needs from the data: the fitted task and preprocessing and the sources.
+
+    Attributes:
+        task: the task fitted on the training split (or the resumed run's).
+        preprocessor: the fitted preprocessing; None for a Dataset/DataLoader.
+        train, val: the training and validation sources (``val`` may be None).
+        target: the target column of a table, or None.
+    """
+
+    task: Task
+    preprocessor: Preprocessor | None
+    train: DataSource
+    val: DataSource | None
+    target: str | None
+
+
+def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None,
+            task: str | Task = "auto", config: TrainConfig | None = None,
+            resumed: dict[str, Any] | None = None, numeric: bool = False) -> Prepared:
+    """Read, give columns roles, split, fit the task and preprocessing, and build sources.
+
+    Args:
+        x: a path, DataFrame, Columns, array, tensor, tuple/dict of them, or Dataset/DataLoader.
+        y: targets, unless ``target`` names a column of ``x``.
+        target: the target column of a table.
+        val: validation data like ``x`` (``(x, y)`` for arrays); else ``val_split`` is held out.
+        task: "auto", "binary", "multiclass", "regression" or a fitted Task.
+        config: the TrainConfig (split, seed, impute, column roles...).
+        resumed: the ``learner`` part of a checkpoint: its task and preprocessing are kept.
+        numeric: integer and boolean array inputs become float features (built-in models).
+
+    Raises:
+        DataError, ConfigError: bad data or arguments, in one line.
+    """
+    cfg = config or TrainConfig()
+    if isinstance(x, (Dataset, DataLoader)):
+        return Prepared(_loader_task(task, x, cfg.loss), None, LoaderData(x),
+                        None if val is None else LoaderData(val), None)
+    target = column_name(target)
+    pre = None if resumed is None else Preprocessor.from_dict(resumed["preprocess"])
+    cols = as_columns(x, "training data", target, allow_missing=pre is None or pre.table is not None
+                      or pre.imputes)
+    if cols is not None and (pre is None or pre.table is not None):
+        return _prepare_table(cols, y, target, val, task, cfg, resumed, pre)
+    raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute, cols)
+    if numeric:
+        raw = raw.as_float()
+    return _prepare_arrays(raw, y_arr, val, target, task, cfg, resumed, sources)
+
+
+def as_columns(x: Any, source: str, exclude: str | None, allow_missing: bool = True) -> Columns | None:
+    """A path, Columns or DataFrame as Columns (a fresh copy), or None for other inputs."""
+    if isinstance(x, (str, Path)):
+        return read_table(x, exclude=exclude, allow_missing=allow_missing)
+    if isinstance(x, Columns):
+        return x.copy()
+    if is_frame(x):
+        return columns_from_frame(x, source, allow_missing=allow_missing, exclude=exclude)
+    return None
+
+
+# ------------------------------------------------------------------------------ tables
+def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: str | Task,
+                   cfg: TrainConfig, resumed: dict | None, pre: Preprocessor | None) -> Prepared:
+    """Tables: roles and vocabularies fitted on the training split, the same two inputs
+    (``x``, ``codes``) for every split."""
+    y_arr, y_source = _table_target(cols, y, target)
+    if not cols.arrays:
+        raise DataError(f"{cols.source}: no feature columns besides the target")
+    fitted, va_cols, y_va, va_source = None, None, None, f"{cols.source}: target column {target!r}"
+    rows = np.arange(len(cols))
+    if val is None and cfg.val_split > 0:
+        name = task if isinstance(task, str) else task.name
+        rows, va_idx = split_indices(len(cols), cfg.val_split, cfg.seed, stratify_labels(y_arr, name))
+        va_cols, y_va = cols.take(va_idx), y_arr[va_idx]
+        cols, y_arr = cols.take(rows), y_arr[rows]
+    elif val is not None:
+        vx, vy = val if isinstance(val, tuple) and len(val) == 2 else (val, None)
+        va_cols = as_columns(vx, "validation data", target)
+        if va_cols is None:
+            raise DataError("validation data: pass a table (DataFrame or file) like the training data")
+        y_va, va_source = _table_target(va_cols, vy, target)
+    if resumed is not None:
+        fitted = task_from_dict(resumed["task"])
+    else:
+        fitted = task if not isinstance(task, str) else make_task(
+            task, y_arr, loss=cfg.loss, scale_target=cfg.scale_target, source=y_source)
+    filled: dict[str, int] = {}
+    if pre is None:
+        table = fit_schema(cols, rows, categorical=cfg.categorical, numeric=cfg.numeric, drop=cfg.drop,
+                           features=cfg.features, numeric_transform=cfg.numeric_transform,
+                           impute=cfg.impute)
+        pre, inputs = Preprocessor.fit_table(cols, table, standardize=cfg.standardize, filled=filled)
+    else:
+        inputs = pre.transform_table(cols, filled=filled)
+    train = TensorData(inputs, fitted.encode_target(y_arr, y_source))
+    val_src = None
+    if va_cols is not None:
+        _warn_unused(pre, va_cols, target)
+        val_src = TensorData(pre.transform_table(va_cols, "validation data", filled),
+                             fitted.encode_target(y_va, va_source))
+    if filled:
+        warn_filled(cols.source, filled)
+    return Prepared(fitted, pre, train, val_src, target)
+
+
+def _table_target(cols: Columns, y: Any, target: str | None) -> tuple[np.ndarray, str]:
+    """The target array of a table (its ``target`` column, removed, or ``y``), checked once."""
+    if y is None:
+        if target is None:
+            raise DataError(f"{cols.source}: name the target column (target=...)")
+        if target not in cols.arrays:
+            raise DataError(f"{cols.source}: target column {target!r} not found "
+                            f"(columns: {names_list(cols.names)})")
+        y_arr, y_source = cols.pop(target), f"{cols.source}: target column {target!r}"
+    else:
+        y_arr, y_source = target_array(y, f"{cols.source} target"), f"{cols.source} target"
+        if target is not None and target in cols.arrays:
+            cols.pop(target)
+        if len(y_arr) != len(cols):
+            raise DataError(f"{cols.source}: {len(cols)} rows of inputs but {len(y_arr)} targets")
+    check_target(y_arr, y_source)
+    return y_arr, y_source
+
+
+def _warn_unused(pre: Preprocessor, cols: Columns, target: str | None) -> None:
+    """One warning line naming columns the model does not know (not features, not dropped,
+    not the target): they are ignored."""
+    assert pre.table is not None
+    known = set(pre.table.used) | set(pre.table.dropped) | {target}
+    extra = [n for n in cols.names if n not in known]
+    if extra:
+        warn(f"{cols.source}: ignoring columns the model was not trained on: {names_list(extra)}")
+
+
+def model_inputs(pre: Preprocessor, x: Any, source: str, target: str | None) -> tuple[Any, str]:
+    """Unlabelled data as model inputs through the fitted preprocessing, and its name for errors.
+    A table's target column is ignored when present, so one file serves evaluate and predict."""
+    if pre.table is not None:
+        cols = _table_of(pre, x, source, target)
+        if target is not None and target in cols.arrays:
+            cols.pop(target)
+        _warn_unused(pre, cols, target)
+        return pre.transform_table(cols), cols.source
+    cols = as_columns(x, source, target, pre.imputes)
+    if cols is None:
+        raw = raw_inputs(x, source, pre.imputes)
+    else:
+        if target is not None and target in cols.arrays and len(cols.arrays) > 1:
+            cols.pop(target)
+        raw, source = raw_inputs(cols, cols.source, pre.imputes), cols.source
+    return pre.transform(raw, source), source
+
+
+def labelled_inputs(pre: Preprocessor, task: Task, x: Any, y: Any, target: str | None,
+                    source: str) -> tuple[TensorData, str]:
+    """Labelled data as a source through the fitted preprocessing and task, and its name."""
+    if pre.table is not None:
+        cols = _table_of(pre, x, source, target)
+        y_arr, y_source = _table_target(cols, y, target)
+        _warn_unused(pre, cols, target)
+        return TensorData(pre.transform_table(cols), task.encode_target(y_arr, y_source)), cols.source
+    raw, y_arr, source, y_source = _xy(x, y, target, source, pre.imputes)
+    return TensorData(pre.transform(raw, source), task.encode_target(y_arr, y_source)), source
+
+
+def _table_of(pre: Preprocessor, x: Any, source: str, target: str | None) -> Columns:
+    """``x`` as Columns for a model trained on a table. A plain 2-D array is taken as the
+    feature columns in training order when every feature is numeric."""
+    cols = as_columns(x, source, target)
+    if cols is not None:
+        return cols
+    assert pre.table is not None
+    used = pre.table.used
+    if isinstance(x, Tensor):
+        check_plain_tensor(x, source)
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x) if not isinstance(x, (dict, tuple)) else None
+    numeric_only = all(c.role == "numeric" for c in pre.table.columns)
+    if a is not None and a.ndim == 2 and a.shape[1] == len(used) and numeric_only and a.dtype.kind in "iufb":
+        return Columns(source, {n: a[:, j] for j, n in enumerate(used)})
+    raise DataError(f"{source}: this model was trained on a table: pass a DataFrame or file with the "
+                    f"columns {names_list(used)}")
+
+
+# ------------------------------------------------------------------------------ arrays
+def _xy(x: Any, y: Any, target: str | None, source: str, allow_missing: bool = False,
+        cols: Columns | None = None) -> tuple[RawInputs, np.ndarray, str, str]:
+    """Split user data into raw inputs and a target array (arrays, or a table for a model
+    saved before column roles: every column a numeric feature).
+
+    Returns:
+        (inputs, target array, the inputs' name for errors, the target's name for errors).
+    """
+    target = column_name(target)
+    cols = cols if cols is not None else as_columns(x, source, target, allow_missing)
+    y_source = f"{source} target"
+    if cols is not None:
+        source = cols.source
+        if y is None:
+            if target is None:
+                raise DataError(f"{cols.source}: name the target column (target=...)")
+            y = cols.pop(target)
+            y_source = f"{cols.source}: target column {target!r}"
+        if not cols.arrays:
+            raise DataError(f"{cols.source}: no feature columns besides the target")
+        raw = raw_inputs(cols, cols.source, allow_missing)
+    else:
+        if y is None:
+            raise DataError(f"{source}: targets are missing (pass y)")
+        raw = raw_inputs(x, source, allow_missing)
+    y_arr = target_array(y, y_source)
+    if len(y_arr) != len(raw):
+        raise DataError(f"{source}: {len(raw)} rows of inputs but {len(y_arr)} targets")
+    return raw, y_arr, source, y_source
+
+
+def target_array(y: Any, source: str = "target") -> np.ndarray:
+    """Targets as a NumPy array (a column vector as 1-D)."""
+    if isinstance(y, Tensor):
+        check_plain_tensor(y, source)
+        return y.detach().cpu().numpy()
+    if hasattr(y, "to_numpy"):
+        y = y.to_numpy()
+    a = np.asarray(y)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    return a
+
+
+def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,
+                    cfg: TrainConfig, resumed: dict | None, sources: list[str]) -> Prepared:
+    """Arrays and tensors: split, fit the task and preprocessing on the training part, build
+    tensors. ``sources`` name the inputs and the target in error messages."""
+    x_source, y_source = sources
+    name = task if isinstance(task, str) else task.name
+    if len(raw) == 0:
+        raise DataError("training data has no rows")
+    va_source = y_source
+    check_target(y, y_source)
+    if val is None and cfg.val_split > 0:
+        tr_idx, va_idx = split_indices(len(raw), cfg.val_split, cfg.seed, stratify_labels(y, name))
+        raw_tr, y_tr, raw_va, y_va = raw.take(tr_idx), y[tr_idx], raw.take(va_idx), y[va_idx]
+    else:
+        raw_tr, y_tr, raw_va, y_va = raw, y, None, None
+        if val is not None:
+            vx, vy = (val if isinstance(val, tuple) and len(val) == 2 else (val, None))
+            raw_va, y_va, _, va_source = _xy(vx, vy, target, "validation data", cfg.impute)
+    if resumed is not None:  # a resumed run keeps the task and preprocessing it started with
+        fitted: Task = task_from_dict(resumed["task"])
+        pre = Preprocessor.from_dict(resumed["preprocess"])
+    else:
+        fitted = task if not isinstance(task, str) else make_task(
+            task, y_tr, loss=cfg.loss, scale_target=cfg.scale_target, source=y_source)
+        pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize, impute=cfg.impute, source=x_source)
+    train = TensorData(pre.transform(raw_tr, x_source), fitted.encode_target(y_tr, y_source))
+    val_src = None
+    if raw_va is not None:
+        val_src = TensorData(pre.transform(raw_va, "validation data"), fitted.encode_target(y_va, va_source))
+    return Prepared(fitted, pre, train, val_src, target)
+
+
+def _loader_task(name: str | Task, data: Any, loss: str) -> Task:
+    """A task for DataLoader-fed training: targets are already indices or float values."""
+    if not isinstance(name, str):
+        return name
+    if name == "auto":
+        raise ConfigError("with a Dataset/DataLoader, pass task='binary', 'multiclass' or 'regression'")
+    ys = [np.asarray(t.cpu()) for _, t in LoaderData(data).batches(4096)]
+    y = np.concatenate(ys) if ys else np.zeros(0)
+    if name == "regression":
+        return make_task(name, y, loss=loss, scale_target=False)
+    classes = np.arange(int(y.max()) + 1 if len(y) else 0)
+    return make_task(name, classes, loss=loss)

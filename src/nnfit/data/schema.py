@@ -1,0 +1,494 @@
+"""Column roles: what each column of a table is to the model, decided from the training split.
+
+Every column but the target gets one role:
+
+* ``numeric`` -- numbers (int, float). Gaps are filled with the training-split median and, when
+  the column had gaps in training, a 0/1 "was missing" feature is added. Every numeric column's
+  median is saved, so a gap at predict time in a column that had none in training is filled too.
+  With ``numeric_transform="quantile"`` values are first mapped through the training split's
+  quantiles to normal scores (robust to skew and outliers); standardisation follows either way.
+* ``categorical`` -- text, booleans, pandas ``category`` columns, and any column named in
+  ``categorical=``. A vocabulary is fitted on the training split: levels seen at least
+  :data:`MIN_COUNT` times (at most :data:`MAX_LEVELS`, the most frequent) get their own index;
+  rarer levels and levels never seen in training share index 0 ("unknown"); a missing value has
+  index 1. The model embeds each column with ``nn.Embedding`` (:mod:`nnfit.models.tabular`).
+* ``datetime`` -- datetime columns and ISO 8601 text (``2024-03-01``, ``2024-03-01T12:30``):
+  turned into numeric parts (year, month, day of week, day of year, days since 1970, and the hour
+  when the training data has times of day), each treated as a numeric feature.
+* dropped -- ``drop=`` and columns that identify rows rather than describe them: a text column
+  with a distinct value on (nearly) every row (:data:`ID_DISTINCT` of its values or more: names,
+  ticket numbers, ids), an integer column that counts the rows (row number plus a constant), and
+  a column with no values at all in the training split. Each is named in one warning line.
+
+The fitted :class:`TableSchema` is saved with the model (``model.json``, key
+``preprocess.table``) and turns any later table into the same two inputs: ``x`` (numeric
+features, float32) and ``codes`` (categorical indices, int64).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, warn
+from .columns import F32_MAX, Columns, names_list
+from .impute import missing_values
+
+MIN_COUNT = 5  # a level seen fewer times in training is "unknown": too rare to learn an embedding
+MAX_LEVELS = 10_000  # the most frequent levels kept per column: bounds the embedding table
+ID_DISTINCT = 0.9  # share of distinct values from which a text column identifies rows
+ID_MIN_ROWS = 20  # below this many values no column is judged id-like (too few to tell)
+UNKNOWN, MISSING = 0, 1  # the two reserved indices of every categorical column
+ROLES = ("numeric", "categorical", "datetime")
+DATE_PARTS = ("year", "month", "dayofweek", "dayofyear", "days")
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")
+
+
+@dataclass
+class Column:
+    """One feature column of the fitted schema.
+
+    Attributes:
+        name: the column.
+        role: "numeric", "categorical" or "datetime".
+        fill: numeric: the training median; datetime: the median of each part.
+        indicator: a "was missing" feature is added (the column had gaps in training).
+        levels: categorical: the vocabulary; level ``levels[i]`` has index ``i + 2``.
+        missing: categorical: the column had missing values in training (else a missing value
+            at predict time is "unknown").
+        parts: datetime: the parts made, in order.
+        quantiles: numeric with the quantile transform: the training split's quantiles.
+    """
+
+    name: str
+    role: str
+    fill: list[float] | None = None
+    indicator: bool = False
+    levels: list[str] | None = None
+    missing: bool = False
+    parts: list[str] | None = None
+    quantiles: list[float] | None = None
+
+    @property
+    def cardinality(self) -> int:
+        """Embedding rows: the levels plus "unknown" and "missing"."""
+        return len(self.levels or []) + 2
+
+    def to_dict(self) -> dict[str, Any]:
+        keep = {"numeric": ("fill", "indicator", "quantiles"), "categorical": ("levels", "missing"),
+                "datetime": ("fill", "indicator", "parts")}[self.role]
+        d = {"name": self.name, "role": self.role}
+        d.update({k: getattr(self, k) for k in keep if getattr(self, k) is not None})
+        return d
+
+
+@dataclass
+class TableSchema:
+    """Roles, vocabularies and fills fitted on a table's training split.
+
+    Attributes:
+        columns: the feature columns, in the table's order.
+        dropped: column name -> why it is not a feature.
+        numeric_transform: "standard" or "quantile".
+        impute: gaps are filled (else refused, as with ``impute=False``).
+    """
+
+    columns: list[Column]
+    dropped: dict[str, str] = field(default_factory=dict)
+    numeric_transform: str = "standard"
+    impute: bool = True
+
+    # ------------------------------------------------------------------ what it makes
+    @property
+    def categorical(self) -> list[Column]:
+        return [c for c in self.columns if c.role == "categorical"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the numeric features ``x`` holds, in order (datetime parts as
+        ``col:year``, gap indicators as ``col:missing``, after the values)."""
+        names: list[str] = []
+        for c in self.columns:
+            if c.role == "numeric":
+                names.append(c.name)
+            elif c.role == "datetime":
+                names += [f"{c.name}:{p}" for p in c.parts or []]
+        return names + [f"{c.name}:missing" for c in self.columns if c.indicator]
+
+    @property
+    def used(self) -> list[str]:
+        """The columns a table must hold at predict time."""
+        return [c.name for c in self.columns]
+
+    def summary(self) -> str:
+        """One line per role: counts, categorical cardinalities, dropped columns and why."""
+        counts = {r: [c for c in self.columns if c.role == r] for r in ROLES}
+        head = ", ".join(f"{len(v)} {r}" for r, v in counts.items() if v) or "no features"
+        lines = [f"columns: {head}"]
+        if counts["categorical"]:
+            lines.append("categorical (levels): " + ", ".join(
+                f"{c.name} ({len(c.levels or [])})" for c in counts["categorical"]))
+        if self.dropped:
+            lines.append("dropped: " + "; ".join(f"{n} ({why})" for n, why in self.dropped.items()))
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ applying it
+    def encode(self, cols: Columns, *, source: str | None = None,
+               filled: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``cols`` as the model's inputs: ``x`` (n, features) float32 and ``codes``
+        (n, categorical columns) int64. Other columns (the target, dropped and unknown ones) are
+        ignored; the caller warns about unknown ones.
+
+        Args:
+            filled: gaps filled are counted into this dict (column -> count) instead of being
+                reported in a warning line, for a caller that reports several tables at once.
+
+        Raises:
+            DataError: a column the schema uses is absent, holds values of the wrong kind, or
+                has missing values and the schema does not ``impute``.
+        """
+        source = source or cols.source
+        absent = [n for n in self.used if n not in cols.arrays]
+        if absent:
+            raise DataError(f"{source}: missing feature columns the model uses: {names_list(absent)}")
+        n = len(cols)
+        values: list[np.ndarray] = []
+        gaps: list[np.ndarray] = []
+        codes = np.empty((n, len(self.categorical)), dtype=np.int64)
+        holes: dict[str, int] = {}
+        k = 0
+        for c in self.columns:
+            if c.role == "categorical":
+                codes[:, k], missing = _encode_levels(cols, c)
+                k += 1
+            elif c.role == "numeric":
+                v = numeric_values(cols, c.name, source)
+                missing = np.isnan(v)
+                if missing.any():
+                    v = np.where(missing, c.fill[0], v)
+                if c.quantiles is not None:
+                    v = _quantile_scores(v, c.quantiles)
+                values.append(v)
+            else:
+                parts, missing = date_parts(cols, c.name, c.parts or [], source)
+                if missing.any():
+                    parts = np.where(missing[:, None], np.asarray(c.fill), parts)
+                values += list(parts.T)
+            if missing.any():
+                holes[c.name] = int(missing.sum())
+            if c.indicator:
+                gaps.append(missing)
+        if holes and not self.impute:
+            raise missing_values(source, holes)
+        if filled is not None:
+            for name, count in holes.items():
+                filled[name] = filled.get(name, 0) + count
+        elif holes:
+            warn_filled(source, holes)
+        x = np.empty((n, len(values) + len(gaps)), dtype=np.float32)
+        for j, v in enumerate(values + gaps):
+            x[:, j] = v
+        return x, codes
+
+    # ------------------------------------------------------------------ saving it
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": [c.to_dict() for c in self.columns], "dropped": dict(self.dropped),
+                "numeric_transform": self.numeric_transform, "impute": self.impute}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TableSchema:
+        return cls([Column(**c) for c in d["columns"]], dict(d["dropped"]), d["numeric_transform"],
+                   d["impute"])
+
+
+def warn_filled(source: str, holes: dict[str, int]) -> None:
+    """The one warning line that lists the gaps filled, per column."""
+    warn(f"{source}: filled missing values (numeric: training median, categorical: their own "
+         "index): " + ", ".join(f"{k} ({v})" for k, v in holes.items()))
+
+
+# ---------------------------------------------------------------------------------- fitting
+def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Sequence[str] = (),
+               numeric: Sequence[str] = (), drop: Sequence[str] = (), features: Sequence[str] = (),
+               numeric_transform: str = "standard", impute: bool = True,
+               source: str | None = None) -> TableSchema:
+    """Give every column of ``cols`` (the training split, target removed) a role and fit it.
+
+    Args:
+        rows: the training rows' positions in the whole table (sorted), to recognise a column
+            that counts rows; None when ``cols`` is the whole table.
+        categorical, numeric: columns whose role is forced (e.g. integer-coded categories).
+        drop: columns never used.
+        features: when given, only these columns are used.
+        numeric_transform: "standard" or "quantile".
+        impute: fill gaps here and at predict time (else they are refused).
+
+    Raises:
+        DataError: an override names a column that does not exist, names one column in two
+            lists, or nothing is left to train on; a column forced numeric holds text.
+    """
+    source = source or cols.source
+    names = cols.names
+    _check_named(names, source, categorical=categorical, numeric=numeric, drop=drop, features=features)
+    clash = sorted(set(categorical) & set(numeric))
+    if clash:
+        raise DataError(f"{source}: column {clash[0]!r} is named both categorical and numeric")
+    dropped = {n: "drop=" for n in drop}
+    if features:
+        dropped.update({n: "not in features=" for n in names if n not in set(features) and n not in dropped})
+    rows = np.arange(len(cols)) if rows is None else np.asarray(rows)
+    out: list[Column] = []
+    ids: list[str] = []
+    for name in names:
+        if name in dropped:
+            continue
+        role, why = _role(cols, name, rows, name in categorical, name in numeric, source)
+        if role is None:
+            dropped[name] = why
+            if why.startswith(("id-like", "counts the rows")):
+                ids.append(f"{name} ({why})")
+            continue
+        out.append(_fit_column(cols, name, role, numeric_transform, source))
+    if ids:
+        warn(f"{source}: dropped id-like columns: {'; '.join(ids)}")
+    if not out:
+        why = "; ".join(f"{n}: {w}" for n, w in dropped.items()) or "the table has no feature columns"
+        raise DataError(f"{source}: no feature columns left to train on ({why})")
+    return TableSchema(out, dropped, numeric_transform, impute)
+
+
+def _check_named(names: list[str], source: str, **lists: Sequence[str]) -> None:
+    for flag, given in lists.items():
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise DataError(f"{source}: {flag}= names columns that do not exist: {names_list(unknown)} "
+                            f"(columns: {names_list(names)})")
+
+
+def _role(cols: Columns, name: str, rows: np.ndarray, cat: bool, num: bool,
+          source: str) -> tuple[str | None, str]:
+    """The role of a column (None: dropped) and, for a dropped one, why."""
+    kind = cols.kind(name)
+    a = cols.arrays[name]
+    if cat:
+        return "categorical", ""
+    if num:
+        if kind == "datetime":
+            raise DataError(f"{source}: column {name!r} holds dates; it cannot be numeric=")
+        numeric_values(cols, name, source)  # refuses text, naming the row
+        return "numeric", ""
+    present = _present(cols, name)
+    if not present.any():
+        return None, "no values in the training split"
+    if kind == "datetime":
+        return "datetime", ""
+    if kind == "bool":
+        return "categorical", ""
+    if kind == "int":
+        if present.all() and len(a) >= ID_MIN_ROWS and np.array_equal(np.diff(a), np.diff(rows)):
+            return None, "counts the rows"
+        return "numeric", ""
+    if kind == "float":
+        return "numeric", ""
+    if _looks_like_dates(a[present]):
+        return "datetime", ""
+    distinct = _distinct(cols, name)
+    m = int(present.sum())
+    if m >= ID_MIN_ROWS and distinct >= ID_DISTINCT * m:
+        return None, f"id-like: {distinct} distinct values in {m} rows"
+    return "categorical", ""
+
+
+def _fit_column(cols: Columns, name: str, role: str, transform: str, source: str) -> Column:
+    if role == "categorical":
+        codes, levels = factorize(cols, name)
+        counts = np.bincount(codes[codes >= 0], minlength=len(levels))
+        order = sorted((i for i in range(len(levels)) if counts[i] >= MIN_COUNT),
+                       key=lambda i: (-counts[i], levels[i]))[:MAX_LEVELS]
+        return Column(name, role, levels=[levels[i] for i in order], missing=bool((codes < 0).any()))
+    if role == "numeric":
+        v = numeric_values(cols, name, source)
+        missing = np.isnan(v)
+        if missing.all():
+            raise DataError(f"{source}: column {name!r} has no values in the training split")
+        kept = v[~missing].astype(np.float64)
+        col = Column(name, role, fill=[float(np.median(kept))], indicator=bool(missing.any()))
+        if transform == "quantile":
+            q = np.quantile(kept, np.linspace(0, 1, min(1000, len(kept))))
+            col.quantiles = [float(t) for t in q]
+        return col
+    a = cols.arrays[name]
+    hours = _as_datetime(a, name, source).astype("datetime64[h]").astype(np.int64) % 24
+    parts = list(DATE_PARTS) + (["hour"] if (hours[_present(cols, name)] != 0).any() else [])
+    values, missing = date_parts(cols, name, parts, source)
+    fill = np.median(values[~missing], axis=0) if (~missing).any() else np.zeros(len(parts))
+    return Column(name, role, fill=[float(f) for f in fill], indicator=bool(missing.any()), parts=parts)
+
+
+# ------------------------------------------------------------------------------- value access
+def _present(cols: Columns, name: str) -> np.ndarray:
+    """Which rows of the column hold a value."""
+    if name in cols.codes:
+        return cols.codes[name][0] >= 0
+    a = cols.arrays[name]
+    if a.dtype.kind == "f":
+        return ~np.isnan(a)
+    if a.dtype.kind == "M":
+        return ~np.isnat(a)
+    if a.dtype.kind == "O":
+        return np.fromiter((not _is_missing(v) for v in a), dtype=bool, count=len(a))
+    return np.ones(len(a), dtype=bool)
+
+
+def _is_missing(v: Any) -> bool:
+    """None, NaN, and pandas' NA and NaT (recognised without importing pandas)."""
+    return v is None or (isinstance(v, float) and v != v) or type(v).__name__ in ("NAType", "NaTType")
+
+
+def _distinct(cols: Columns, name: str) -> int:
+    codes, levels = factorize(cols, name)
+    return int(len(np.unique(codes[codes >= 0])))
+
+
+def factorize(cols: Columns, name: str) -> tuple[np.ndarray, list[str]]:
+    """Integer codes (-1 where missing) and their levels as text, for any column. Numbers print
+    as they read (an integral float as ``3``, a boolean as ``True``), so a level is the same
+    whether a CSV or a DataFrame holds it."""
+    if name in cols.codes:
+        return cols.codes[name]
+    a = cols.arrays[name]
+    if a.dtype.kind in "iufb":
+        v = a.astype(np.float64)
+        present = ~np.isnan(v)
+        uniq, inv = np.unique(v[present], return_inverse=True)
+        codes = np.full(len(v), -1, dtype=np.int64)
+        codes[present] = inv
+        kind = cols.kind(name)
+        if kind == "bool":
+            levels = [str(bool(u)) for u in uniq]
+        else:
+            levels = [str(int(u)) if float(u).is_integer() and abs(u) < 2**53 else repr(float(u))
+                      for u in uniq]
+        return codes, levels
+    if a.dtype.kind == "M":
+        a = np.array([None if np.isnat(t) else str(t) for t in a], dtype=object)
+    return _factorize_text(a)
+
+
+def _factorize_text(a: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    import pyarrow as pa
+
+    try:
+        arr = pa.array(a, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed values (3 and "x"): compared as text
+        arr = pa.array([None if _is_missing(v) else str(v) for v in a], type=pa.string())
+    enc = arr.dictionary_encode()
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, [str(s) for s in enc.dictionary.to_pylist()]
+
+
+def numeric_values(cols: Columns, name: str, source: str) -> np.ndarray:
+    """The column as float64 with NaN for gaps.
+
+    Raises:
+        DataError: text that is not a number, a non-finite number or one beyond float32,
+            naming the 1-based row.
+    """
+    from .columns import value_error
+
+    a = cols.arrays[name]
+    if a.dtype.kind in "iufb":
+        v = a.astype(np.float64)
+    elif a.dtype.kind == "O":
+        v = np.empty(len(a), dtype=np.float64)
+        for i, x in enumerate(a):
+            if _is_missing(x):
+                v[i] = np.nan
+                continue
+            try:
+                v[i] = float(x)
+            except (TypeError, ValueError):
+                raise DataError(f"{source}: column {name!r} is not numeric (row {i + 1}: {x!r})") from None
+    else:
+        raise DataError(f"{source}: column {name!r} is not numeric ({a.dtype} values)")
+    bad = np.isinf(v) | (np.abs(np.nan_to_num(v)) > F32_MAX)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise value_error(source, name, i, v[i])
+    return v
+
+
+def _looks_like_dates(values: np.ndarray) -> bool:
+    """Whether every one of the first 200 values (text) is an ISO 8601 date or date-time."""
+    sample = values[:200]
+    return len(sample) > 0 and all(isinstance(v, str) and _ISO.fullmatch(v.strip()) for v in sample)
+
+
+def _as_datetime(a: np.ndarray, name: str, source: str) -> np.ndarray:
+    """A column of datetimes or ISO text as datetime64[s] (NaT for gaps)."""
+    if a.dtype.kind == "M":
+        return a.astype("datetime64[s]")
+    text = [None if _is_missing(v) else re.sub(r"(Z|[+-]\d{2}:?\d{2})$", "", str(v).strip()) for v in a]
+    try:  # one vectorised parse; the loop below only runs to name a bad row
+        return np.array(["NaT" if t is None else t for t in text], dtype="datetime64[s]")
+    except ValueError:
+        pass
+    out = np.empty(len(a), dtype="datetime64[s]")
+    for i, v in enumerate(a):
+        if _is_missing(v):
+            out[i] = np.datetime64("NaT")
+            continue
+        text = str(v).strip()
+        try:
+            out[i] = np.datetime64(re.sub(r"(Z|[+-]\d{2}:?\d{2})$", "", text).replace(" ", "T"), "s")
+        except ValueError:
+            raise DataError(f"{source}: column {name!r} holds dates, but row {i + 1} is not one: "
+                            f"{text!r}") from None
+    return out
+
+
+def date_parts(cols: Columns, name: str, parts: Sequence[str], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The numeric parts of a date column, (n, len(parts)) float64, and which rows are missing."""
+    t = _as_datetime(cols.arrays[name], name, source)
+    missing = np.isnat(t)
+    days = t.astype("datetime64[D]")
+    filled = np.where(missing, np.datetime64("1970-01-01", "D"), days)
+    years = filled.astype("datetime64[Y]")
+    make = {
+        "year": lambda: years.astype(np.int64) + 1970.0,
+        "month": lambda: (filled.astype("datetime64[M]").astype(np.int64) % 12) + 1.0,
+        "dayofweek": lambda: (filled.astype(np.int64) + 3) % 7.0,  # 1970-01-01 was a Thursday (3)
+        "dayofyear": lambda: (filled - years.astype("datetime64[D]")).astype(np.int64) + 1.0,
+        "days": lambda: np.where(missing, 0, t.astype(np.int64)) / 86400.0,
+        "hour": lambda: (np.where(missing, 0, t.astype(np.int64)) // 3600 % 24).astype(np.float64),
+    }
+    out = np.stack([np.asarray(make[p](), dtype=np.float64) for p in parts], axis=1) if parts else (
+        np.zeros((len(t), 0)))
+    return out, missing
+
+
+def _encode_levels(cols: Columns, c: Column) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a categorical column under the fitted vocabulary, and which rows are missing."""
+    codes, levels = factorize(cols, c.name)
+    index = {lvl: i + 2 for i, lvl in enumerate(c.levels or [])}
+    lookup = np.array([index.get(lvl, UNKNOWN) for lvl in levels] + [MISSING if c.missing else UNKNOWN],
+                      dtype=np.int64)
+    missing = codes < 0
+    return lookup[np.where(missing, len(levels), codes)], missing
+
+
+def _quantile_scores(v: np.ndarray, quantiles: list[float]) -> np.ndarray:
+    """Values mapped through the training quantiles to normal scores (clipped to +-5.2)."""
+    import torch
+
+    q = np.asarray(quantiles)
+    r = np.linspace(0, 1, len(q))
+    # Ties (a value repeated over many quantiles) map to the middle of their range, as
+    # scikit-learn's QuantileTransformer does by interpolating from both ends and averaging.
+    u = 0.5 * (np.interp(v, q, r) - np.interp(-v, -q[::-1], -r[::-1]))
+    u = np.clip(u, 1e-7, 1 - 1e-7)
+    return torch.special.ndtri(torch.from_numpy(u)).numpy()
