@@ -337,12 +337,12 @@ def test_model_spec() -> None:
 
 
 def test_models_registry() -> None:
-    assert MODELS.names() == ["mlp", "resmlp", "multi_input"]
+    assert MODELS.names() == ["mlp", "resmlp", "multi_input", "embeddings"]
     assert MODELS.get("resmlp") is ResidualMLP
     assert all(entry.help for entry in MODELS.entries())
 
 
-MLP_KEYS = "name, in_features, hidden, out_features, activation, dropout, batchnorm"
+MLP_KEYS = "name, in_features, hidden, out_features, activation, dropout, batchnorm, embeddings"
 
 
 @pytest.mark.parametrize(
@@ -350,7 +350,7 @@ MLP_KEYS = "name, in_features, hidden, out_features, activation, dropout, batchn
     [
         (
             {"name": "mlpp"},
-            "model spec: unknown model 'mlpp' (choose from: mlp, resmlp, multi_input)",
+            "model spec: unknown model 'mlpp' (choose from: mlp, resmlp, multi_input, embeddings)",
         ),
         (
             {"name": "mlp", "in_features": 4, "hiden": [8], "out_features": 2},
@@ -374,7 +374,7 @@ MLP_KEYS = "name, in_features, hidden, out_features, activation, dropout, batchn
         ),
         (
             {"in_features": 4},
-            "model spec: missing key 'name' (choose from: mlp, resmlp, multi_input)",
+            "model spec: missing key 'name' (choose from: mlp, resmlp, multi_input, embeddings)",
         ),
         (["mlp"], "model spec: expected a mapping with a 'name' key, got ['mlp']"),
         (
@@ -400,7 +400,7 @@ MLP_KEYS = "name, in_features, hidden, out_features, activation, dropout, batchn
                 },
                 "head": {"name": "gru"},
             },
-            "model spec at head: unknown model 'gru' (choose from: mlp, resmlp, multi_input)",
+            "model spec at head: unknown model 'gru' (choose from: mlp, resmlp, multi_input, embeddings)",
         ),
     ],
 )

@@ -13,9 +13,9 @@ from .checkpoint import atomic_write_text, read_json
 from .cli import dumps, flag_values, split_items
 from .config import RunConfig, check_names, make_run_config, read_config_file
 from .confusion import MAX_SHOWN_CLASSES, split_confusion
-from .data.split import split_indices, stratify_labels
 from .data.columns import Columns
 from .data.read import read_table
+from .data.split import split_indices, stratify_labels
 from .errors import ConfigError, DataError, Stopped, printable
 from .io.layout import check_run_target, new_run_dir, run_name
 from .io.lock import hold_run_dir
@@ -268,9 +268,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     learner = load(args.run, device="cpu")
     summary = learner.summary()
+    table = None if learner.preprocessor is None else learner.preprocessor.table
     if args.json:
         d = summary.to_dict()
         d["parameter_shapes"] = {k: list(v) for k, v in parameter_shapes(learner.model).items()}
+        if table is not None:
+            d["columns"] = table.to_dict()
         print(dumps(d))
         return 0
     con = _console()
@@ -278,6 +281,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     task = learner.task.to_dict()
     con.print(f"task: {task['name']}" + (f", classes: {task['classes']}" if "classes" in task else ""),
               markup=False)  # labels are user data: "[red]" is a label, not a colour
+    if table is not None:
+        con.print(table.summary(), markup=False)
     return 0
 
 

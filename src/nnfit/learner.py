@@ -225,6 +225,37 @@ class Learner:
         learner.model.to(learner.trainer.runtime.device).eval()
         return learner
 
+    def as_module(self) -> nn.Module:
+        """One ``nn.Module`` from raw numeric features to the model's outputs: the fitted
+        missing-value fill and standardisation, as buffers, in front of :attr:`model`.
+
+        :attr:`model` alone expects standardised inputs: called on raw features it gives wrong
+        outputs without an error. This module takes the raw features as one float tensor
+        (NaN where the model imputes) and gives what :meth:`outputs` gives; it shares the
+        model's parameters and checks nothing, so it can be exported or put in a larger model.
+
+        Returns:
+            ``nn.Sequential(Standardize, model)`` on the model's device and in its mode; the
+            model itself when it was trained from a Dataset/DataLoader (nothing is fitted).
+
+        Raises:
+            ConfigError: a model of several inputs (text categoricals reach it as codes), or
+                table columns that raw numbers cannot give (datetime parts, quantile scores,
+                missing-value indicators), named.
+
+        Example:
+            >>> import nnfit
+            >>> raw = torch.arange(32.0).reshape(8, 4)
+            >>> learner = nnfit.fit(nnfit.MLP(4, [8], 1), raw, torch.arange(8) % 2, epochs=1, quiet=True)
+            >>> torch.equal(learner.as_module()(raw).detach(), learner.outputs(raw))
+            True
+        """
+        if self.preprocessor is None:
+            return self.model
+        device = next(self.model.parameters(), torch.zeros(0)).device
+        front = self.preprocessor.as_module().to(device)
+        return nn.Sequential(front, self.model).train(self.model.training)
+
 
 def _spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | None:
     """The complete spec of the model to train, checked and counted but not built: a spec dict
@@ -281,7 +312,7 @@ def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None)
         raise DataError(f"model {spec['name']!r} takes {spec.get('in_features')} features per row, "
                         f"the data has {width}")
     cats = [] if pre.table is None else pre.table.categorical
-    if [e[0] for e in spec.get("embeddings", [])] != [c.cardinality for c in cats]:
+    if pre.table is not None and [e[0] for e in spec.get("embeddings", [])] != [c.cardinality for c in cats]:
         want = ", ".join(f"{c.name} ({c.cardinality})" for c in cats) or "none"
         raise DataError(f"model {spec['name']!r} embeds categorical columns of sizes "
                         f"{[e[0] for e in spec.get('embeddings', [])]}; the data's are: {want}: build it "
@@ -294,8 +325,9 @@ def _table_width(pre: Preprocessor, name: str) -> int:
     Raises:
         DataError: several inputs, or samples that are not flat vectors.
     """
-    if pre.table is not None and pre.table.categorical:  # model(x=numeric, codes=categorical)
-        return pre.inputs[0].shape[0]
+    names = [s.name for s in pre.inputs]
+    if pre.style == "named" and names == ["x", "codes"] and len(pre.inputs[0].shape) == 1:
+        return pre.inputs[0].shape[0]  # model(x=numeric, codes=categorical): a table's inputs
     if pre.style != "single":
         raise DataError(f"model {name!r} takes one input, got {len(pre.inputs)} ({pre.style}): "
                         "pass one array, or a model of your own")

@@ -160,6 +160,7 @@ def _warn_unused(pre: Preprocessor, cols: Columns, target: str | None) -> None:
     """One warning line naming columns the model does not know (not features, not dropped,
     not the target): they are ignored."""
     assert pre.table is not None
+    pre.table.check_present(cols)  # a missing column is the error, not an extra one
     known = set(pre.table.used) | set(pre.table.dropped) | {target}
     extra = [n for n in cols.names if n not in known]
     if extra:

@@ -27,6 +27,7 @@ features, float32) and ``codes`` (categorical indices, int64).
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -152,9 +153,7 @@ class TableSchema:
                 has missing values and the schema does not ``impute``.
         """
         source = source or cols.source
-        absent = [n for n in self.used if n not in cols.arrays]
-        if absent:
-            raise DataError(f"{source}: missing feature columns the model uses: {names_list(absent)}")
+        self.check_present(cols, source)
         n = len(cols)
         values: list[np.ndarray] = []
         gaps: list[np.ndarray] = []
@@ -193,6 +192,13 @@ class TableSchema:
         for j, v in enumerate(values + gaps):
             x[:, j] = v
         return x, codes
+
+    def check_present(self, cols: Columns, source: str | None = None) -> None:
+        """Refuse a table that lacks a column the model uses (exit 2), naming them all."""
+        absent = [n for n in self.used if n not in cols.arrays]
+        if absent:
+            raise DataError(f"{source or cols.source}: missing feature columns the model uses: "
+                            f"{names_list(absent)} (columns given: {names_list(cols.names)})")
 
     # ------------------------------------------------------------------ saving it
     def to_dict(self) -> dict[str, Any]:
@@ -423,9 +429,11 @@ def numeric_values(cols: Columns, name: str, source: str) -> np.ndarray:
 
 
 def _looks_like_dates(values: np.ndarray) -> bool:
-    """Whether every one of the first 200 values (text) is an ISO 8601 date or date-time."""
+    """Whether every one of the first 200 values is an ISO 8601 date or date-time (text, or
+    Python dates from a reader)."""
     sample = values[:200]
-    return len(sample) > 0 and all(isinstance(v, str) and _ISO.fullmatch(v.strip()) for v in sample)
+    return len(sample) > 0 and all(isinstance(v, _dt.date) or (isinstance(v, str) and _ISO.fullmatch(v.strip()))
+                                   for v in sample)
 
 
 def _as_datetime(a: np.ndarray, name: str, source: str) -> np.ndarray:

@@ -56,13 +56,44 @@ FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
 
 
 # ------------------------------------------------------------------------------ model spec
+def _embeddings() -> Seq:
+    """(cardinality, width) pairs, one per categorical column (:mod:`nnfit.models.tabular`);
+    each pair's own bounds are :func:`_pairs`'s."""
+    from ..models.tabular import MAX_CARDINALITY, MAX_COLUMNS, MAX_WIDTH
+
+    return Seq(Seq(Int(1, max(MAX_CARDINALITY, MAX_WIDTH)), 2, 2), 1, MAX_COLUMNS)
+
+
+def _pairs(d: dict) -> tuple[str, str] | None:
+    """Each (cardinality, width) pair within its own bounds (the field bounds both at once)."""
+    from ..models.tabular import MAX_CARDINALITY, MAX_WIDTH, MIN_CARDINALITY
+
+    for i, (cardinality, width) in enumerate(d.get("embeddings", ())):
+        if not MIN_CARDINALITY <= cardinality <= MAX_CARDINALITY:
+            return f"embeddings[{i}]", (f"cardinality {cardinality} is out of range "
+                                        f"[{MIN_CARDINALITY}, {MAX_CARDINALITY}]")
+        if width > MAX_WIDTH:
+            return f"embeddings[{i}]", f"width {width} is out of range [1, {MAX_WIDTH}]"
+    return None
+
+
+def _numeric_width(d: dict) -> tuple[str, str] | None:
+    """No numeric input is legal only next to embedded categorical ones."""
+    if d["in_features"] == 0 and "embeddings" not in d:
+        return "in_features", f"0 is out of range [{SIZE.lo}, {SIZE.hi}] without embeddings"
+    return None
+
+
 def _stack(name: str, min_hidden: int) -> Obj:
-    """An mlp / resmlp spec: every key ``model.spec()`` writes."""
+    """An mlp / resmlp spec: every key ``model.spec()`` writes ("embeddings" only when the
+    model has some, so that specs written before they existed are unchanged)."""
     from ..models import ACTIVATIONS
 
-    return Obj({"name": Str((name,)), "in_features": SIZE, "hidden": Seq(SIZE, min_hidden, 10_000),
+    return Obj({"name": Str((name,)), "in_features": Int(0, SIZE.hi), "hidden": Seq(SIZE, min_hidden, 10_000),
                 "out_features": SIZE, "activation": Str(tuple(ACTIVATIONS.names())),
-                "dropout": Float(0.0, 1.0, open_hi=True), "batchnorm": Bool()})
+                "dropout": Float(0.0, 1.0, open_hi=True), "batchnorm": Bool(),
+                "embeddings": _embeddings()},
+               optional=frozenset({"embeddings"}), rules=(_numeric_width, _pairs))
 
 
 def _spec() -> Field:
@@ -76,15 +107,37 @@ SPEC = Tagged("name", {
                         "branches": Obj(rest=Lazy(_spec), rest_keys=r"[^.]{1,200}",
                                         rules=(lambda d: None if d else ("", "no branches"),)),
                         "head": Lazy(_spec)}),
+    "embeddings": Obj({"name": Str(("embeddings",)), "embeddings": _embeddings()}, rules=(_pairs,)),
 })
 
 
 def spec_width(spec: Mapping[str, Any], end: str) -> int | None:
     """A spec's input (``end="in_features"``) or output (``"out_features"``) width, or None
-    when it has no single one (the inputs of a multi_input model)."""
+    when it has no single one (the inputs of a multi_input model). An embeddings model takes
+    one code per column and gives the concatenated vectors."""
     if spec["name"] == "multi_input":
         return spec_width(spec["head"], end) if end == "out_features" else None
+    if spec["name"] == "embeddings":
+        pairs = spec["embeddings"]
+        return len(pairs) if end == "in_features" else sum(w for _, w in pairs)
     return spec[end]
+
+
+def _embedded_inputs(spec: Mapping[str, Any], pre: Mapping[str, Any]) -> str | None:
+    """How a named ``{x, codes}`` preprocessing does not fit an mlp / resmlp with embeddings
+    (``model(x=numeric, codes=codes)``), if it does not."""
+    inputs = {s["name"]: s for s in pre["inputs"]}
+    if pre["style"] != "named" or sorted(inputs) != ["codes", "x"]:
+        return (f"a model with embeddings takes named inputs ['x', 'codes'], not "
+                f"{[s['name'] for s in pre['inputs']]} ({pre['style']})")
+    x, codes, k = inputs["x"], inputs["codes"], len(spec["embeddings"])
+    if x["shape"] != [spec["in_features"]] or x["dtype"] != "float32":
+        return (f"in_features {spec['in_features']} does not fit input 'x' of per-sample shape "
+                f"{x['shape']} ({x['dtype']})")
+    if codes["shape"] != [k] or codes["dtype"] != "int64":
+        return (f"{k} embeddings do not fit input 'codes' of per-sample shape {codes['shape']} "
+                f"({codes['dtype']})")
+    return None
 
 
 # ------------------------------------------------------------------------------------ task
@@ -149,7 +202,7 @@ def _input_rule(d: dict) -> tuple[str, str] | None:
 
 def _inputs_rule(d: dict) -> tuple[str, str] | None:
     names = [s["name"] for s in d["inputs"]]
-    # the names nnfit.tables.raw_inputs gives: any for keyword inputs, fixed otherwise
+    # the names nnfit.data.inputs.raw_inputs gives: any for keyword inputs, fixed otherwise
     fixed = {"single": ["x"], "positional": [f"input{i}" for i in range(len(names))]}.get(d["style"])
     if fixed is not None and names != fixed:
         return "inputs", f"inputs {names} of style {d['style']!r} must be named {fixed}"
@@ -159,13 +212,69 @@ def _inputs_rule(d: dict) -> tuple[str, str] | None:
 
 
 INPUT = Obj({"name": Str(min_len=1, max_len=1000),
-             "features": Maybe(Seq(Str(max_len=10_000), 1, 10**7, unique=True)),
-             "shape": Seq(Int(1, 2**31), 0, 8), "dtype": Str(("float32", "int64")),
+             # 0 features / a width of 0: a table whose every feature is categorical
+             "features": Maybe(Seq(Str(max_len=10_000), 0, 10**7, unique=True)),
+             "shape": Seq(Int(0, 2**31), 0, 8), "dtype": Str(("float32", "int64")),
              "mean": Maybe(Seq(Float())), "std": Maybe(Seq(Float(0.0, open_lo=True))),
              "named": Bool(), "fill": Maybe(Seq(Float()))},
             optional=frozenset({"fill"}), rules=(_input_rule,))
-PREPROCESS = Obj({"style": Str(("single", "positional", "named")), "inputs": Seq(INPUT, 1, 1000)},
-                 rules=(_inputs_rule,))
+def _sorted(key: str) -> Any:
+    def rule(d: dict) -> tuple[str, str] | None:
+        v = d.get(key)
+        if v is not None and any(b < a for a, b in zip(v, v[1:], strict=False)):
+            return key, "values must not decrease"
+        return None
+    return rule
+
+
+_NAME = Str(min_len=1, max_len=10_000)
+COLUMN = Tagged("role", {
+    "numeric": Obj({"name": _NAME, "role": Str(("numeric",)), "fill": Seq(Float(), 1, 1),
+                    "indicator": Bool(), "quantiles": Seq(Float(), 1, 1000)},
+                   optional=frozenset({"quantiles"}), rules=(_sorted("quantiles"),)),
+    "categorical": Obj({"name": _NAME, "role": Str(("categorical",)),
+                        "levels": Seq(Str(max_len=10_000), 0, 10**5, unique=True), "missing": Bool()}),
+    "datetime": Obj({"name": _NAME, "role": Str(("datetime",)), "fill": Seq(Float(), 0, 6),
+                     "indicator": Bool(),
+                     "parts": Seq(Str(("year", "month", "dayofweek", "dayofyear", "days", "hour")),
+                                  0, 6, unique=True)},
+                    rules=(lambda d: None if len(d["fill"]) == len(d["parts"])
+                           else ("fill", f"{len(d['fill'])} values for {len(d['parts'])} parts"),)),
+})
+
+
+def _table_rule(d: dict) -> tuple[str, str] | None:
+    names = [c["name"] for c in d["columns"]]
+    if len(set(names)) != len(names):
+        return "columns", "two columns have the same name"
+    both = sorted(set(names) & set(d["dropped"]))
+    if both:
+        return "dropped", f"column {short(both[0])} is both used and dropped"
+    return None
+
+
+TABLE = Obj({"columns": Seq(COLUMN, 1, 10**6), "dropped": Obj(rest=Str(max_len=10_000)),
+             "numeric_transform": Str(("standard", "quantile")), "impute": Bool()}, rules=(_table_rule,))
+
+
+def _table_inputs_rule(d: dict) -> tuple[str, str] | None:
+    """A table's roles make exactly the inputs the preprocessing lists: ``x`` with the
+    schema's feature names, and ``codes`` (named style) when there are categorical columns."""
+    from ..data.schema import TableSchema
+
+    if d.get("table") is None:
+        return None
+    table = TableSchema.from_dict(d["table"])
+    cats = [c.name for c in table.categorical]
+    want = [("x", table.feature_names, "float32")] + ([("codes", cats, "int64")] if cats else [])
+    got = [(s["name"], s["features"], s["dtype"]) for s in d["inputs"]]
+    if got != want or d["style"] != ("named" if cats else "single"):
+        return "inputs", "the inputs do not match the table's column roles"
+    return None
+
+
+PREPROCESS = Obj({"style": Str(("single", "positional", "named")), "inputs": Seq(INPUT, 1, 1000),
+                  "table": TABLE}, optional=frozenset({"table"}), rules=(_inputs_rule, _table_inputs_rule))
 
 
 # ------------------------------------------------------------------ model.json / learner
@@ -188,7 +297,12 @@ def _learner_rule(d: dict) -> tuple[str, str] | None:
     if out not in task_width(d["task"]):
         return "spec", (f"out_features {out} does not fit a {d['task']['name']} task with "
                         f"{' or '.join(map(str, task_width(d['task'])))} outputs")
+    if pre is not None and spec["name"] in ("mlp", "resmlp") and "embeddings" in spec:
+        problem = _embedded_inputs(spec, pre)
+        return None if problem is None else ("spec", problem)
     width = spec_width(spec, "in_features")
+    if pre is not None and spec["name"] == "embeddings" and pre["inputs"][0]["dtype"] != "int64":
+        return "spec", f"an embeddings model takes int64 codes, not {pre['inputs'][0]['dtype']}"
     if pre is not None and width is not None:  # one (rows, features) input: model(x)
         shapes = [s["shape"] for s in pre["inputs"]]
         if pre["style"] == "named" or shapes != [[width]]:
@@ -226,7 +340,8 @@ def _setting(name: str, annotation: Any) -> Field:
     if type(None) in args:
         return Maybe(_setting(name, next(a for a in args if a is not type(None))))
     if typing.get_origin(annotation) is tuple:
-        return Seq(Int(-(2**63)), 0, 10_000)
+        item = Str(max_len=10_000) if args[0] is str else Int(-(2**63))
+        return Seq(item, 0, 10_000)
     return {int: Int(-(2**63)), float: Float(), bool: Bool(), str: Str(max_len=10_000)}[annotation]
 
 
@@ -235,14 +350,17 @@ def _config_table(sections: tuple[type, ...], **extra: Field) -> Obj:
     for cls in sections:
         hints = typing.get_type_hints(cls)
         table.update({f.name: _setting(f.name, hints[f.name]) for f in fields(cls)})
-    return Obj({**table, **extra}, rules=(lambda d: _config_values(d, sections),))
+    from ..config import LATER_SETTINGS
+
+    return Obj({**table, **extra}, optional=frozenset(LATER_SETTINGS) & set(table),
+               rules=(lambda d: _config_values(d, sections),))
 
 
 def _config_values(d: dict, sections: tuple[type, ...]) -> tuple[str, str] | None:
     """The ranges the config dataclasses themselves check (epochs >= 1, ...)."""
     for cls in sections:
         values = {f.name: tuple(d[f.name]) if isinstance(d[f.name], list) else d[f.name]
-                  for f in fields(cls)}
+                  for f in fields(cls) if f.name in d}  # absent: a later setting's default
         try:
             cls(**values)
         except (ConfigError, TypeError, ValueError) as e:

@@ -23,17 +23,20 @@ from .mlp import MLP
 from .multi_input import MultiInput, check_branch_name
 from .residual import ResidualBlock, ResidualMLP
 from .state import Slot, param_count, prefixed
+from .tabular import Embeddings, embedding_dim
 
 __all__ = [
     "ACTIVATIONS",
     "BUILT_IN_STACKS",
     "MLP",
+    "Embeddings",
     "MODELS",
     "MultiInput",
     "ResidualBlock",
     "ResidualMLP",
     "build_model",
     "check_size",
+    "embedding_dim",
     "make_activation",
     "model_spec",
     "state_shapes",
@@ -45,6 +48,7 @@ MODELS: Registry[type[nn.Module]] = Registry("model")
 MODELS.register("mlp", MLP, "multilayer perceptron: Linear layers with optional batchnorm/dropout")
 MODELS.register("resmlp", ResidualMLP, "residual MLP: two-layer skip-connection blocks + head")
 MODELS.register("multi_input", MultiInput, "one branch per named input, concatenated into a head")
+MODELS.register("embeddings", Embeddings, "one nn.Embedding per categorical column, concatenated")
 # The models of one (rows, features) input: what `nnfit train` builds from a table, and the
 # specs fit completes from the data (in_features, out_features).
 BUILT_IN_STACKS: tuple[str, ...] = ("mlp", "resmlp")

@@ -49,8 +49,9 @@ class MultiInput(nn.Module):
     Inputs are passed to :meth:`forward` positionally (in branch order), by name, or both, as
     with a Python function whose parameters are the branch names. Each branch output is
     flattened to ``(N, -1)``; the flattened outputs are concatenated along dim 1 in branch
-    order and fed to ``head``. A branch that is itself a MultiInput takes a dict of its own
-    inputs, ``model(tab, pair={"x": x, "y": y})``.
+    order and fed to ``head``. A branch with several inputs of its own (a MultiInput, an MLP
+    with embeddings) takes them as a dict, ``model(tab, pair={"x": x, "y": y})``; codes alone
+    go to an :class:`~nnfit.models.tabular.Embeddings` branch, ``model(x=x, codes=codes)``.
 
     Args:
         branches: branch name -> module, in the order inputs are matched and outputs
@@ -136,8 +137,9 @@ class MultiInput(nn.Module):
         features = []
         for name, branch in self.branches.items():
             x = inputs[name]
-            # A nested MultiInput has several inputs of its own: they arrive as one dict.
-            if isinstance(branch, MultiInput) and isinstance(x, Mapping):
+            # A branch with several inputs of its own (a nested MultiInput, an MLP with
+            # embeddings taking x and codes) gets them as one dict.
+            if isinstance(x, Mapping):
                 out = branch(**x)
             else:
                 out = branch(x)

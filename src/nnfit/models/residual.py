@@ -12,6 +12,7 @@ from .activations import make_activation
 from .mlp import _check_options, _check_size, _stack_args, stack_repr, stack_spec
 from .state import Slot, linear, prefixed
 from .state import batchnorm as norm
+from .tabular import Embeddings, embeddings_state, with_codes
 
 
 class ResidualBlock(nn.Module):
@@ -104,21 +105,32 @@ class ResidualMLP(nn.Module):
     ``blocks[i]`` maps ``hidden[i-1] -> hidden[i]``; ``head`` maps ``hidden[-1] ->
     out_features`` with no activation, so the output is logits or raw regression values.
 
+    With ``embeddings``, an :class:`~nnfit.models.tabular.Embeddings` named ``embed`` looks
+    up the categorical codes and ``blocks[0]`` takes the numeric features followed by the
+    embedded ones. Without embeddings the model is exactly the stack above.
+
     Args:
-        in_features: width of each input row.
+        in_features: width of each numeric input row; may be 0 when ``embeddings`` is given.
         hidden: output widths of the blocks, in order; at least one.
         out_features: width of each output row.
         activation: name from ``ACTIVATIONS``. Default: ``"relu"``.
         dropout: Dropout probability inside each block, in ``[0, 1)``. Default: ``0.0``.
         batchnorm: add BatchNorm1d inside each block. Default: ``False``.
+        embeddings: ``(cardinality, width)`` per categorical column, in the order of the
+            columns of ``codes``. Default: ``()``, no categorical input.
 
     Raises:
         ConfigError: ``hidden`` is empty, a size is not a positive int, ``dropout`` is outside
-            ``[0, 1)``, ``batchnorm`` is not a bool, or ``activation`` is not registered.
+            ``[0, 1)``, ``batchnorm`` is not a bool, ``activation`` is not registered, or an
+            ``embeddings`` entry is not a valid pair (named).
 
     Shape:
-        - Input: ``(N, in_features)``.
+        - Input ``x``: ``(N, in_features)``.
+        - Input ``codes`` (only with ``embeddings``): ``(N, len(embeddings))`` int64.
         - Output: ``(N, out_features)``.
+
+    Attributes:
+        embed: the ``Embeddings`` child, or ``None`` without embeddings.
 
     Example:
         >>> import torch
@@ -138,11 +150,12 @@ class ResidualMLP(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
         batchnorm: bool = False,
+        embeddings: Sequence[tuple[int, int]] = (),
     ) -> None:
         super().__init__()
-        in_features, widths, out_features, activation, dropout, batchnorm = _stack_args(
+        in_features, widths, out_features, activation, dropout, batchnorm, pairs = _stack_args(
             type(self).__name__, in_features, hidden, out_features, activation, dropout, batchnorm,
-            allow_empty=False,
+            embeddings, allow_empty=False,
         )
         self.in_features = in_features
         self.hidden = widths
@@ -150,15 +163,18 @@ class ResidualMLP(nn.Module):
         self.activation = activation
         self.dropout = dropout
         self.batchnorm = batchnorm
+        self.embeddings = pairs
+        # registered first when there is one, as its input comes first; None adds no child
+        self.embed = Embeddings(pairs) if pairs else None
 
         options = {"activation": activation, "dropout": dropout, "batchnorm": batchnorm}
-        sizes = [in_features, *widths]
-        pairs = zip(sizes[:-1], sizes[1:], strict=True)
-        self.blocks = nn.Sequential(*(ResidualBlock(a, b, **options) for a, b in pairs))
+        sizes = [in_features + sum(w for _, w in pairs), *widths]
+        ends = zip(sizes[:-1], sizes[1:], strict=True)
+        self.blocks = nn.Sequential(*(ResidualBlock(a, b, **options) for a, b in ends))
         self.head = nn.Linear(widths[-1], out_features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(x))
+    def forward(self, x: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.blocks(with_codes("ResidualMLP", self.embed, x, codes)))
 
     @staticmethod
     def state_shapes(
@@ -169,6 +185,7 @@ class ResidualMLP(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
         batchnorm: bool = False,
+        embeddings: Sequence[tuple[int, int]] = (),
     ) -> dict[str, Slot]:
         """The ``state_dict`` that ``ResidualMLP(...)`` would hold, without building it.
 
@@ -179,12 +196,13 @@ class ResidualMLP(nn.Module):
             >>> ResidualMLP.state_shapes(4, [8], 2)["blocks.0.proj.weight"].shape
             (8, 4)
         """
-        in_features, widths, out_features, _, _, batchnorm = _stack_args(
+        in_features, widths, out_features, _, _, batchnorm, pairs = _stack_args(
             "ResidualMLP", in_features, hidden, out_features, activation, dropout, batchnorm,
-            allow_empty=False,
+            embeddings, allow_empty=False,
         )
-        state: dict[str, Slot] = {}
-        for j, (a, b) in enumerate(zip([in_features, *widths[:-1]], widths, strict=True)):
+        state = prefixed("embed", embeddings_state(pairs))
+        first = in_features + sum(w for _, w in pairs)
+        for j, (a, b) in enumerate(zip([first, *widths[:-1]], widths, strict=True)):
             block = {**linear("fc1", a, b), **(norm("bn1", b) if batchnorm else {}),
                      **linear("fc2", b, b), **(norm("bn2", b) if batchnorm else {}),
                      **(linear("proj", a, b, bias=False) if a != b else {})}
