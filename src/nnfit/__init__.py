@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # typing.TYPE_CHECKING without importing typing: some 4 ms before the `nnfit` command can
 # install its signal handlers (nnfit.cli), and a Ctrl-C then must not end in a traceback.
@@ -26,7 +26,7 @@ _SOURCES = {
     "LambdaCallback": "callbacks", "ProgressBar": "callbacks",
     "load_weights": "checkpoint", "save_weights": "checkpoint",
     "DataConfig": "config", "ModelConfig": "config", "RunConfig": "config", "TrainConfig": "config",
-    "DataSource": "data", "LoaderData": "data", "TensorData": "data",
+    "DataSource": "data", "LoaderData": "data", "StreamData": "data", "TensorData": "data",
     "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors", "NnfitError": "errors",
     "Learner": "learner", "fit": "learner", "load": "learner",
     "ClassificationMetrics": "metrics", "Metric": "metrics", "RegressionMetrics": "metrics",
@@ -66,7 +66,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .callbacks import Callback, CSVLogger, History, LambdaCallback, ProgressBar
     from .checkpoint import load_weights, save_weights
     from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from .data import DataSource, LoaderData, TensorData
+    from .data import DataSource, LoaderData, StreamData, TensorData
     from .errors import CheckpointError, ConfigError, DataError, NnfitError
     from .learner import Learner, fit, load
     from .metrics import ClassificationMetrics, Metric, RegressionMetrics
@@ -82,7 +82,7 @@ __all__ = [
     "MLP", "ResidualMLP", "ResidualBlock", "MultiInput", "build_model",
     "Callback", "ProgressBar", "CSVLogger", "LambdaCallback",
     "Metric", "ClassificationMetrics", "RegressionMetrics",
-    "DataSource", "TensorData", "LoaderData",
+    "DataSource", "TensorData", "LoaderData", "StreamData",
     "save_weights", "load_weights",
     "summarize", "count_parameters", "parameter_shapes", "capture_activations",
     "Runtime", "make_runtime",

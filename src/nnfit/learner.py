@@ -403,10 +403,13 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
 
     with _holding(run_dir, resume):  # one writer per run directory, for all of fit
         _check_run_dir(run_dir, resume, overwrite, (x, val))
-        cfg = train_config(config, **overrides)
-        trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
         # checked whole (the task, preprocessing and model it describes too) before any use
         ckpt = read_resume(resume) if resume is not None else None
+        if ckpt is not None and config is None and "impute" not in overrides:
+            # impute's default became True in 0.2: a run keeps what it was started with
+            overrides = {**overrides, "impute": ckpt[1]["config"].get("impute", True)}
+        cfg = train_config(config, **overrides)
+        trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
         target = column_name(target)
         data = prepare(x, y, target=target, val=val, task=task, config=cfg,
                        resumed=None if ckpt is None else ckpt[1]["learner"], numeric=_built_in(model))

@@ -96,9 +96,11 @@ def data_fingerprint(*sources: Any) -> str:
             for t in [*tensors, *([s.target] if s.target is not None else [])]:
                 h.update(f"{t.dtype}{tuple(t.shape)};".encode())
                 h.update(t.detach().cpu().contiguous().reshape(-1).view(dtype=torch.uint8).numpy())
-        elif isinstance(s, LoaderData):
+        elif isinstance(s, LoaderData):  # a stream's length is None
             ds = getattr(s.data, "dataset", s.data)
-            h.update(f"{type(ds).__name__}:{len(s)}:{getattr(s.data, 'batch_size', None)};".encode())
+            h.update(f"{type(ds).__name__}:{s.length}:{getattr(s.data, 'batch_size', None)};".encode())
+        elif s is not None:  # a StreamData or a source of the user's own
+            h.update(f"{type(s).__name__}:{s.length}:{s.num_batches(1)};".encode())
         else:
             h.update(b"none;")
     return h.hexdigest()
@@ -111,8 +113,10 @@ def resume_differences(saved: dict[str, Any], record: dict[str, Any], saved_data
 
     now = json.loads(json.dumps(record))  # tuples as lists, as saved
     saved = {**{k: v for k, v in LATER_SETTINGS.items() if k in now}, **saved}  # older runs
+    # A data file moved or renamed is the same data when its fingerprint is the run's.
+    same_data = saved_data is not None and saved_data == data
     diffs = [f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in sorted(set(saved) | set(now))
-             if k not in RESUMABLE and saved.get(k) != now.get(k)]
+             if k not in RESUMABLE and saved.get(k) != now.get(k) and not (k == "data" and same_data)]
     if saved_data is not None and data is not None and saved_data != data:
         diffs.append(f"training data (sha256 {saved_data[:12]}... -> {data[:12]}...)")
     return diffs
