@@ -274,7 +274,7 @@ def test_loader_data_over_dataset_and_loader() -> None:
     x, y = torch.arange(14.0).reshape(7, 2), torch.arange(7)
     ds = TensorDataset(x, y)
     src = LoaderData(ds)
-    assert len(src) == 7
+    assert src.length == 7 and src.num_batches(3) == 3
     batches = list(src.batches(3))
     assert [t.tolist() for _, t in batches] == [[0, 1, 2], [3, 4, 5], [6]]
     assert torch.equal(batches[0][0][0], x[:3])
@@ -282,7 +282,7 @@ def test_loader_data_over_dataset_and_loader() -> None:
     assert sorted(shuffled[0][1].tolist()) == list(range(7))
     # A DataLoader keeps its own batching: the batch size asked for is ignored.
     loader = LoaderData(DataLoader(ds, batch_size=2))
-    assert len(loader) == 7
+    assert loader.length == 7 and loader.num_batches(100) == 4
     assert [t.tolist() for _, t in loader.batches(100)] == [[0, 1], [2, 3], [4, 5], [6]]
     (inputs, target), *_ = LoaderData(TensorDataset(x)).batches(4)
     assert target is None and torch.equal(inputs[0], x[:4])

@@ -380,8 +380,9 @@ def test_train_mode_in_steps_eval_mode_without_autograd_in_validation_and_predic
     trainer.fit(model, (x,), (x[:40],), task=task, target=target, val_target=target[:40])
     # per epoch: 4 training batches, then 3 validation batches (40 rows in batches of 16)
     assert model.log == ([TRAINING] * 4 + [EVALUATING] * 3) * 2
-    assert model.training  # validation put the training mode back
+    assert not model.training  # fit returns the model in eval mode, ready to predict
 
+    model.train()  # evaluation and prediction put back the mode they found
     model.log.clear()
     trainer.evaluate(model, (x,), target=target)
     out = trainer.predict_outputs(model, (x,))

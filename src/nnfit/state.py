@@ -151,7 +151,8 @@ def saved_plan(trainer: Trainer, meta: dict[str, Any], monitor: str, source: str
     try:
         c = replace(trainer.config, **changes, epochs=meta.get("epochs", trainer.config.epochs))
         optimizer = build_optimizer(trainer.model.parameters(), c)
-        steps = math.ceil(trainer.batches_per_epoch / c.accumulate)
+        steps = math.ceil((trainer.batches_per_epoch or 1) / c.accumulate)  # 1: unknown length,
+        # which trains with epoch schedules only (they ignore it)
         schedule = build_schedule(optimizer, replace(c, monitor=monitor), steps)
     except (ConfigError, ValueError, TypeError) as e:
         raise CheckpointError(f"{source}: config: the saved settings do not build an optimizer "
@@ -200,7 +201,7 @@ def restore_schedule(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[st
         return
     c, sched, saved = trainer.config, trainer.schedule.scheduler, meta["scheduler"]
     steps = saved["last_epoch"]  # optimizer steps taken
-    total = c.epochs * math.ceil(trainer.batches_per_epoch / c.accumulate)
+    total = c.epochs * math.ceil((trainer.batches_per_epoch or 1) / c.accumulate)  # as saved_plan
     if trainer.schedule.interval == "step" and meta.get("epochs", c.epochs) != c.epochs and steps <= total:
         # The fresh plan, built over this run's epochs, moved to the checkpoint's step; its
         # step count past 1 keeps torch's "scheduler stepped before optimizer" check quiet.

@@ -13,6 +13,13 @@ gradient flag: reads of host memory, not device syncs; on CUDA it checks at epoc
 Checkpoints (with a run directory): at epoch ends, every ``checkpoint_steps`` optimizer steps,
 and on SIGINT/SIGTERM after the current step; a resume inside an epoch replays its data order
 from the RNG states saved at its start (:mod:`nnfit.rng`) and skips the batches already done.
+
+Training data of unknown length (a stream: ``num_batches`` is None) trains with no total: its
+last accumulation window closes when it ends, it is checkpointed and resumed at epoch ends only
+(a signal stops without a checkpoint inside the epoch), and what needs the number of batches
+(``checkpoint_steps``, per-step schedules) is refused unless the source is given it.
+
+When :meth:`Trainer.fit` returns, the model is in eval mode, ready to predict.
 """
 
 from __future__ import annotations
@@ -86,7 +93,7 @@ class Trainer:
         self.task: Task | None = None
         self.generator = self.runtime.generator()
         self.last_loss: Tensor | None = None
-        self.batches_per_epoch = 0
+        self.batches_per_epoch: int | None = 0  # None: training data of unknown length
         self.epoch_samples: tuple[int, int] | None = None  # (per batch, per epoch), when uniform
         self.drop_single = False
         self.graphed: GraphedStep | None = None
@@ -186,6 +193,7 @@ class Trainer:
                 cb.on_fit_end(self)
         if c.restore_best and self.state.best_weights is not None:
             model.load_state_dict(self.state.best_weights)
+        model.eval()  # returned ready to predict: dropout off, BatchNorm on its running statistics
         if checkpoint_fn is not None:  # the run writes this model next: never a non-finite one
             bad = first_non_finite(model.named_parameters())
             if bad is not None:
@@ -199,17 +207,20 @@ class Trainer:
         c, model = self.config, self.model
         self.drop_single = self._drop_single()  # decided once: the model's layers do not change
         self._loader_rngs = getattr(train, "generators", list)()
-        self.batches_per_epoch = _num_batches(train, c.batch_size, self.drop_single)
+        self.batches_per_epoch = train.num_batches(c.batch_size, self.drop_single)
         self.epoch_samples = _epoch_samples(train, c.batch_size, self.drop_single)
         if self.batches_per_epoch == 0:
             raise ConfigError("no training batches: the training data is empty")
-        steps_per_epoch = math.ceil(self.batches_per_epoch / c.accumulate)
+        # Unknown length: 1 stands in, as only epoch schedules (which ignore it) are allowed then.
+        steps_per_epoch = math.ceil((self.batches_per_epoch or 1) / c.accumulate)
         monitor = c.monitor if val is not None or not c.monitor.startswith("val_") else "train_loss"
         graphed = graphs_wanted(self, train)
         self.optimizer = build_optimizer(model.parameters(), c, capturable=graphed)
         # "plateau" takes its direction from the monitor actually watched (train_loss without
         # validation data), not from a configured val_ metric that is never logged.
         self.schedule = build_schedule(self.optimizer, replace(c, monitor=monitor), steps_per_epoch)
+        if self.batches_per_epoch is None:
+            _refuse_without_length(c, self.schedule, checkpoint_fn is not None)
         self.state = FitState()
         self._checkpoint_fn, self._signal, self._left = checkpoint_fn, 0, "no checkpoint was written yet"
         if resume is not None:
@@ -274,6 +285,13 @@ class Trainer:
         at = f"in epoch {st.epoch + 1} after batch {st.batch}" if st.batch else f"after epoch {st.epoch}"
         raise Stopped(f"stopped by {name} {at} (step {st.step}); checkpoint {written} committed",
                       self._signal)
+
+    def _stop_unsaved(self) -> None:
+        """Stop inside an epoch of a stream without a checkpoint: one of unknown length
+        resumes at epoch ends only (it cannot be replayed to a batch inside an epoch)."""
+        st, name = self.state, signal.Signals(self._signal).name
+        raise Stopped(f"stopped by {name} in epoch {st.epoch + 1} after batch {st.batch} (step {st.step}); "
+                      f"training data of unknown length resumes from epoch ends: {self._left}", self._signal)
 
     def _note_saved(self, written: Any) -> None:
         """Remember the newest checkpoint committed (``checkpoint_fn``'s return value)."""
@@ -341,13 +359,15 @@ class Trainer:
                                     drop_single=self.drop_single)
         else:
             batches = self._replay_order(train, start)
-        n_batches = self.batches_per_epoch
+        n_batches = self.batches_per_epoch  # None: a stream, whose end is known when it comes
         # The epoch's last accumulation window may hold fewer batches than ``accumulate``.
-        last_start = (n_batches - 1) // c.accumulate * c.accumulate
+        last_start = (n_batches - 1) // c.accumulate * c.accumulate if n_batches else None
         guard = self.guard if self.guard is not None and self.guard.per_step else None
-        every = c.checkpoint_steps if self._checkpoint_fn is not None else 0
+        every = c.checkpoint_steps if self._checkpoint_fn is not None else 0  # 0 for a stream
+        i, where = start - 1, None
         for i, (inputs, target) in enumerate(batches, start):
-            scale = 1.0 / (n_batches - last_start if i >= last_start else c.accumulate)
+            last = last_start is not None and i >= last_start
+            scale = 1.0 / (n_batches - last_start if last else c.accumulate)
             boundary = (i + 1) % c.accumulate == 0 or i + 1 == n_batches
             if self.graphed is not None and len(target) == c.batch_size:
                 loss = self.graphed(inputs, target)  # a whole step, replayed as a CUDA graph
@@ -372,13 +392,36 @@ class Trainer:
                 cb.on_train_batch_end(self, i)
             if boundary:
                 st.batch = i + 1
+                if self._signal and n_batches is None:
+                    self._stop_unsaved()
                 if self._signal or (every and st.step % every == 0 and i + 1 < n_batches):
                     written = self._checkpoint_fn(self, False, True)
                     self._note_saved(written)
                     if self._signal:
                         self._stop_by_signal(written)
+        if n_batches is None:
+            self._end_stream(i + 1 - start, guard, where)
         st.batch = 0
         return (self._loss_sum / max(1, self._loss_n)).item()  # sync: once per epoch
+
+    def _end_stream(self, n: int, guard: FiniteGuard | None, where: Any) -> None:
+        """The end of an epoch of a stream (``n`` batches): refuse one that yielded nothing,
+        and step on a last accumulation window that holds fewer batches than ``accumulate``.
+        Its gradients were scaled for ``accumulate`` batches; rescaled here, they are their
+        mean, as a source of known length scales them from the start (equal up to rounding).
+        """
+        if n == 0:
+            raise ConfigError(f"no training batches: the training data yielded none in epoch "
+                              f"{self.state.epoch + 1}")
+        k = n % self.config.accumulate
+        if k == 0:
+            return
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(self.config.accumulate / k)
+        if guard is not None:
+            guard.check_grads(where)
+        self.optimizer_step()
 
     def _replay_order(self, train: DataSource, start: int) -> Any:
         """Batches from ``start`` on in the order the interrupted epoch had: the order is drawn
@@ -399,8 +442,8 @@ class Trainer:
     def _where(self, i: int) -> Callable[[], str]:
         """Where batch ``i`` of the running epoch is, as a description made when called."""
         st = self.state
-        n = self.batches_per_epoch
-        return lambda: f"in epoch {st.epoch + 1}, step {st.step + 1} (batch {i + 1} of {n})"
+        of = "" if self.batches_per_epoch is None else f" of {self.batches_per_epoch}"
+        return lambda: f"in epoch {st.epoch + 1}, step {st.step + 1} (batch {i + 1}{of})"
 
     def _timed_first_step(self, inputs: Inputs, target: Tensor, scale: float) -> Tensor:
         """The first compiled step, timed: its time is almost all compilation."""
@@ -526,17 +569,26 @@ def _epoch_samples(source: DataSource, batch_size: int, drop_single: bool) -> tu
             return None
         n = len(loader.sampler)
         return loader.batch_size, n // loader.batch_size * loader.batch_size if loader.drop_last else n
-    try:
-        n = len(source)
-    except TypeError:
+    n = source.length
+    if n is None:
         return None
     return batch_size, n - 1 if drop_single and n > 1 and n % batch_size == 1 else n
 
 
-def _num_batches(source: DataSource, batch_size: int, drop_single: bool) -> int:
-    if isinstance(source, LoaderData) and isinstance(source.data, DataLoader):
-        return len(source.data)  # the user's loader decides the batching
-    n = len(source)
-    full = math.ceil(n / batch_size)
-    return full - 1 if drop_single and n > 1 and n % batch_size == 1 else full
+def _refuse_without_length(c: TrainConfig, schedule: Schedule | None, checkpoints: bool) -> None:
+    """Refuse what needs the number of batches an epoch, for training data of unknown length.
+
+    Raises:
+        ConfigError: a per-step schedule, or ``checkpoint_steps`` with checkpoints written,
+            naming the setting and how to give the count.
+    """
+    give = ("give the number of batches an epoch (a __len__ on the dataset, or "
+            "epoch_batches=N on a LoaderData or StreamData)")
+    if schedule is not None and schedule.interval == "step":
+        raise ConfigError(f"scheduler {c.scheduler!r} plans over the total number of steps, and the "
+                          f"training data's length is unknown: {give}, or use an epoch schedule "
+                          "(step, multistep, exponential, plateau)")
+    if c.checkpoint_steps and checkpoints:
+        raise ConfigError(f"checkpoint_steps {c.checkpoint_steps}: training data of unknown length is "
+                          f"checkpointed at epoch ends only: {give}, or set checkpoint_steps 0")
 

@@ -4,8 +4,8 @@ preprocessing on the training split (:mod:`.preprocess`), and serve batches (:mo
 :func:`.prepare.prepare` is the one entry that ``nnfit.fit`` and ``nnfit train`` call.
 """
 
-from .sources import Batch, DataSource, Inputs, LoaderData, TensorData, as_source, first_input
+from .sources import Batch, DataSource, Inputs, LoaderData, StreamData, TensorData, as_source, first_input
 from .split import split_indices
 
-__all__ = ["Batch", "DataSource", "Inputs", "LoaderData", "TensorData", "as_source",
+__all__ = ["Batch", "DataSource", "Inputs", "LoaderData", "StreamData", "TensorData", "as_source",
            "first_input", "split_indices"]

@@ -32,10 +32,19 @@ class RawInputs:
         return len(next(iter(self.arrays.values()))[0])
 
     def as_float(self) -> RawInputs:
-        """Integer and boolean tensors as float32 (NumPy arrays become float32 anyway): for
-        built-in models, which treat every feature as a number."""
-        return RawInputs(self.style, {k: (a.float() if isinstance(a, Tensor) and not a.is_floating_point()
-                                          else a, f) for k, (a, f) in self.arrays.items()})
+        """Integer and boolean inputs as float32 features, a 1-D one as one column (as a 1-D
+        float input is): for built-in models, which treat every feature as a number."""
+        def number(a: Any) -> Any:
+            if isinstance(a, Tensor):
+                a = a if a.is_floating_point() else a.float()
+                return a.unsqueeze(1) if a.ndim == 1 else a
+            a = a.astype(np.float32) if a.dtype.kind in "iu" else a
+            return a.reshape(-1, 1) if a.ndim == 1 else a
+
+        # "codes" with "x": categorical indices for a built-in model's embeddings, kept integers
+        keep = self.style == "named" and list(self.arrays) == ["x", "codes"]
+        return RawInputs(self.style, {k: (a if keep and k == "codes" else number(a), f)
+                                      for k, (a, f) in self.arrays.items()})
 
     def take(self, idx: np.ndarray) -> RawInputs:
         """The rows ``idx`` of every input."""
@@ -50,7 +59,9 @@ def _single(x: Any, name: str, source: str, allow_nan: bool = False) -> tuple[An
         return feature_matrix(cols, cols.names, allow_nan), cols.names
     if isinstance(x, Tensor):
         check_plain_tensor(x, source)
-        t = x.unsqueeze(1) if x.ndim == 1 else x
+        # Integer codes keep their shape ((n,) is what nn.Embedding takes); any other 1-D
+        # input is one feature per row.
+        t = x.unsqueeze(1) if x.ndim == 1 and not is_index(x) else x
         if t.ndim == 0 or len(t) == 0:
             raise DataError(f"{source}: no data rows")
         if t.is_floating_point():  # as for arrays below
@@ -61,13 +72,22 @@ def _single(x: Any, name: str, source: str, allow_nan: bool = False) -> tuple[An
     a = np.asarray(x)
     if a.dtype.kind not in "iufb":
         raise DataError(f"{source}: features must be numeric, got an array of {a.dtype}")
-    if a.ndim == 1:
+    if a.ndim == 1 and a.dtype.kind not in "iu":  # integer codes keep their shape, as above
         a = a.reshape(-1, 1)
     if a.ndim == 0 or len(a) == 0:
         raise DataError(f"{source}: no data rows")
     if a.dtype.kind == "f":
         _check_finite(a, source, allow_nan)
+    if a.dtype == np.uint64 and a.max() > np.iinfo(np.int64).max:  # they reach the model as int64
+        row = int(np.argmax(a.reshape(len(a), -1).max(axis=1) > np.iinfo(np.int64).max))
+        raise DataError(f"{source}: integer value beyond int64 range at row {row + 1}")
     return a, None
+
+
+def is_index(t: Tensor) -> bool:
+    """Whether ``t`` holds integers (not booleans): codes or indices a user's module receives
+    unchanged, as int64."""
+    return not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
 
 
 def check_plain_tensor(t: Tensor, source: str) -> None:

@@ -25,7 +25,7 @@ from .inputs import RawInputs, check_plain_tensor, raw_inputs
 from .preprocess import Preprocessor
 from .read import read_table
 from .schema import fit_schema, warn_filled
-from .sources import DataSource, LoaderData, TensorData
+from .sources import DataSource, LoaderData, StreamData, TensorData, as_source
 from .split import split_indices, stratify_labels
 
 
@@ -66,9 +66,10 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
         DataError, ConfigError: bad data or arguments, in one line.
     """
     cfg = config or TrainConfig()
-    if isinstance(x, (Dataset, DataLoader)):
-        return Prepared(_loader_task(task, x, cfg.loss), None, LoaderData(x),
-                        None if val is None else LoaderData(val), None)
+    if _is_stream(x):  # the user's batches: no preprocessing to fit
+        src = as_source(x)
+        return Prepared(_loader_task(task, src, cfg.loss), None, src,
+                        None if val is None else as_source(val), None)
     target = column_name(target)
     pre = None if resumed is None else Preprocessor.from_dict(resumed["preprocess"])
     cols = as_columns(x, "training data", target, allow_missing=pre is None or pre.table is not None
@@ -79,6 +80,14 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
     if numeric:
         raw = raw.as_float()
     return _prepare_arrays(raw, y_arr, val, target, task, cfg, resumed, sources)
+
+
+def _is_stream(x: Any) -> bool:
+    """A Dataset, DataLoader, DataSource or a function making batches (as_source takes them)."""
+    if isinstance(x, (Dataset, DataLoader, LoaderData, StreamData)):
+        return True
+    return all(hasattr(x, m) for m in ("length", "num_batches", "batches", "to")) or (
+        callable(x) and not isinstance(x, type) and not is_frame(x))
 
 
 def as_columns(x: Any, source: str, exclude: str | None, allow_missing: bool = True) -> Columns | None:
@@ -294,13 +303,13 @@ def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None,
     return Prepared(fitted, pre, train, val_src, target)
 
 
-def _loader_task(name: str | Task, data: Any, loss: str) -> Task:
+def _loader_task(name: str | Task, data: DataSource, loss: str) -> Task:
     """A task for DataLoader-fed training: targets are already indices or float values."""
     if not isinstance(name, str):
         return name
     if name == "auto":
         raise ConfigError("with a Dataset/DataLoader, pass task='binary', 'multiclass' or 'regression'")
-    ys = [np.asarray(t.cpu()) for _, t in LoaderData(data).batches(4096)]
+    ys = [np.asarray(t.cpu()) for _, t in data.batches(4096)]
     y = np.concatenate(ys) if ys else np.zeros(0)
     if name == "regression":
         return make_task(name, y, loss=loss, scale_target=False)

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .columns import F32_MAX, Columns, names_list
 from .impute import fill_missing, medians, refuse_missing
 from .inputs import RawInputs
@@ -170,6 +170,34 @@ class Preprocessor:
             out[s.name] = t.contiguous()
         return out if self.style == "named" else tuple(out.values())
 
+    def as_module(self) -> Standardize:
+        """The fitted fill and standardisation of a model's one numeric input, as a module
+        (for :meth:`nnfit.Learner.as_module`).
+
+        Raises:
+            ConfigError: several inputs (text categoricals reach a model as a second input of
+                codes), or a table column that raw numbers cannot give (datetime parts,
+                quantile scores, a missing-value indicator), named.
+        """
+        if self.style != "single":
+            cats = [c.name for c in self.table.categorical] if self.table is not None else []
+            why = (f"text categorical columns ({names_list(cats)}) reach it as codes" if cats else
+                   f"it takes {len(self.inputs)} inputs ({', '.join(s.name for s in self.inputs)})")
+            raise ConfigError(f"as_module wraps a model of one numeric input, and {why}: use "
+                              "learner.predict or learner.outputs, which take the raw data")
+        s, fill = self.inputs[0], self.inputs[0].fill
+        if self.table is not None:
+            odd = next((c for c in self.table.columns if c.role != "numeric" or c.indicator
+                        or c.quantiles is not None), None)
+            if odd is not None:
+                what = ("datetime parts" if odd.role == "datetime" else "quantile scores"
+                        if odd.quantiles is not None else "values plus a missing-value indicator")
+                raise ConfigError(f"as_module: column {odd.name!r} becomes {what}, which a tensor of raw "
+                                  "numbers cannot give: use learner.predict or learner.outputs")
+            fills = [c.fill[0] if c.fill else None for c in self.table.columns]
+            fill = fills if self.table.impute and None not in fills else None
+        return Standardize(s.mean, s.std, fill, dtype=s.dtype)
+
     @property
     def imputes(self) -> bool:
         """Whether missing feature values are filled (the model was trained with ``impute``)."""
@@ -190,6 +218,50 @@ class Preprocessor:
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessor:
         table = TableSchema.from_dict(d["table"]) if d.get("table") is not None else None
         return cls(d["style"], [InputSchema(**s) for s in d["inputs"]], table)
+
+
+class Standardize(nn.Module):
+    """The fitted preprocessing of one numeric input as a module: missing values (NaN) filled
+    with the training medians, then ``(x - mean) / std``, as :meth:`Preprocessor.transform`
+    computes them (float32; equal bitwise). Unlike ``transform`` it checks nothing (shapes,
+    column names, values whose standardised size float32 cannot hold): it goes in front of a
+    model, to call or export the two as one.
+
+    Args:
+        mean, std: per-feature training statistics, or None (not standardised).
+        fill: per-feature values for NaN, or None (NaN passes through).
+        dtype: "float32", or "int64" for integer codes (nothing is fitted for them: only cast).
+
+    Shape:
+        input (n, features); output the same shape, of ``dtype``.
+
+    Example:
+        >>> m = Standardize([1.0, 2.0], [2.0, 4.0], fill=[5.0, 6.0])
+        >>> m(torch.tensor([[3.0, float("nan")]]))
+        tensor([[1., 1.]])
+    """
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 fill: Sequence[float] | None = None, *, dtype: str = "float32") -> None:
+        super().__init__()
+        self.dtype = torch.float32 if dtype == "float32" else torch.int64
+        # float64 statistics rounded to float32 once, as transform rounds them
+        f32 = lambda v: None if v is None else torch.tensor(v, dtype=torch.float64).float()  # noqa: E731
+        self.register_buffer("mean", f32(mean))
+        self.register_buffer("std", f32(std))
+        self.register_buffer("fill", f32(fill))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.to(self.dtype)
+        if self.fill is not None:
+            x = torch.where(torch.isnan(x), self.fill, x)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x
+
+    def extra_repr(self) -> str:
+        n = None if self.mean is None else len(self.mean)
+        return f"features={n}, fill={self.fill is not None}, dtype={self.dtype}"
 
 
 def _standardize(t: Tensor, s: InputSchema, source: str) -> Tensor:

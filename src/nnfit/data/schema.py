@@ -382,7 +382,8 @@ def factorize(cols: Columns, name: str) -> tuple[np.ndarray, list[str]]:
         return codes, levels
     if a.dtype.kind == "M":
         a = np.array([None if np.isnat(t) else str(t) for t in a], dtype=object)
-    return _factorize_text(a)
+    cols.codes[name] = _factorize_text(a)  # kept: roles, vocabulary and encoding all use it
+    return cols.codes[name]
 
 
 def _factorize_text(a: np.ndarray) -> tuple[np.ndarray, list[str]]:

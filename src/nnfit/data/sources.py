@@ -1,24 +1,30 @@
 """Data sources: the one small interface the loop draws batches from.
 
 A source yields ``(inputs, target)`` pairs where ``inputs`` is a tuple of tensors (the model is
-called as ``model(*inputs)``) or a dict of tensors (``model(**inputs)``). Two sources exist today:
+called as ``model(*inputs)``) or a dict of tensors (``model(**inputs)``). Three sources exist today:
 
 * :class:`TensorData` – preloaded tensors, batched by indexing with one permutation per epoch;
   no per-sample Python, no collate. This is the fast path for anything that fits in memory.
-* :class:`LoaderData` – a user ``Dataset`` or ``DataLoader``, for data that needs per-sample code.
+* :class:`LoaderData` – a user ``Dataset`` or ``DataLoader``, for data that needs per-sample code,
+  including an ``IterableDataset`` (a stream) whose length is not known.
+* :class:`StreamData` – batches from a function called once per epoch (a generator function).
 
-A streaming or sharded (DDP) source only has to implement the same three members.
+A source's length may be unknown (``length`` and ``num_batches`` return None): the trainer
+then trains, validates and checkpoints at epoch ends without a total, and refuses what needs
+one (per-step checkpoints, per-step schedules) unless the number of batches is given.
+A sharded (DDP) source only has to implement the same four members.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..errors import DataError
 
@@ -27,10 +33,14 @@ Batch = tuple[Inputs, Tensor | None]
 
 
 class DataSource(Protocol):
-    """What the trainer needs from data: a length and batches on a device."""
+    """What the trainer needs from data: its size, when known, and batches on a device."""
 
-    def __len__(self) -> int:
-        """Number of samples."""
+    @property
+    def length(self) -> int | None:
+        """Number of samples, or None when not known before reading it all (a stream)."""
+
+    def num_batches(self, batch_size: int, drop_single: bool = False) -> int | None:
+        """Batches in one epoch of :meth:`batches`, or None when not known in advance."""
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False,
@@ -88,6 +98,15 @@ class TensorData:
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def length(self) -> int:
+        """Number of samples (always known)."""
+        return self._n
+
+    def num_batches(self, batch_size: int, drop_single: bool = False) -> int:
+        """Batches of :meth:`batches`; ``drop_single`` drops a trailing batch of one sample."""
+        return _batch_count(self._n, batch_size, drop_single)
+
     def to(self, device: torch.device) -> TensorData:
         """Move every tensor to ``device`` once, so batches are sliced where they are used."""
         move = lambda t: t.to(device)  # noqa: E731
@@ -111,7 +130,7 @@ class TensorData:
         cannot train on it).
         """
         n = self._n
-        stop = n - 1 if drop_single and n > 1 and n % batch_size == 1 else n
+        stop = min(n, self.num_batches(batch_size, drop_single) * batch_size)
         # Hoisted out of the loop: the tensors to slice and how to hand them to the model.
         names = list(self.inputs) if isinstance(self.inputs, dict) else None
         tensors = list(self.inputs.values()) if names is not None else list(self.inputs)
@@ -150,21 +169,51 @@ class LoaderData:
     """A user ``DataLoader`` (used as is) or ``Dataset`` (wrapped in a DataLoader per epoch).
 
     Args:
-        data: a DataLoader, or a map-style Dataset whose items are ``(x, y)``,
-            ``(x1, x2, ..., y)`` or a dict with a ``"target"`` key.
+        data: a DataLoader, or a Dataset whose items are ``(x, y)``, ``(x1, x2, ..., y)`` or a
+            dict with a ``"target"`` key. An ``IterableDataset`` (a stream) is read in its own
+            order; without ``__len__`` its length is unknown.
         device: where batches are delivered.
+        epoch_batches: the number of batches an epoch yields, for a stream whose length is not
+            known (per-step checkpoints and schedules need it); None: ``len()`` of the loader
+            or dataset, when it has one.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> src = LoaderData(TensorDataset(torch.zeros(10, 3), torch.arange(10)))
+        >>> src.length, src.num_batches(4)
+        (10, 3)
     """
 
-    def __init__(self, data: DataLoader | Dataset, device: torch.device | None = None) -> None:
+    def __init__(self, data: DataLoader | Dataset, device: torch.device | None = None, *,
+                 epoch_batches: int | None = None) -> None:
         self.data = data
         self.device = device
+        self.epoch_batches = epoch_batches
 
-    def __len__(self) -> int:
+    @property
+    def length(self) -> int | None:
+        """Number of samples: ``len()`` of the dataset, or None when it has none (a stream)."""
         ds = self.data.dataset if isinstance(self.data, DataLoader) else self.data
-        return len(ds)  # type: ignore[arg-type]
+        try:
+            return len(ds)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+    def num_batches(self, batch_size: int, drop_single: bool = False) -> int | None:
+        """Batches an epoch: ``epoch_batches`` when given, the user's loader's own count, or
+        the dataset's length in batches of ``batch_size``; None when none of these is known."""
+        if self.epoch_batches is not None:
+            return self.epoch_batches
+        if isinstance(self.data, DataLoader):
+            try:
+                return len(self.data)  # the user's loader decides the batching
+            except TypeError:  # an IterableDataset without __len__
+                return None
+        n = self.length
+        return None if n is None else _batch_count(n, batch_size, drop_single)
 
     def to(self, device: torch.device) -> LoaderData:
-        return LoaderData(self.data, device)
+        return LoaderData(self.data, device, epoch_batches=self.epoch_batches)
 
     def batches(
         self, batch_size: int, *, shuffle: bool = False,
@@ -172,18 +221,21 @@ class LoaderData:
     ) -> Iterator[Batch]:
         """Batches of the loader. Its iterator (and so its order) is created when this is
         called; ``start`` batches are then read and dropped, so a resumed epoch continues
-        with the batch it stopped before."""
+        with the batch it stopped before. A stream is read in its own order (``shuffle`` does
+        not apply)."""
+        n, stream = self.length, isinstance(self.data, IterableDataset)
         if isinstance(self.data, DataLoader):
             loader = self.data  # the user's loader decides batching and order
-        else:
-            n = len(self)  # drop a trailing batch of one sample, as TensorData does
-            loader = DataLoader(self.data, batch_size=batch_size, shuffle=shuffle,
-                                generator=generator,
-                                drop_last=drop_single and n > 1 and n % batch_size == 1)
+        else:  # drop a trailing batch of one sample, as TensorData does
+            loader = DataLoader(self.data, batch_size=batch_size, shuffle=shuffle and not stream,
+                                generator=None if stream else generator,
+                                drop_last=drop_single and n is not None and n > 1 and n % batch_size == 1)
         it = iter(loader)
+        if drop_single and n is None and not isinstance(self.data, DataLoader):
+            it = _drop_trailing_single(it)  # the last batch is known only when the stream ends
         for _ in range(start):
             next(it, None)
-        return self._iterate(it)
+        return _delivered(it, self.device)
 
     def generators(self) -> list[torch.Generator]:
         """The generators of a user's DataLoader and its samplers: checkpoints save and restore
@@ -197,20 +249,102 @@ class LoaderData:
                 found.append(g)
         return found
 
-    def _iterate(self, it: Iterator[Any]) -> Iterator[Batch]:
-        non_blocking = self.device is not None and self.device.type == "cuda"
-        move = (lambda t: t.to(self.device, non_blocking=non_blocking)) if self.device else (lambda t: t)
-        for item in it:
-            inputs, target = _split_item(item)
-            yield _map(inputs, move), (None if target is None else move(target))
+
+class StreamData:
+    """Batches from a function called once per epoch, such as a generator function.
+
+    Args:
+        make_batches: called with no arguments at the start of every epoch (and of every
+            evaluation); returns an iterable of batches, each as a DataLoader would give it:
+            ``(x, y)``, ``(x1, x2, ..., y)``, a dict with a ``"target"`` key, or inputs alone.
+        device: where batches are delivered.
+        epoch_batches: the number of batches an epoch yields, if known (per-step checkpoints
+            and schedules need it); None: unknown.
+
+    Example:
+        >>> def batches():
+        ...     for i in range(3):
+        ...         yield torch.full((4, 2), float(i)), torch.zeros(4)
+        >>> src = StreamData(batches)
+        >>> src.num_batches(32), [len(t) for _, t in src.batches(32)]
+        (None, [4, 4, 4])
+    """
+
+    def __init__(self, make_batches: Callable[[], Iterable[Any]], device: torch.device | None = None,
+                 *, epoch_batches: int | None = None) -> None:
+        self.make_batches = make_batches
+        self.device = device
+        self.epoch_batches = epoch_batches
+
+    @property
+    def length(self) -> None:
+        """Unknown: a stream's samples are counted only by reading them."""
+        return None
+
+    def num_batches(self, batch_size: int, drop_single: bool = False) -> int | None:
+        """``epoch_batches``: the batching is the stream's own."""
+        return self.epoch_batches
+
+    def to(self, device: torch.device) -> StreamData:
+        return StreamData(self.make_batches, device, epoch_batches=self.epoch_batches)
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False,
+        generator: torch.Generator | None = None, drop_single: bool = False, start: int = 0,
+    ) -> Iterator[Batch]:
+        """The stream's batches in its own order (``batch_size``, ``shuffle`` and
+        ``generator`` do not apply), from batch ``start`` on."""
+        it = iter(self.make_batches())
+        for _ in range(start):
+            next(it, None)
+        return _delivered(it, self.device)
+
+
+def _batch_count(n: int, batch_size: int, drop_single: bool) -> int:
+    """Batches of ``batch_size`` over ``n`` samples, less a trailing batch of one sample when
+    ``drop_single`` (BatchNorm cannot train on it)."""
+    full = math.ceil(n / batch_size)
+    return full - 1 if drop_single and n > 1 and n % batch_size == 1 else full
+
+
+def _delivered(items: Iterator[Any], device: torch.device | None) -> Iterator[Batch]:
+    """Loader items as ``(inputs, target)`` batches on ``device``."""
+    non_blocking = device is not None and device.type == "cuda"
+    move = (lambda t: t.to(device, non_blocking=non_blocking)) if device else (lambda t: t)
+    for item in items:
+        inputs, target = _split_item(item)
+        yield _map(inputs, move), (None if target is None else move(target))
+
+
+def _drop_trailing_single(items: Iterator[Any]) -> Iterator[Any]:
+    """``items`` without a last item of one sample: each is held back until the next arrives."""
+    held = next(items, None)
+    for item in items:
+        yield held
+        held = item
+    if held is not None and len(first_input(_split_item(held)[0])) > 1:
+        yield held
 
 
 def as_source(data: Any, target: Tensor | None = None) -> DataSource:
-    """Wrap tensors, a Dataset, a DataLoader or an existing source as a DataSource."""
-    if isinstance(data, (TensorData, LoaderData)):
+    """Wrap tensors, a Dataset, a DataLoader, a function returning batches (such as a
+    generator function) or an existing source as a DataSource.
+
+    Raises:
+        DataError: a generator object (it can be read only once: every epoch needs a new
+            pass), or anything else that is not data.
+    """
+    if isinstance(data, (TensorData, LoaderData, StreamData)):
         return data
     if isinstance(data, (DataLoader, Dataset)):
         return LoaderData(data)
     if isinstance(data, (Tensor, tuple, list, dict)):
         return TensorData(data, target)
+    if isinstance(data, Iterator):
+        raise DataError(f"a {type(data).__name__} can be read only once and every epoch reads the data "
+                        "again: pass the function that makes it (called once per epoch)")
+    if all(hasattr(data, m) for m in ("length", "num_batches", "batches", "to")):
+        return data  # a DataSource of the user's own
+    if callable(data):
+        return StreamData(data)
     raise DataError(f"cannot use {type(data).__name__} as training data")

@@ -74,7 +74,7 @@ def check_checkpoint(tensors: Mapping[str, Tensor], meta: Any, source: str | Pat
 
 def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: Any, rng_live: Mapping[str, Tensor],
-                 cuda: torch.device | None, batches_per_epoch: int, accumulate: int,
+                 cuda: torch.device | None, batches_per_epoch: int | None, accumulate: int,
                  restore_best: bool, source: str | Path = "checkpoint", batch_size: int | None = None,
                  epoch_samples: tuple[int, int] | None = None, loss_floor: float | None = None,
                  same_data: Callable[[], bool] | None = None) -> None:
@@ -86,7 +86,9 @@ def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
         model, optimizer, scheduler: the live objects (``scheduler`` may be None).
         rng_live: this process's generator states (:func:`nnfit.rng.capture`): their shapes.
         cuda: the CUDA device resumed on, or None.
-        batches_per_epoch, accumulate: the loop's batching (where a checkpoint can be).
+        batches_per_epoch, accumulate: the loop's batching (where a checkpoint can be);
+            ``batches_per_epoch`` None: training data of unknown length, checkpointed at epoch
+            ends only.
         restore_best: whether best weights are kept (when the checkpoint's config says nothing).
         source: the checkpoint directory, named in messages.
         batch_size: the configured batch size (None: not known, the loop counters are bounded
@@ -110,13 +112,18 @@ def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
     if scheduler is not None and meta["scheduler"] is not None:
         check_schedule(meta["scheduler"], scheduler, len(groups), src_json)
     batch = meta["batch"]  # after a full accumulation window, or the epoch's last batch (a signal)
-    if batch > batches_per_epoch or (batch % accumulate and batch != batches_per_epoch):
+    if batches_per_epoch is None and batch:
+        raise CheckpointError(f"{src_json}: batch: {batch}, but training data of unknown length resumes "
+                              "from epoch ends only (batch 0)")
+    if batches_per_epoch is not None and (
+            batch > batches_per_epoch or (batch % accumulate and batch != batches_per_epoch)):
         raise CheckpointError(f"{src_json}: batch: {batch} is not where a checkpoint of an epoch "
                               f"of {batches_per_epoch} batches (accumulate={accumulate}) can be")
     config = meta.get("config")
     same = not isinstance(config, dict) or (config.get("batch_size", batch_size),
                                             config.get("accumulate", accumulate)) == (batch_size, accumulate)
-    if batch_size is not None and same:  # a --force-resume to other batching: bounds only
+    if batch_size is not None and same and batches_per_epoch is not None:  # a --force-resume to
+        # other batching: bounds only; unknown length: no count to check the steps against
         try:
             check_counters(meta, batches_per_epoch, accumulate, epoch_samples, src_json)
         except CheckpointError:
