@@ -134,6 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if len(test_idx):
             write_columns_csv(out / "test.csv", test_cols)
             test_cols.source = str(out / "test.csv")  # its rows, as errors number them
+            test_cols.rows = None
             test = learner.evaluate(test_cols, target=target)
             test.pop("loss", None)
             test = write_metrics(out, "test", test, learner.classes)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import DataError
 from .impute import missing_values
+from .kinds import Codes, arrow_column, missing_mask, series_column
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -48,22 +49,29 @@ class Columns:
     block_names: list[str] | None = None
     kinds: dict[str, str] = field(default_factory=dict)
     codes: dict[str, tuple[np.ndarray, list[str]]] = field(default_factory=dict)
+    rows: np.ndarray | None = None  # 0-based rows of the source these are (after take); None: all
+
+    def row(self, i: int) -> int:
+        """The 1-based row of the source that row ``i`` of these columns came from."""
+        return int(self.rows[i]) + 1 if self.rows is not None else i + 1
 
     def copy(self) -> Columns:
         """A shallow copy whose column dict can be changed (the arrays are shared)."""
         return Columns(self.source, dict(self.arrays), self.block, self.block_names,
-                       dict(self.kinds), dict(self.codes))
+                       dict(self.kinds), dict(self.codes), self.rows)
 
     def take(self, idx: np.ndarray) -> Columns:
         """The rows ``idx`` of every column (the block stays one block)."""
         kinds = dict(self.kinds)
+        rows = np.asarray(idx) if self.rows is None else self.rows[idx]
         codes = {k: (c[idx], levels) for k, (c, levels) in self.codes.items() if k in self.arrays}
         if self.block is None:
-            return Columns(self.source, {k: v[idx] for k, v in self.arrays.items()}, kinds=kinds, codes=codes)
+            return Columns(self.source, {k: v[idx] for k, v in self.arrays.items()}, kinds=kinds, codes=codes,
+                           rows=rows)
         block = self.block[idx]
         where = {n: j for j, n in enumerate(self.block_names)}
         arrays = {k: (block[:, where[k]] if k in where else v[idx]) for k, v in self.arrays.items()}
-        return Columns(self.source, arrays, block, list(self.block_names), kinds, codes)
+        return Columns(self.source, arrays, block, list(self.block_names), kinds, codes, rows)
 
     def kind(self, name: str) -> str:
         """The source type of column ``name`` (see ``kinds``), from its dtype when not recorded."""
@@ -100,18 +108,20 @@ def _one_line(e: Exception) -> str:
 
 
 def read_columns(path: str | Path, *, allow_missing: bool = False, exclude: str | None = None) -> Columns:
-    """Read a CSV/TSV or Parquet file into :class:`Columns`.
+    """Read a CSV/TSV or Parquet file into :class:`Columns`, each column with its kind and
+    text columns with codes (see :mod:`nnfit.data.kinds`).
 
     Args:
         path: the file.
-        allow_missing: keep missing cells of numeric columns as NaN (for imputation) instead
-            of refusing them; text columns and ``exclude`` must still be complete.
+        allow_missing: keep missing cells of every column but ``exclude`` (NaN in numbers,
+            None in text, NaT in dates) instead of refusing them.
         exclude: the target column, which may never have missing values.
 
     Raises:
         DataError: missing or empty file, unknown format, a parse error (a ragged row is named
             by its 1-based data row), text that is not UTF-8, empty or duplicate column names,
-            no data rows, or missing values (counted per column).
+            no data rows, missing values (counted per column), or a missing target value
+            while ``allow_missing`` (its row named).
     """
     p = Path(path)
     if not p.exists():
@@ -200,36 +210,45 @@ def _from_arrow(table: Any, source: str, allow_missing: bool = False,
     if table.num_rows == 0:
         raise DataError(f"{source}: no data rows")
     missing: dict[str, int] = {}
-    arrays: dict[str, np.ndarray] = {}
+    out = Columns(source, {})
     for i, n in enumerate(names):
         col = table.column(i)
         check_flat(col.type, n, source)
         col = _check_text(col, n, source)
-        numeric = _arrow_numeric(col.type)
-        keep_nan = allow_missing and numeric and n != exclude
-        if col.null_count and not keep_nan:
-            missing[n] = col.null_count
-        if col.null_count and not numeric:
-            arrays[n] = np.asarray(col.to_pylist(), dtype=object)
-        elif col.null_count:  # numeric nulls become NaN (counted above unless they are kept)
-            import pyarrow as pa
-
-            arrays[n] = col.cast(pa.float64()).to_numpy()
-        else:
-            arrays[n] = col.to_numpy()
-        if arrays[n].dtype.kind == "f" and not keep_nan:
-            nan = int(np.isnan(arrays[n]).sum()) - col.null_count
-            if nan:
-                missing[n] = missing.get(n, 0) + nan
+        # A date target stays Python dates: refused later, naming the row.
+        values, kind, codes = arrow_column(col, python_dates=n == exclude)
+        add_column(out, n, values, kind, codes, missing, allow_missing, n == exclude)
     if missing:
         raise missing_values(source, missing)
-    return Columns(source, arrays)
+    return out
 
 
-def _arrow_numeric(t: Any) -> bool:
-    import pyarrow.types as pt
+def add_column(cols: Columns, name: str, values: np.ndarray, kind: str, codes: Codes | None,
+               missing: dict[str, int], allow_missing: bool, target: bool) -> None:
+    """Add a column read from a file or frame to ``cols``, with its missing cells kept (NaN,
+    None, NaT) when ``allow_missing``, else counted into ``missing`` for one error.
 
-    return pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t)
+    Raises:
+        DataError: the target (``target``) misses a value while ``allow_missing``: it is never
+            filled, so the first such row is named at once.
+    """
+    cols.arrays[name], cols.kinds[name] = values, kind
+    if codes is not None:
+        cols.codes[name] = codes
+    mask = missing_mask(values, codes)
+    if mask is None or not mask.any():
+        return
+    if allow_missing and target:
+        raise target_missing(cols.source, name, mask)
+    if not allow_missing:
+        missing[name] = int(mask.sum())
+
+
+def target_missing(source: str, name: str, mask: np.ndarray) -> DataError:
+    """The error for a target with missing cells, naming the first 1-based data row."""
+    rows = int(mask.sum())
+    return DataError(f"{source}: target column {name!r} is missing on row {int(mask.argmax()) + 1} "
+                     f"({rows} row{'' if rows == 1 else 's'} in all)")
 
 
 def check_flat(t: Any, name: str, source: str) -> None:
@@ -277,28 +296,33 @@ def _utf8(b: bytes) -> bool:
 
 def columns_from_frame(df: Any, source: str = "DataFrame", *, allow_missing: bool = False,
                        exclude: str | None = None) -> Columns:
-    """Columns of a pandas DataFrame (or any object with ``columns`` and ``__getitem__``).
+    """Columns of a pandas DataFrame (or any object with ``columns`` and ``__getitem__``),
+    each with its kind and, for text and ``category`` columns, codes (see
+    :func:`nnfit.data.kinds.series_column` for how each dtype maps).
 
-    ``allow_missing`` keeps NaN in float columns other than ``exclude`` (for imputation).
+    Args:
+        df: the frame.
+        source: its name in messages.
+        allow_missing: keep missing cells (NaN, None, NaT; ``pd.NA`` as NaN or None) of every
+            column but ``exclude`` instead of refusing them.
+        exclude: the target column, which may never have missing values.
+
+    Raises:
+        DataError: empty or duplicate column names, no rows, missing values (counted per
+            column), or a missing target value while ``allow_missing`` (its row named).
     """
     names = [str(c) for c in df.columns]
     check_unique(names, source)
     if len(df) == 0:
         raise DataError(f"{source}: no data rows")
-    arrays = {str(c): np.asarray(df[c].to_numpy()) for c in df.columns}
-    missing = {n: int(_isnan(a).sum()) for n, a in arrays.items() if _isnan(a).any()
-               and not (allow_missing and a.dtype.kind == "f" and n != exclude)}
+    missing: dict[str, int] = {}
+    out = Columns(source, {})
+    for c, n in zip(df.columns, names, strict=True):
+        values, kind, codes = series_column(df[c])
+        add_column(out, n, values, kind, codes, missing, allow_missing, n == exclude)
     if missing:
         raise missing_values(source, missing)
-    return Columns(source, arrays)
-
-
-def _isnan(a: np.ndarray) -> np.ndarray:
-    if a.dtype.kind == "f":
-        return np.isnan(a)
-    if a.dtype.kind == "O":
-        return np.array([v is None or (isinstance(v, float) and v != v) for v in a], dtype=bool)
-    return np.zeros(len(a), dtype=bool)
+    return out
 
 
 def column_name(label: Any) -> str | None:

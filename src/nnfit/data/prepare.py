@@ -21,6 +21,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError, DataError, warn
 from ..tasks import Task, check_target, make_task, task_from_dict
 from .columns import Columns, column_name, columns_from_frame, is_frame, names_list
+from .impute import missing_values
 from .inputs import RawInputs, check_plain_tensor, raw_inputs
 from .preprocess import Preprocessor
 from .read import read_table
@@ -110,7 +111,7 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
     if not cols.arrays:
         raise DataError(f"{cols.source}: no feature columns besides the target")
     fitted, va_cols, y_va, va_source = None, None, None, f"{cols.source}: target column {target!r}"
-    rows = np.arange(len(cols))
+    rows, whole = np.arange(len(cols)), cols
     if val is None and cfg.val_split > 0:
         name = task if isinstance(task, str) else task.name
         rows, va_idx = split_indices(len(cols), cfg.val_split, cfg.seed, stratify_labels(y_arr, name))
@@ -132,6 +133,9 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
         table = fit_schema(cols, rows, categorical=cfg.categorical, numeric=cfg.numeric, drop=cfg.drop,
                            features=cfg.features, numeric_transform=cfg.numeric_transform,
                            impute=cfg.impute)
+        gaps = {} if cfg.impute else table.count_missing(whole)
+        if gaps:  # counted over the whole table, not only the training split
+            raise missing_values(whole.source, gaps)
         pre, inputs = Preprocessor.fit_table(cols, table, standardize=cfg.standardize, filled=filled)
     else:
         inputs = pre.transform_table(cols, filled=filled)
@@ -141,8 +145,8 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
         _warn_unused(pre, va_cols, target)
         val_src = TensorData(pre.transform_table(va_cols, "validation data", filled),
                              fitted.encode_target(y_va, va_source))
-    if filled:
-        warn_filled(cols.source, filled)
+    if filled:  # one line for the training and validation splits, in column order
+        warn_filled(cols.source, {n: filled[n] for n in pre.table.used if n in filled})
     return Prepared(fitted, pre, train, val_src, target)
 
 

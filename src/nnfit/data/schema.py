@@ -193,6 +193,11 @@ class TableSchema:
             x[:, j] = v
         return x, codes
 
+    def count_missing(self, cols: Columns) -> dict[str, int]:
+        """Gaps per used column of ``cols`` (columns without any left out), in schema order."""
+        counts = {c.name: int((~_present(cols, c.name)).sum()) for c in self.columns}
+        return {k: v for k, v in counts.items() if v}
+
     def check_present(self, cols: Columns, source: str | None = None) -> None:
         """Refuse a table that lacks a column the model uses (exit 2), naming them all."""
         absent = [n for n in self.used if n not in cols.arrays]
@@ -328,7 +333,7 @@ def _fit_column(cols: Columns, name: str, role: str, transform: str, source: str
             col.quantiles = [float(t) for t in q]
         return col
     a = cols.arrays[name]
-    hours = _as_datetime(a, name, source).astype("datetime64[h]").astype(np.int64) % 24
+    hours = _as_datetime(cols, name, source).astype("datetime64[h]").astype(np.int64) % 24
     parts = list(DATE_PARTS) + (["hour"] if (hours[_present(cols, name)] != 0).any() else [])
     values, missing = date_parts(cols, name, parts, source)
     fill = np.median(values[~missing], axis=0) if (~missing).any() else np.zeros(len(parts))
@@ -419,13 +424,13 @@ def numeric_values(cols: Columns, name: str, source: str) -> np.ndarray:
             try:
                 v[i] = float(x)
             except (TypeError, ValueError):
-                raise DataError(f"{source}: column {name!r} is not numeric (row {i + 1}: {x!r})") from None
+                raise DataError(f"{source}: column {name!r} is not numeric (row {cols.row(i)}: {x!r})") from None
     else:
         raise DataError(f"{source}: column {name!r} is not numeric ({a.dtype} values)")
     bad = np.isinf(v) | (np.abs(np.nan_to_num(v)) > F32_MAX)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise value_error(source, name, i, v[i])
+        raise value_error(source, name, cols.row(i) - 1, v[i])
     return v
 
 
@@ -437,8 +442,9 @@ def _looks_like_dates(values: np.ndarray) -> bool:
                                    for v in sample)
 
 
-def _as_datetime(a: np.ndarray, name: str, source: str) -> np.ndarray:
+def _as_datetime(cols: Columns, name: str, source: str) -> np.ndarray:
     """A column of datetimes or ISO text as datetime64[s] (NaT for gaps)."""
+    a = cols.arrays[name]
     if a.dtype.kind == "M":
         return a.astype("datetime64[s]")
     text = [None if _is_missing(v) else re.sub(r"(Z|[+-]\d{2}:?\d{2})$", "", str(v).strip()) for v in a]
@@ -455,14 +461,14 @@ def _as_datetime(a: np.ndarray, name: str, source: str) -> np.ndarray:
         try:
             out[i] = np.datetime64(re.sub(r"(Z|[+-]\d{2}:?\d{2})$", "", text).replace(" ", "T"), "s")
         except ValueError:
-            raise DataError(f"{source}: column {name!r} holds dates, but row {i + 1} is not one: "
+            raise DataError(f"{source}: column {name!r} holds dates, but row {cols.row(i)} is not one: "
                             f"{text!r}") from None
     return out
 
 
 def date_parts(cols: Columns, name: str, parts: Sequence[str], source: str) -> tuple[np.ndarray, np.ndarray]:
     """The numeric parts of a date column, (n, len(parts)) float64, and which rows are missing."""
-    t = _as_datetime(cols.arrays[name], name, source)
+    t = _as_datetime(cols, name, source)
     missing = np.isnat(t)
     days = t.astype("datetime64[D]")
     filled = np.where(missing, np.datetime64("1970-01-01", "D"), days)
