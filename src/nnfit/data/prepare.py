@@ -300,10 +300,14 @@ def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None,
         fitted = task if not isinstance(task, str) else make_task(
             task, y_tr, loss=cfg.loss, scale_target=cfg.scale_target, source=y_source)
         pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize, impute=cfg.impute, source=x_source)
-    train = TensorData(pre.transform(raw_tr, x_source), fitted.encode_target(y_tr, y_source))
+    filled: dict[str, int] = {}
+    train = TensorData(pre.transform(raw_tr, x_source, filled), fitted.encode_target(y_tr, y_source))
     val_src = None
     if raw_va is not None:
-        val_src = TensorData(pre.transform(raw_va, "validation data"), fitted.encode_target(y_va, va_source))
+        val_src = TensorData(pre.transform(raw_va, "validation data", filled),
+                             fitted.encode_target(y_va, va_source))
+    if filled:  # one line for both splits
+        warn_filled(x_source, filled)
     return Prepared(fitted, pre, train, val_src, target)
 
 

@@ -21,7 +21,7 @@ from ..errors import ConfigError, DataError
 from .columns import F32_MAX, Columns, names_list
 from .impute import fill_missing, medians, refuse_missing
 from .inputs import RawInputs
-from .schema import TableSchema
+from .schema import TableSchema, warn_filled
 from .sources import Inputs
 
 
@@ -144,8 +144,12 @@ class Preprocessor:
             schemas.append(InputSchema(name, features, list(t.shape[1:]), dtype, mean, std, named, fill))
         return cls(raw.style, schemas)
 
-    def transform(self, raw: RawInputs, source: str = "input") -> tuple[Tensor, ...] | dict[str, Tensor]:
-        """Check ``raw`` against the schema and return model-ready tensors."""
+    def transform(self, raw: RawInputs, source: str = "input",
+                  filled: dict[str, int] | None = None) -> tuple[Tensor, ...] | dict[str, Tensor]:
+        """Check ``raw`` against the schema and return model-ready tensors. Gaps filled are
+        reported in one warning line, or counted into ``filled`` (feature -> count) for a
+        caller that reports several splits at once."""
+        holes: dict[str, int] = {}
         names = [s.name for s in self.inputs]
         if raw.style == self.style == "named" and sorted(raw.arrays) == sorted(names):
             raw = RawInputs(raw.style, {n: raw.arrays[n] for n in names})  # keywords: any order
@@ -162,12 +166,18 @@ class Preprocessor:
             t = _check_shape(s, t, features, source)
             t = t.float() if s.dtype == "float32" else t.long()
             if s.fill is not None:  # a new tensor: the caller's data is never modified
+                holes.update(_gaps(t, s))
                 t = fill_missing(t, s.fill)
             else:
                 refuse_missing(t, s.features, source)
             if s.mean is not None:
                 t = _standardize(t, s, source)
             out[s.name] = t.contiguous()
+        if filled is not None:
+            for k, v in holes.items():
+                filled[k] = filled.get(k, 0) + v
+        elif holes:
+            warn_filled(source, holes)
         return out if self.style == "named" else tuple(out.values())
 
     def as_module(self) -> Standardize:
@@ -262,6 +272,15 @@ class Standardize(nn.Module):
     def extra_repr(self) -> str:
         n = None if self.mean is None else len(self.mean)
         return f"features={n}, fill={self.fill is not None}, dtype={self.dtype}"
+
+
+def _gaps(t: Tensor, s: InputSchema) -> dict[str, int]:
+    """Missing values per feature of a 2-D float input (one pass; none in the usual case)."""
+    nan = torch.isnan(t)
+    if t.ndim != 2 or not bool(nan.any()):
+        return {}
+    names = s.features or [f"{s.name}_{j}" for j in range(t.shape[1])]
+    return {names[j]: int(c) for j, c in enumerate(nan.sum(0).tolist()) if c}
 
 
 def _standardize(t: Tensor, s: InputSchema, source: str) -> Tensor:

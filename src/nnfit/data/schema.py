@@ -43,6 +43,7 @@ MIN_COUNT = 5  # a level seen fewer times in training is "unknown": too rare to 
 MAX_LEVELS = 10_000  # the most frequent levels kept per column: bounds the embedding table
 ID_DISTINCT = 0.9  # share of distinct values from which a text column identifies rows
 ID_MIN_ROWS = 20  # below this many values no column is judged id-like (too few to tell)
+NUMERIC_TEXT = 0.9  # share of number values from which a text column is numeric ("?" = missing)
 UNKNOWN, MISSING = 0, 1  # the two reserved indices of every categorical column
 ROLES = ("numeric", "categorical", "datetime")
 DATE_PARTS = ("year", "month", "dayofweek", "dayofyear", "days")
@@ -63,6 +64,7 @@ class Column:
             at predict time is "unknown").
         parts: datetime: the parts made, in order.
         quantiles: numeric with the quantile transform: the training split's quantiles.
+        coerce: numeric text column whose non-number values ("?", "n/a") are gaps.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Column:
     missing: bool = False
     parts: list[str] | None = None
     quantiles: list[float] | None = None
+    coerce: bool = False
 
     @property
     def cardinality(self) -> int:
@@ -84,6 +87,8 @@ class Column:
                 "datetime": ("fill", "indicator", "parts")}[self.role]
         d = {"name": self.name, "role": self.role}
         d.update({k: getattr(self, k) for k in keep if getattr(self, k) is not None})
+        if self.coerce:
+            d["coerce"] = True
         return d
 
 
@@ -165,7 +170,7 @@ class TableSchema:
                 codes[:, k], missing = _encode_levels(cols, c)
                 k += 1
             elif c.role == "numeric":
-                v = numeric_values(cols, c.name, source)
+                v = numeric_values(cols, c.name, source, c.coerce)
                 missing = np.isnan(v)
                 if missing.any():
                     v = np.where(missing, c.fill[0], v)
@@ -254,6 +259,7 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
     rows = np.arange(len(cols)) if rows is None else np.asarray(rows)
     out: list[Column] = []
     ids: list[str] = []
+    strays: list[str] = []
     for name in names:
         if name in dropped:
             continue
@@ -263,7 +269,12 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
             if why.startswith(("id-like", "counts the rows")):
                 ids.append(f"{name} ({why})")
             continue
-        out.append(_fit_column(cols, name, role, numeric_transform, source))
+        col = _fit_column(cols, name, role, numeric_transform, source, coerce=bool(why))
+        if why:
+            strays.append(f"{name} ({why})")
+        out.append(col)
+    if strays:
+        warn(f"{source}: numeric columns holding some text: {'; '.join(strays)}")
     if ids:
         warn(f"{source}: dropped id-like columns: {'; '.join(ids)}")
     if not out:
@@ -307,6 +318,9 @@ def _role(cols: Columns, name: str, rows: np.ndarray, cat: bool, num: bool,
         return "numeric", ""
     if _looks_like_dates(a[present]):
         return "datetime", ""
+    share, words = _numeric_text(cols, name)
+    if share >= NUMERIC_TEXT:
+        return "numeric", f"numbers, with {', '.join(repr(w) for w in words)} read as missing"
     distinct = _distinct(cols, name)
     m = int(present.sum())
     if m >= ID_MIN_ROWS and distinct >= ID_DISTINCT * m:
@@ -314,7 +328,8 @@ def _role(cols: Columns, name: str, rows: np.ndarray, cat: bool, num: bool,
     return "categorical", ""
 
 
-def _fit_column(cols: Columns, name: str, role: str, transform: str, source: str) -> Column:
+def _fit_column(cols: Columns, name: str, role: str, transform: str, source: str,
+                coerce: bool = False) -> Column:
     if role == "categorical":
         codes, levels = factorize(cols, name)
         counts = np.bincount(codes[codes >= 0], minlength=len(levels))
@@ -322,17 +337,17 @@ def _fit_column(cols: Columns, name: str, role: str, transform: str, source: str
                        key=lambda i: (-counts[i], levels[i]))[:MAX_LEVELS]
         return Column(name, role, levels=[levels[i] for i in order], missing=bool((codes < 0).any()))
     if role == "numeric":
-        v = numeric_values(cols, name, source)
+        v = numeric_values(cols, name, source, coerce)
         missing = np.isnan(v)
         if missing.all():
             raise DataError(f"{source}: column {name!r} has no values in the training split")
         kept = v[~missing].astype(np.float64)
-        col = Column(name, role, fill=[float(np.median(kept))], indicator=bool(missing.any()))
+        col = Column(name, role, fill=[float(np.median(kept))], indicator=bool(missing.any()),
+                     coerce=coerce)
         if transform == "quantile":
             q = np.quantile(kept, np.linspace(0, 1, min(1000, len(kept))))
             col.quantiles = [float(t) for t in q]
         return col
-    a = cols.arrays[name]
     hours = _as_datetime(cols, name, source).astype("datetime64[h]").astype(np.int64) % 24
     parts = list(DATE_PARTS) + (["hour"] if (hours[_present(cols, name)] != 0).any() else [])
     values, missing = date_parts(cols, name, parts, source)
@@ -403,28 +418,33 @@ def _factorize_text(a: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return codes, [str(s) for s in enc.dictionary.to_pylist()]
 
 
-def numeric_values(cols: Columns, name: str, source: str) -> np.ndarray:
+def numeric_values(cols: Columns, name: str, source: str, coerce: bool = False) -> np.ndarray:
     """The column as float64 with NaN for gaps.
 
+    Args:
+        coerce: text that is not a number is a gap (a numeric column with a few stray tokens
+            such as "?"), instead of an error.
+
     Raises:
-        DataError: text that is not a number, a non-finite number or one beyond float32,
-            naming the 1-based row.
+        DataError: text that is not a number (unless ``coerce``), a non-finite number or one
+            beyond float32, naming the file's 1-based row.
     """
     from .columns import value_error
 
     a = cols.arrays[name]
     if a.dtype.kind in "iufb":
         v = a.astype(np.float64)
-    elif a.dtype.kind == "O":
-        v = np.empty(len(a), dtype=np.float64)
-        for i, x in enumerate(a):
-            if _is_missing(x):
-                v[i] = np.nan
-                continue
-            try:
-                v[i] = float(x)
-            except (TypeError, ValueError):
-                raise DataError(f"{source}: column {name!r} is not numeric (row {cols.row(i)}: {x!r})") from None
+    elif a.dtype.kind in "OUS":  # text: each distinct value parsed once
+        codes, levels = factorize(cols, name)
+        parsed = np.array([_number(lvl) for lvl in levels] + [np.nan], dtype=np.float64)
+        words = np.array([np.isnan(x) and lvl.strip().lower() not in ("nan", "")
+                          for x, lvl in zip(parsed, levels, strict=False)] + [False])
+        index = np.where(codes < 0, len(levels), codes)
+        if words.any() and not coerce:
+            i = int(np.flatnonzero(words[index])[0])
+            raise DataError(f"{source}: column {name!r} is not numeric (row {cols.row(i)}: "
+                            f"{levels[index[i]]!r})")
+        v = parsed[index]
     else:
         raise DataError(f"{source}: column {name!r} is not numeric ({a.dtype} values)")
     bad = np.isinf(v) | (np.abs(np.nan_to_num(v)) > F32_MAX)
@@ -434,12 +454,29 @@ def numeric_values(cols: Columns, name: str, source: str) -> np.ndarray:
     return v
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return np.nan
+
+
+def _numeric_text(cols: Columns, name: str) -> tuple[float, list[str]]:
+    """The share of a text column's values that are numbers, and the other values (up to 3)."""
+    codes, levels = factorize(cols, name)
+    counts = np.bincount(codes[codes >= 0], minlength=len(levels))
+    number = np.array([not np.isnan(_number(lvl)) for lvl in levels], dtype=bool)
+    total = int(counts.sum())
+    words = [levels[k] for k in np.argsort(-counts) if not number[k]][:3]
+    return (float(counts[number].sum()) / total if total else 0.0), words
+
+
 def _looks_like_dates(values: np.ndarray) -> bool:
     """Whether every one of the first 200 values is an ISO 8601 date or date-time (text, or
     Python dates from a reader)."""
     sample = values[:200]
-    return len(sample) > 0 and all(isinstance(v, _dt.date) or (isinstance(v, str) and _ISO.fullmatch(v.strip()))
-                                   for v in sample)
+    return len(sample) > 0 and all(
+        isinstance(v, _dt.date) or (isinstance(v, str) and _ISO.fullmatch(v.strip())) for v in sample)
 
 
 def _as_datetime(cols: Columns, name: str, source: str) -> np.ndarray:

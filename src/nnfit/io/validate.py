@@ -230,8 +230,8 @@ def _sorted(key: str) -> Any:
 _NAME = Str(min_len=1, max_len=10_000)
 COLUMN = Tagged("role", {
     "numeric": Obj({"name": _NAME, "role": Str(("numeric",)), "fill": Seq(Float(), 1, 1),
-                    "indicator": Bool(), "quantiles": Seq(Float(), 1, 1000)},
-                   optional=frozenset({"quantiles"}), rules=(_sorted("quantiles"),)),
+                    "indicator": Bool(), "quantiles": Seq(Float(), 1, 1000), "coerce": Bool()},
+                   optional=frozenset({"quantiles", "coerce"}), rules=(_sorted("quantiles"),)),
     "categorical": Obj({"name": _NAME, "role": Str(("categorical",)),
                         "levels": Seq(Str(max_len=10_000), 0, 10**5, unique=True), "missing": Bool()}),
     "datetime": Obj({"name": _NAME, "role": Str(("datetime",)), "fill": Seq(Float(), 0, 6),
