@@ -2,8 +2,9 @@
 naming the file, the column and the 1-based data row (where they exist) and exit status 2.
 
 The CLI runs in-process (``nnfit.cli.main``) except for a few real subprocesses at the end,
-which prove the status and a one-line stderr of ``python -m nnfit``. ``--impute`` (``impute=``)
-is tested here too: training-split medians, saved with the model, applied at predict time.
+which prove the status and a one-line stderr of ``python -m nnfit``. Imputation (on by default;
+``--no-impute`` / ``impute=False`` refuses gaps) is tested here too: training-split medians,
+saved with the model, applied at predict time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 import nnfit
 from nnfit.cli import main
 from nnfit.config import RunConfig, TrainConfig, check_names, make_run_config, read_config_file
-from nnfit.errors import CheckpointError, ConfigError, DataError
+from nnfit.data.read import read_table
+from nnfit.errors import CheckpointError, ConfigError, DataError, NnfitWarning
 from nnfit.files import write_files
 
 FAST = {"quiet": True, "device": "cpu", "epochs": 2, "batch_size": 16}
@@ -199,38 +201,59 @@ def test_a_model_from_a_newer_format_is_refused(capsys, trained, tmp_path):
 # ------------------------------------------------------------------------------ impute
 def test_impute_fills_with_training_medians_saved_with_the_model(capsys, tmp_path):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 3)).round(3)
-    holes = [(2, 0), (7, 0), (11, 2), (30, 1)]
-    lines = ["a,b,c,label"]
+    x = rng.normal(size=(60, 4)).round(3)
+    holes = [(2, 0), (7, 0), (11, 2), (30, 1)]  # column d has no gap in training
+    lines = ["a,b,c,d,label"]
     for i, row in enumerate(x):
         cells = ["" if (i, j) in holes else str(v) for j, v in enumerate(row)]
         lines.append(",".join(cells) + ("," + ("up" if row[0] > 0 else "down")))
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    line = one_error(capsys, "train", "m.csv", "--target", "label", "--quiet", "--out", "NO")
+    line = one_error(capsys, "train", "m.csv", "--target", "label", "--no-impute", "--quiet",
+                     "--out", "NO")
     assert line.endswith("m.csv: missing values in columns: a (2), b (1), c (1)"), line
 
-    assert cli(capsys, "train", "m.csv", "--target", "label", "--impute", "--val-split", "0",
-               "--epochs", "2", "--quiet", "--out", "R")[0] == 0
+    # On by default: trains, with one warning line listing the gaps filled.
+    status, err = cli(capsys, "train", "m.csv", "--target", "label", "--val-split", "0",
+                      "--epochs", "2", "--quiet", "--out", "R")
+    assert status == 0 and err.splitlines() == [
+        "nnfit: warning: m.csv: filled missing values (numeric: training median, categorical: "
+        "their own index): a (2), b (1), c (1)"], err
     meta = json.loads((tmp_path / "R" / "model.json").read_text())
-    assert meta["format"] == 2
+    assert meta["format"] == 2 and "fill" not in meta["preprocess"]["inputs"][0]
+    table = meta["preprocess"]["table"]
+    assert table["impute"] is True and [c["name"] for c in table["columns"]] == ["a", "b", "c", "d"]
     known = x.copy()
     for i, j in holes:
         known[i, j] = np.nan
-    np.testing.assert_allclose(meta["preprocess"]["inputs"][0]["fill"], np.nanmedian(known, axis=0),
-                               rtol=1e-6)
+    med = [c["fill"][0] for c in table["columns"]]  # every column's median, d's too
+    np.testing.assert_allclose(med, np.nanmedian(known, axis=0), rtol=1e-6)
+    assert [c["indicator"] for c in table["columns"]] == [True, True, True, False]
     assert json.loads((tmp_path / "R" / "config.json").read_text())["impute"] is True
+    # --impute is still accepted and means the same
+    assert cli(capsys, "train", "m.csv", "--target", "label", "--impute", "--val-split", "0",
+               "--epochs", "2", "--quiet", "--out", "R2")[0] == 0
+    assert json.loads((tmp_path / "R2" / "model.json").read_text())["preprocess"] == meta["preprocess"]
 
-    # predict fills a missing cell with the same median: the same answer as writing it in.
+    # predict fills a missing cell with the same median: in d (no gaps in training, so no
+    # "was missing" input) the same answer as writing it in; in a (gaps in training) the same
+    # values plus its indicator set.
     learner = nnfit.load(tmp_path / "R", device="cpu")
-    med = meta["preprocess"]["inputs"][0]["fill"]
-    (tmp_path / "q.csv").write_text(f"a,b,c\n,0.5,1.0\n{med[0]},0.5,1.0\n0.1,0.2,\n0.1,0.2,{med[2]}\n")
-    p = learner.predict_proba(str(tmp_path / "q.csv"))
-    np.testing.assert_allclose(p[0], p[1], rtol=1e-6)
+    (tmp_path / "q.csv").write_text(f"a,b,c,d\n,0.5,1.0,0.3\n{med[0]},0.5,1.0,0.3\n"
+                                    f"0.1,0.2,0.7,\n0.1,0.2,0.7,{med[3]}\n")
+    with pytest.warns(NnfitWarning, match=r"q.csv: filled missing values .*: a \(1\), d \(1\)$"):
+        p = learner.predict_proba(str(tmp_path / "q.csv"))
     np.testing.assert_allclose(p[2], p[3], rtol=1e-6)
-    status, _ = cli(capsys, "predict", "R", "q.csv", "-o", "out.csv")
+    with pytest.warns(NnfitWarning, match="filled missing values"):
+        raw, _ = learner.preprocessor.table.encode(read_table(tmp_path / "q.csv", allow_missing=True))
+    np.testing.assert_array_equal(raw[0, :4], raw[1, :4])
+    np.testing.assert_allclose(raw[0, :4], [med[0], 0.5, 1.0, 0.3], rtol=1e-6)
+    np.testing.assert_array_equal(raw[:2, 4:], [[1, 0, 0], [0, 0, 0]])  # a:missing, b:..., c:...
+    status, err = cli(capsys, "predict", "R", "q.csv", "-o", "out.csv")
     assert status == 0 and len((tmp_path / "out.csv").read_text().splitlines()) == 5
+    assert err.endswith("filled missing values (numeric: training median, categorical: their own "
+                        "index): a (1), d (1)\n") and err.count("\n") == 1, err
     # A missing target is never imputed.
-    (tmp_path / "t.csv").write_text("a,b,c,label\n1,2,3,up\n1,2,3,\n")
+    (tmp_path / "t.csv").write_text("a,b,c,d,label\n1,2,3,4,up\n1,2,3,4,\n")
     assert one_error(capsys, "evaluate", "R", "t.csv").endswith("missing values in columns: label (1)")
 
 
@@ -246,8 +269,8 @@ def test_impute_through_the_api_and_its_limits(tmp_path):
     holey = x.copy()
     holey[3, 1] = np.nan
     with pytest.raises(DataError, match=r"^training data: non-finite value at row 4, feature 1$"):
-        nnfit.fit("mlp", holey, y, **FAST)
-    learner = nnfit.fit("mlp", holey, y, impute=True, val_split=0, **FAST)
+        nnfit.fit("mlp", holey, y, impute=False, **FAST)
+    learner = nnfit.fit("mlp", holey, y, val_split=0, **FAST)  # on by default
     assert learner.preprocessor.inputs[0].fill == pytest.approx(np.nanmedian(holey, axis=0).tolist())
     assert np.isfinite(learner.predict_proba(holey)).all()
     learner.save(tmp_path / "m")
@@ -257,12 +280,23 @@ def test_impute_through_the_api_and_its_limits(tmp_path):
     empty[:, 1] = np.nan
     with pytest.raises(DataError, match="cannot impute column 'x1': it has no values in the training"):
         nnfit.fit("mlp", empty, y, impute=True, **FAST)
-    plain = nnfit.fit("mlp", x, y, **FAST)
+    plain = nnfit.fit("mlp", x, y, impute=False, **FAST)
     plain.save(tmp_path / "p")
     assert json.loads((tmp_path / "p" / "model.json").read_text())["format"] == 2
     assert "fill" not in json.loads((tmp_path / "p" / "model.json").read_text())["preprocess"]["inputs"][0]
     with pytest.raises(DataError, match="non-finite value at row 4"):
         plain.predict(holey)
+    # by default every feature's median is saved, so a gap at predict time in a feature that had
+    # none in training is filled: the same answer as writing the median in; inf is still refused
+    gapless = nnfit.fit("mlp", x, y, val_split=0, **FAST)
+    fill = gapless.preprocessor.inputs[0].fill
+    assert fill == pytest.approx(np.median(x, axis=0).tolist())
+    written = holey.copy()
+    written[3, 1] = fill[1]
+    np.testing.assert_array_equal(gapless.predict_proba(holey), gapless.predict_proba(written))
+    holey[3, 1] = np.inf
+    with pytest.raises(DataError, match=r"^input: non-finite value at row 4, feature 1$"):
+        gapless.predict(holey)
 
 
 # ------------------------------------------------------------------------------ arrays
@@ -333,7 +367,7 @@ def test_plateau_needs_a_reducing_gamma():
 
 def test_config_defaults_are_valid():
     check_names(RunConfig())
-    assert TrainConfig().impute is False
+    assert TrainConfig().impute is True  # gaps are filled unless impute=False / --no-impute
 
 
 # ------------------------------------------------------------------------ real subprocesses
@@ -347,13 +381,13 @@ def _nnfit(*argv, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_subprocess_bad_input_exits_2_with_one_stderr_line(trained, tmp_path):
     (tmp_path / "ragged.csv").write_text(with_row(GOOD, 3, "1,2,3"))
-    (tmp_path / "wide.csv").write_text("a,b,c,d,e\n1,2,3,4,5\n")
+    (tmp_path / "narrow.csv").write_text("a,b,c,e\n1,2,3,5\n")
     (tmp_path / "bad.yaml").write_text("epochs: [\n")
     cases = [
         (["train", "ragged.csv", "--target", "label", "--out", "NEW"],
          "nnfit: error: ragged.csv: cannot parse: row 3 has 3 fields, the header has 5"),
-        (["predict", trained, "wide.csv"],
-         "nnfit: error: wide.csv: expected 4 features [a, b, c, d], got 5 [a, b, c, d, e]; unexpected: e"),
+        (["predict", trained, "narrow.csv"],
+         "nnfit: error: narrow.csv: missing feature columns the model uses: d (columns given: a, b, c, e)"),
         (["train", "ragged.csv", "--target", "label", "--config", "bad.yaml"],
          "bad.yaml: invalid config file"),
     ]
@@ -362,4 +396,4 @@ def test_subprocess_bad_input_exits_2_with_one_stderr_line(trained, tmp_path):
         assert r.returncode == 2, (argv, r.returncode, r.stderr)
         assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r.stderr
         assert expected in r.stderr and "Traceback" not in r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "ragged.csv", "wide.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "narrow.csv", "ragged.csv"]

@@ -451,7 +451,8 @@ def bad_files(tmp_path) -> Path:
     (["missing.csv", "--target", "label"], ("missing.csv", "not found")),
     (["cls.csv"], ("--target",)),
     (["cls.csv", "--target", "colour"], ("'colour'", "not found")),
-    (["text_feature.csv", "--target", "label"], ("'b'", "not numeric", "row 3", "'x'")),
+    # --numeric: the strict reading (by default a text column is a feature, or dropped as id-like)
+    (["text_feature.csv", "--target", "label", "--numeric", "b"], ("'b'", "not numeric", "row 3", "'x'")),
     (["empty.csv", "--target", "label"], ("empty.csv", "empty")),
     (["header_only.csv", "--target", "label"], ("header_only.csv", "no data rows")),
     (["one_class.csv", "--target", "label"], ("single class", "'cat'")),
@@ -493,14 +494,23 @@ def test_unseen_label_in_evaluate(nnfit_cli, cls_run, tmp_path):
 
 def test_wrong_feature_count_in_predict_leaves_output_untouched(nnfit_cli, cls_run, tmp_path):
     run, data = cls_run
-    extra = _edited_copy(data, tmp_path / "extra.csv",
-                         lambda h, rows: ([*h[:4], "e"], [r[:4] + ["1.0"] for r in rows]))
+    narrow = _edited_copy(data, tmp_path / "narrow.csv",
+                          lambda h, rows: ([*h[:3], "e"], [r[:3] + ["1.0"] for r in rows]))
     out = tmp_path / "out.csv"
     out.write_bytes(b"keep me\n")
-    r = nnfit_cli("predict", run, extra, "-o", out)
-    _assert_one_line_error(r, "expected 4 features", "[a, b, c, d]", "got 5")
+    r = nnfit_cli("predict", run, narrow, "-o", out)
+    _assert_one_line_error(r, "narrow.csv: missing feature columns the model uses: d "
+                              "(columns given: a, b, c, e)")
     assert out.read_bytes() == b"keep me\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["extra.csv", "out.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow.csv", "out.csv"]
+    # an extra column is not an error: ignored with one warning line, the same predictions
+    extra = _edited_copy(data, tmp_path / "extra.csv",
+                         lambda h, rows: ([*h[:4], "e"], [r[:4] + ["1.0"] for r in rows]))
+    r = nnfit_cli("predict", run, extra, "-o", out)
+    assert r.status == 0 and r.err.splitlines() == [
+        f"nnfit: warning: {extra}: ignoring columns the model was not trained on: e"], r.err
+    assert nnfit_cli("predict", run, data, "-o", tmp_path / "want.csv").status == 0
+    assert out.read_bytes() == (tmp_path / "want.csv").read_bytes()
 
 
 def test_evaluate_without_target_column(nnfit_cli, cls_run, tmp_path):

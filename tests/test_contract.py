@@ -201,7 +201,7 @@ def test_values_near_float32_limit_train_without_overflow(capsys, tmp_path):
     status, _, err = cli(capsys, "train", "big.csv", "--target", "y", *FAST, "--out", "run")
     assert status == 0, err  # was: "non-finite loss ... the last checkpoint is untouched", exit 1
     learner = nnfit.load(tmp_path / "run", device="cpu")
-    x = learner.preprocessor.transform(nnfit.learner._raw(str(tmp_path / "big.csv"), "x", "y")[0])[0]
+    x = learner.preprocessor.transform_table(read_table(tmp_path / "big.csv", exclude="y"))[0]
     s = learner.preprocessor.inputs[0]
     want = (a - s.mean[0]) / s.std[0]
     assert torch.isfinite(x).all() and np.allclose(x[:, 0].numpy(), want, rtol=1e-6)
@@ -243,7 +243,17 @@ def test_escape_sequences_in_a_header_never_reach_the_terminal(small_run, tmp_pa
     line = err.decode()
     assert p.returncode == 2 and len(line.splitlines()) == 1 and not out, (p.returncode, line)
     assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
-    assert "unexpected: b\\x1b[31m, \\x1b]0;x\\x07c\\u202e" in line, line
+    assert ("esc.csv: missing feature columns the model uses: b "
+            "(columns given: a, b\\x1b[31m, \\x1b]0;x\\x07c\\u202e)") in line, line
+    # the same names as extra columns: ignored, in one printable warning line
+    (tmp_path / "extra.csv").write_bytes(b"a,b,b\x1b[31m,\x1b]0;x\x07c\xe2\x80\xae\n1,2,3,4\n")
+    p = nnfit_process("predict", small_run, "extra.csv", cwd=tmp_path)
+    out, err = p.communicate(timeout=120)
+    line = err.decode()
+    assert p.returncode == 0 and len(line.splitlines()) == 1 and out, (p.returncode, line)
+    assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
+    assert line == ("nnfit: warning: extra.csv: ignoring columns the model was not trained on: "
+                    "b\\x1b[31m, \\x1b]0;x\\x07c\\u202e\n"), line
 
 
 def test_every_message_and_warning_is_printable(capsys, tmp_path):

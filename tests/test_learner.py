@@ -257,8 +257,12 @@ def test_unseen_label_at_evaluate(data) -> None:
 def test_bad_inputs(data) -> None:
     x, y = data
     df = pd.DataFrame(x, columns=list("abcd")).assign(colour=["red"] * 64)
-    with pytest.raises(DataError, match=r"^training data: column 'colour' is not numeric \(row 1"):
-        nnfit.fit("mlp", df, y, **QUICK)
+    with pytest.raises(DataError, match=r"^training data: column 'colour' is not numeric \(row 1: 'red'\)$"):
+        nnfit.fit("mlp", df, y, numeric=["colour"], **QUICK)
+    # by default a text column is a categorical feature, with its vocabulary
+    roles = nnfit.fit("mlp", df, y, **QUICK).preprocessor.table.to_dict()["columns"]
+    assert roles[-1] == {"name": "colour", "role": "categorical", "levels": ["red"], "missing": False}
+    assert [c["role"] for c in roles[:4]] == ["numeric"] * 4
     with pytest.raises(DataError, match="^training data: features must be numeric"):
         nnfit.fit("mlp", np.array([["a", "b"]] * 64), y, **QUICK)
     with pytest.raises(DataError, match="^training data: no data rows$"):
@@ -267,9 +271,12 @@ def test_bad_inputs(data) -> None:
         nnfit.fit("mlp", pd.DataFrame({"a": [], "t": []}), target="t", **QUICK)
     with pytest.raises(DataError, match="64 rows of inputs but 10 targets"):
         nnfit.fit("mlp", x, y[:10], **QUICK)
+    bad = torch.from_numpy(x.copy())
+    bad[1, 3] = float("nan")
     with pytest.raises(DataError, match="non-finite value at row 2, feature 3"):
-        bad = torch.from_numpy(x.copy())
-        bad[1, 3] = float("nan")
+        nnfit.fit("mlp", bad, y, impute=False, **QUICK)
+    bad[1, 3] = float("inf")  # imputation (the default) fills gaps, never infinities
+    with pytest.raises(DataError, match="non-finite value at row 2, feature 3"):
         nnfit.fit("mlp", bad, y, **QUICK)
 
 

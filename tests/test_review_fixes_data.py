@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import os
 import subprocess
 import sys
@@ -303,8 +304,14 @@ def test_a_dictionary_encoded_text_column_is_named_as_text(capsys, tmp_path):
     text = pa.array(["y" if i % 2 else "x" for i in range(40)]).dictionary_encode()
     table = pa.table({"a": features()["a"], "b": text, "t": np.arange(40) % 2})
     pq.write_table(table, tmp_path / "d.parquet")
-    line = one_error(capsys, "train", "d.parquet", "--target", "t", *FAST, "--out", "run")
+    line = one_error(capsys, "train", "d.parquet", "--target", "t", *FAST, "--out", "run",
+                     "--numeric", "b")  # the strict reading; by default b is categorical
     assert line.endswith("d.parquet: column 'b' is not numeric (row 1: 'x')"), line  # was np.str_('x')
+    status, _, err = cli(capsys, "train", "d.parquet", "--target", "t", *FAST, "--out", "run")
+    assert status == 0, err
+    table = json.loads((tmp_path / "run" / "model.json").read_text())["preprocess"]["table"]
+    assert table["columns"][1] == {"name": "b", "role": "categorical", "levels": ["x", "y"],
+                                   "missing": False}  # levels as text, not np.str_
 
 
 # ------------------------------------------------------------------ 12: NaN buffers

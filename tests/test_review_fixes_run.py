@@ -229,14 +229,16 @@ def test_a_run_of_the_python_api_resumed_by_the_cli_says_where_to_resume_it(tmp_
 
 
 def test_a_cli_run_with_stderr_to_a_file_writes_one_line_per_epoch_and_one_error_line(tmp_path) -> None:
-    """Piped or redirected, the progress display is off: a NaN stop is exactly one stderr line
-    (rich used to close its live display there with an empty line)."""
+    """Piped or redirected, the progress display is off: after the schema summary, a NaN stop is
+    exactly one stderr line (rich used to close its live display there with an empty line)."""
     cmd = [sys.executable, "-m", "nnfit", "train", "--dataset", "diabetes", "--epochs", "3",
            "--optimizer", "sgd", "--lr", "1e6", "--out", str(tmp_path / "nan")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
-    assert p.stderr.startswith("nnfit: error: non-finite loss"), p.stderr
+    lines = p.stderr.splitlines()
+    assert p.returncode == 1 and p.stderr.count("\n") == 2 and lines[0] == "columns: 10 numeric", p.stderr
+    assert lines[1].startswith("nnfit: error: non-finite loss"), p.stderr
     ok = subprocess.run([sys.executable, "-m", "nnfit", "train", "--dataset", "iris", "--epochs", "2",
                          "--out", str(tmp_path / "ok")], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and ok.stderr.splitlines() == [
-        line for line in ok.stderr.splitlines() if line.startswith("epoch ")] and ok.stderr.count("\n") == 2
+    lines = ok.stderr.splitlines()
+    assert ok.returncode == 0 and lines[0] == "columns: 4 numeric" and lines[1:] == [
+        line for line in lines if line.startswith("epoch ")] and ok.stderr.count("\n") == 3, ok.stderr
