@@ -263,6 +263,7 @@ def test_impute_flag_is_documented(capsys):
     assert "--impute" in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore:.*filled missing values")  # the line: test_tables.py
 def test_impute_through_the_api_and_its_limits(tmp_path):
     x = np.random.default_rng(1).normal(size=(40, 2))
     y = x[:, 0] > 0

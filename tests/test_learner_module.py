@@ -47,6 +47,7 @@ def test_the_trainer_leaves_the_model_in_eval_mode() -> None:
     assert model.training is False
 
 
+@pytest.mark.filterwarnings("ignore:.*filled missing values")  # the line: test_tables.py
 def test_as_module_goes_from_raw_features_to_the_outputs() -> None:
     x, y = _data()
     x[3, 1] = x[10, 2] = np.nan  # filled with the training medians, inside the module too

@@ -501,3 +501,17 @@ def test_a_user_module_takes_categorical_codes_by_name(tmp_path):
     learner.save(tmp_path / "m")
     again = nnfit.load(tmp_path / "m", model=CodesModule(1, [5, 6, 4]), device="cpu")
     assert np.array_equal(recorded(again.predict_proba, df)[0], recorded(learner.predict_proba, df)[0])
+
+
+def test_gaps_filled_in_arrays_are_reported_in_one_line():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    x[[2, 5], 0] = np.nan
+    x[7, 2] = np.nan
+    with pytest.warns(NnfitWarning) as got:
+        learner = nnfit.fit("mlp", x, (x[:, 1] > 0).astype(int), epochs=1, quiet=True, device="cpu")
+    assert [str(w.message) for w in got] == [
+        "training data: filled missing values (numeric: training median, categorical: their own "
+        "index): x0 (2), x2 (1)"]
+    with pytest.warns(NnfitWarning, match=r"^input: filled missing values .*: x0 \(2\), x2 \(1\)$"):
+        learner.predict(x)

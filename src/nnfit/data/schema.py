@@ -269,9 +269,9 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
             if why.startswith(("id-like", "counts the rows")):
                 ids.append(f"{name} ({why})")
             continue
-        col = _fit_column(cols, name, role, numeric_transform, source, coerce=bool(why))
-        if why:
-            strays.append(f"{name} ({why})")
+        col = _fit_column(cols, name, role, numeric_transform, source, coerce=why.startswith("text"))
+        if why.startswith("text:"):
+            strays.append(f"{name} ({why[6:]})")
         out.append(col)
     if strays:
         warn(f"{source}: numeric columns holding some text: {'; '.join(strays)}")
@@ -319,8 +319,8 @@ def _role(cols: Columns, name: str, rows: np.ndarray, cat: bool, num: bool,
     if _looks_like_dates(a[present]):
         return "datetime", ""
     share, words = _numeric_text(cols, name)
-    if share >= NUMERIC_TEXT:
-        return "numeric", f"numbers, with {', '.join(repr(w) for w in words)} read as missing"
+    if share >= NUMERIC_TEXT:  # numbers as text: "?"/"n/a"-style tokens among them are gaps
+        return "numeric", "text" + (f": {', '.join(repr(w) for w in words)} read as missing" if words else "")
     distinct = _distinct(cols, name)
     m = int(present.sum())
     if m >= ID_MIN_ROWS and distinct >= ID_DISTINCT * m:
