@@ -72,5 +72,5 @@ def test_an_api_model_and_run_load_predict_and_resume_as_before(here):
     xs = rng.normal(size=(50, 4)).astype(np.float32)
     resumed = nnfit.fit({"name": "resmlp", "hidden": [8]}, xs, xs[:, 0] * 2 + 1, epochs=3, quiet=True,
                         device="cpu", run_dir=here / "api-run", resume=here / "api-run")
-    np.testing.assert_allclose(resumed.predict(x), json.loads((here / "api-resumed-predict.json").read_text()),
-                               rtol=1e-6)
+    want = json.loads((here / "api-resumed-predict.json").read_text())
+    np.testing.assert_allclose(resumed.predict(x), want, rtol=1e-6)
