@@ -8,6 +8,8 @@ rounds and reported as medians, with each contender's speed relative to nnfit. R
     python benchmarks/bench.py                 # full CPU suite (several minutes)
     python benchmarks/bench.py --device cuda   # the same on a GPU
     python benchmarks/bench.py --smoke         # tiny sizes: checks that every contender runs
+    python benchmarks/bench.py --skip training cli ingest --table-rows 0.5  # real tables only
+    python benchmarks/bench.py --skip training cli tables --reps 5 --name cpu-issue9-ingest  # CSV reading
 
 Peer frameworks come from the ``bench`` extra (``make bench`` installs it); a peer that is not
 installed is skipped, and the results list it under ``skipped`` with the reason.
@@ -126,22 +128,66 @@ def cli_suite(args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def ingest_suite(args: argparse.Namespace, tmp: Path) -> dict:
-    """CSV -> float32 training tensor: nnfit's reader against pandas.read_csv + torch.tensor."""
-    rows, cols = (5_000, 30) if args.smoke else (1_000_000, 30)
-    csv = tmp / "ingest.csv"
+    """CSV reading, nnfit against pandas, in interleaved fresh processes: a rows x 30 numeric
+    CSV to a float32 training tensor (pandas.read_csv + torch.tensor), and a mixed CSV (20
+    numeric and 5 text columns, some cells missing) to columns (pandas.read_csv alone)."""
+    rows = 5_000 if args.smoke else args.ingest_rows
+    numeric, mixed = tmp / "ingest.csv", tmp / "mixed.csv"
     rng = np.random.default_rng(0)
-    np.savetxt(csv, rng.standard_normal((rows, cols)), delimiter=",", fmt="%.6g",
-               header=",".join(f"c{i}" for i in range(cols)), comments="")
-    runs: dict[str, list[dict]] = {"nnfit_ingest": [], "pandas_ingest": []}
+    np.savetxt(numeric, rng.standard_normal((rows, 30)), delimiter=",", fmt="%.6g",
+               header=",".join(f"c{i}" for i in range(30)), comments="")
+    mixed_csv(mixed, rows)
+    files = {"nnfit_ingest": numeric, "pandas_ingest": numeric,
+             "nnfit_mixed_ingest": mixed, "pandas_mixed_ingest": mixed}
+    runs: dict[str, list[dict]] = {c: [] for c in files}
     for _ in range(args.reps):
-        for c in runs:
-            res, _, err = run(contender(c, {"path": str(csv)}))
+        for c, path in files.items():
+            res, _, err = run(contender(c, {"path": str(path)}))
             runs[c].append(res or {"error": err})
     med = {c: median_row(r) for c, r in runs.items()}
-    ours, theirs = med["nnfit_ingest"].get("seconds"), med["pandas_ingest"].get("seconds")
-    if ours and theirs:
-        med["nnfit_ingest"]["speedup_vs_pandas"] = theirs / ours
-    return {"rows": rows, "cols": cols, "median": med, "runs": runs}
+    for ours, theirs in (("nnfit_ingest", "pandas_ingest"), ("nnfit_mixed_ingest", "pandas_mixed_ingest")):
+        a, b = med[ours].get("seconds"), med[theirs].get("seconds")
+        if a and b:
+            med[ours]["speedup_vs_pandas"] = b / a
+    numeric_med = {c: med[c] for c in ("nnfit_ingest", "pandas_ingest")}
+    mixed_med = {c: med[c] for c in ("nnfit_mixed_ingest", "pandas_mixed_ingest")}
+    return {"rows": rows, "cols": 30, "median": numeric_med, "runs": runs,
+            "mixed": {"rows": rows, "cols": "20 numeric + 5 text", "median": mixed_med}}
+
+
+def mixed_csv(path: Path, rows: int, seed: int = 0) -> None:
+    """A CSV as tables come: 20 numeric columns (every fourth of integers), 5 text columns of
+    3, 100, 5,000 and 50,000 levels and a distinct id per row, and 0.5% of the cells missing
+    in two numeric and two text columns. Written by pyarrow, quoting nothing that needs none."""
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
+    rng = np.random.default_rng(seed)
+    gaps = {"n1", "n5", "city", "word"}
+
+    def column(name: str, values: np.ndarray) -> pa.Array:
+        mask = rng.random(rows) < 0.005 if name in gaps else None
+        return pa.array(values, mask=mask)
+
+    cols = {f"n{i}": column(f"n{i}", rng.integers(0, 1000, rows) if i % 4 == 0
+                            else rng.standard_normal(rows).round(4)) for i in range(20)}
+    for name, levels in (("color", 3), ("city", 100), ("code", 5_000), ("word", 50_000)):
+        names = np.array([f"{name}{i}" for i in range(levels)])
+        cols[name] = column(name, names[rng.integers(0, levels, rows)])
+    cols["ident"] = column("ident", np.char.add("id", rng.permutation(rows).astype(str)))
+    pa_csv.write_csv(pa.table(cols), path, pa_csv.WriteOptions(quoting_style="needed"))
+
+
+def tables_suite(args: argparse.Namespace, tmp: Path) -> dict:
+    """Accuracy on generated real tables against scikit-learn's baselines: ``tables.py`` in a
+    fresh process, its rows scaled by ``--table-rows`` (2% with ``--smoke``)."""
+    scale = 0.02 if args.smoke else args.table_rows
+    p = subprocess.run([sys.executable, str(HERE / "tables.py"), "--rows", str(scale), "--out", str(tmp),
+                        "--name", "tables"], capture_output=True, text=True, timeout=3600, cwd=HERE)
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()
+        return {"error": tail[-1] if tail else f"exit {p.returncode}"}
+    return json.loads((tmp / "tables.json").read_text())
 
 
 def _rows(medians: dict, cells: Callable[[dict], list[str]]) -> list[str]:
@@ -185,6 +231,20 @@ def markdown(results: dict) -> str:
         lines += _rows(ing["median"], lambda m: [
             f"{m['seconds']:.2f}", f"{m['extra_rss_mb']:.0f}", f"{m['extra_rss_mb'] / m['tensor_mb']:.2f}",
             f"{m.get('speedup_vs_pandas', 1):.2f}x"])
+    if "ingest" in results and "mixed" in results["ingest"]:
+        mix = results["ingest"]["mixed"]
+        lines += ["", f"## Mixed CSV ingest: {mix['rows']:,} rows, {mix['cols']} columns, some cells "
+                  "missing, to columns (pandas: a DataFrame)", "",
+                  "| reader | seconds | peak extra RSS MB | time / pandas | speedup vs pandas |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += _rows(mix["median"], lambda m: [
+            f"{m['seconds']:.2f}", f"{m['extra_rss_mb']:.0f}",
+            f"{1 / m.get('speedup_vs_pandas', 1):.2f}", f"{m.get('speedup_vs_pandas', 1):.2f}x"])
+    if "tables" in results:
+        from tables import markdown as tables_markdown  # benchmarks/ is this script's folder
+
+        lines += ["", f"## Real tables: failed: {results['tables']['error']}" if "error" in results["tables"]
+                  else tables_markdown(results["tables"], heading="##")]
     return "\n".join(lines) + "\n"
 
 
@@ -194,7 +254,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--contenders", nargs="+", default=PEERS, choices=PEERS)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["training", "cli", "ingest"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["training", "cli", "ingest", "tables"])
+    ap.add_argument("--table-rows", type=float, default=1.0,
+                    help="scale of the real-table suite's rows (tables.py --rows; default 1)")
+    ap.add_argument("--ingest-rows", type=int, default=1_000_000,
+                    help="rows of the ingest suite's CSVs (default 1,000,000; fewer for a quick check)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one rep: does everything run")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--name", default=None, help="results file stem (default: the device)")
@@ -216,6 +280,8 @@ def main() -> None:
             results["cli"] = cli_suite(args, Path(d))
         if "ingest" not in args.skip:
             results["ingest"] = ingest_suite(args, Path(d))
+        if "tables" not in args.skip:
+            results["tables"] = tables_suite(args, Path(d))
     results.setdefault("training", {})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -208,7 +208,10 @@ def _status_mb(field: str) -> float:
 
 
 def ingest(name: str, path: str) -> None:
-    """CSV -> float32 tensor, timed, with the peak memory it added beyond the imports."""
+    """A CSV read, timed, with the peak memory it added beyond the imports: a numeric CSV to a
+    float32 tensor (``nnfit_ingest``, ``pandas_ingest``), or a mixed CSV (numbers, text, gaps)
+    to columns (``nnfit_mixed_ingest``: numbers in a float32 block, text as codes and strings;
+    ``pandas_mixed_ingest``: a DataFrame)."""
     import pandas as pd  # imported up front for both readers, so neither pays the other's import
 
     import nnfit.data.read
@@ -220,8 +223,12 @@ def ingest(name: str, path: str) -> None:
     t0 = time.perf_counter()
     if name == "nnfit_ingest":
         x = torch.from_numpy(nnfit.data.read.read_table(path).block)
-    else:
+    elif name == "pandas_ingest":
         x = torch.tensor(pd.read_csv(path).to_numpy(), dtype=torch.float32)
+    elif name == "nnfit_mixed_ingest":
+        x = torch.from_numpy(nnfit.data.read.read_table(path, allow_missing=True).block)
+    else:
+        x = torch.empty(pd.read_csv(path).shape[0], 0)
     seconds = time.perf_counter() - t0
     print("RESULT " + json.dumps({"seconds": seconds, "extra_rss_mb": _status_mb("VmHWM") - base,
                                   "tensor_mb": x.numel() * 4 / 2**20, "shape": list(x.shape)}))

@@ -16,8 +16,8 @@ Every column but the target gets one role:
   turned into numeric parts (year, month, day of week, day of year, days since 1970, and the hour
   when the training data has times of day), each treated as a numeric feature.
 * dropped -- ``drop=`` and columns that identify rows rather than describe them: a text column
-  with a distinct value on (nearly) every row (:data:`ID_DISTINCT` of its values or more: names,
-  ticket numbers, ids), an integer column that counts the rows (row number plus a constant), and
+  with a distinct value on (nearly) every row (as many distinct values as :data:`ID_DISTINCT`
+  of the rows or more: names, ticket numbers, ids; a mostly empty column is kept), an integer column that counts the rows (row number plus a constant), and
   a column with no values at all in the training split. Each is named in one warning line.
 
 The fitted :class:`TableSchema` is saved with the model (``model.json``, key
@@ -321,8 +321,9 @@ def _role(cols: Columns, name: str, rows: np.ndarray, cat: bool, num: bool,
     share, words = _numeric_text(cols, name)
     if share >= NUMERIC_TEXT:  # numbers as text: "?"/"n/a"-style tokens among them are gaps
         return "numeric", "text" + (f": {', '.join(repr(w) for w in words)} read as missing" if words else "")
-    distinct = _distinct(cols, name)
-    m = int(present.sum())
+    # Rows, not filled values: a column that is mostly empty (a cabin number) says something by
+    # being there, and is kept as a categorical with its own "missing" index.
+    distinct, m = _distinct(cols, name), len(a)
     if m >= ID_MIN_ROWS and distinct >= ID_DISTINCT * m:
         return None, f"id-like: {distinct} distinct values in {m} rows"
     return "categorical", ""
