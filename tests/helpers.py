@@ -1,9 +1,14 @@
-"""Helpers several test files share: the CLI in-process and a model that turns NaN on cue."""
+"""Helpers several test files share: the CLI in-process, a model that turns NaN on cue, a
+SIGTERM at a given step, and the check that analytic state shapes are a built model's."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 from torch import nn
 
+import nnfit
 from nnfit.cli import main
 
 
@@ -35,3 +40,28 @@ class NanAt(nn.Module):
         self.calls += self.training
         out = self.fc(x)
         return out * float("nan") if self.training and self.calls == self.n else out
+
+
+class TermAt(nnfit.Callback):
+    """Sends this process SIGTERM after a given optimizer step: a graceful stop mid-epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, batch) -> None:
+        if trainer.state.step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def assert_state_shapes_match(spec: dict) -> None:
+    """``state_shapes(spec)`` lists exactly the tensors (shape, dtype, parameter or buffer) of
+    ``build_model(spec).state_dict()``, in order."""
+    from nnfit.models import build_model, state_shapes
+
+    model = build_model(spec)
+    state, analytic = model.state_dict(), state_shapes(spec)
+    params = {n for n, _ in model.named_parameters()}
+    assert list(state) == list(analytic)
+    for k, t in state.items():
+        s = analytic[k]
+        assert (tuple(t.shape), t.dtype, k in params) == (s.shape, s.dtype, s.parameter), k

@@ -6,9 +6,7 @@ number of batches (checkpoint_steps, per-step schedules) is refused unless the c
 from __future__ import annotations
 
 import math
-import os
 import re
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 import nnfit
+from helpers import TermAt
 from nnfit.data import LoaderData, StreamData, as_source
 from nnfit.errors import CheckpointError, ConfigError, DataError, Stopped
 from nnfit.run import read_latest
@@ -74,16 +73,6 @@ def _same(a: nnfit.Learner, b: nnfit.Learner) -> bool:
     return list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa) and _no_time(a) == _no_time(b)
 
 
-class _TermAt(nnfit.Callback):
-    """Sends this process SIGTERM after a given optimizer step: a graceful stop mid-epoch."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, batch) -> None:
-        if trainer.state.step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
 
 def test_a_stream_of_unknown_length_trains_validates_and_predicts() -> None:
     src = LoaderData(_loader())
@@ -121,7 +110,7 @@ def test_a_signal_inside_an_epoch_stops_at_the_last_epoch_end(tmp_path: Path, un
     common = dict(val=_val(), run_dir=tmp_path / "r", scheduler="step", step_size=1, gamma=0.5, **KW)
     per_epoch = math.ceil(N / BATCH)
     with pytest.raises(Stopped) as e:  # SIGTERM after batch 3 of epoch 2: nothing written there
-        nnfit.fit(_model(), _loader(), epochs=4, callbacks=[_TermAt(per_epoch + 3)], **common)
+        nnfit.fit(_model(), _loader(), epochs=4, callbacks=[TermAt(per_epoch + 3)], **common)
     assert re.fullmatch(rf"stopped by SIGTERM in epoch 2 after batch 3 \(step {per_epoch + 3}\); training "
                         r"data of unknown length resumes from epoch ends: the last checkpoint "
                         rf"\(step-0+{per_epoch}-epoch-00001\) is untouched", str(e.value)), str(e.value)
@@ -213,7 +202,7 @@ def test_an_empty_stream_is_refused() -> None:
 def test_a_checkpoint_inside_an_epoch_does_not_resume_onto_a_stream(tmp_path: Path) -> None:
     common = dict(run_dir=tmp_path / "r", **KW)
     with pytest.raises(Stopped):
-        nnfit.fit(_model(), _loader(cls=SizedStream), epochs=2, callbacks=[_TermAt(3)], **common)
+        nnfit.fit(_model(), _loader(cls=SizedStream), epochs=2, callbacks=[TermAt(3)], **common)
     assert read_latest(tmp_path / "r")[1]["batch"] == 3
     with pytest.raises(CheckpointError, match=r"state.json: batch: 3, but training data of unknown length "
                                               r"resumes from epoch ends only \(batch 0\)$"), \

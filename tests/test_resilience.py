@@ -18,6 +18,7 @@ import torch
 
 import nnfit
 import nnfit.state
+from helpers import TermAt
 from nnfit.cli import main
 from nnfit.run import committed, read_latest
 
@@ -159,7 +160,7 @@ def test_mid_epoch_resume_of_a_dataset_equals_the_uninterrupted_run(tmp_path) ->
 
     full = nnfit.fit(model(), ds, **kw)
     with pytest.raises(nnfit.errors.Stopped):
-        nnfit.fit(model(), ds, run_dir=tmp_path / "r", callbacks=[_TermAt(15)], **kw)
+        nnfit.fit(model(), ds, run_dir=tmp_path / "r", callbacks=[TermAt(15)], **kw)
     assert read_latest(tmp_path / "r")[1]["batch"] == 5  # stopped inside epoch 2
     resumed = nnfit.fit(model(), ds, run_dir=tmp_path / "r", resume=tmp_path / "r", **kw)
     a, b = full.model.state_dict(), resumed.model.state_dict()
@@ -173,16 +174,6 @@ API = dict(epochs=5, batch_size=16, optimizer="adamw", lr=0.05, scheduler="step"
 PIECES = ["restore_model", "restore_optimizer", "restore_schedule", "restore_rng",
           "restore_progress", "restore_order", "restore_best"]
 
-
-class _TermAt(nnfit.Callback):
-    """Sends this process SIGTERM at a given (global) batch: a graceful stop mid-epoch."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, batch) -> None:
-        if trainer.state.step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _final_state(learner: nnfit.Learner) -> dict:
@@ -205,7 +196,7 @@ def ablation(tmp_path_factory):
     full = nnfit.fit(SPEC, x, y, **API)
     # Stopped by SIGTERM in epoch 4 (15 batches an epoch); the best epoch (1) lies before it.
     with pytest.raises(nnfit.errors.Stopped):
-        nnfit.fit(SPEC, x, y, run_dir=d / "run", callbacks=[_TermAt(52)], **API)
+        nnfit.fit(SPEC, x, y, run_dir=d / "run", callbacks=[TermAt(52)], **API)
     return d / "run", x, y, _final_state(full)
 
 
@@ -236,7 +227,7 @@ def _stop_and_resume(tmp: Path, make_model, data, step: int, **kw) -> tuple[dict
     """(uninterrupted, stopped by SIGTERM at ``step`` then resumed) final states."""
     full = nnfit.fit(make_model(), *data, **kw)
     with pytest.raises(nnfit.errors.Stopped):
-        nnfit.fit(make_model(), *data, run_dir=tmp / "r", callbacks=[_TermAt(step)], **kw)
+        nnfit.fit(make_model(), *data, run_dir=tmp / "r", callbacks=[TermAt(step)], **kw)
     return _final_state(full), _final_state(nnfit.fit(make_model(), *data, run_dir=tmp / "r",
                                                       resume=tmp / "r", **kw))
 
@@ -280,7 +271,7 @@ def test_user_dataloader_generator_and_numpy_augmentation_resume_exactly(tmp_pat
     kw = dict(task="multiclass", epochs=3, quiet=True, device="cpu", checkpoint_steps=5)
     full = nnfit.fit(model(), *data(), **kw)
     with pytest.raises(nnfit.errors.Stopped):
-        nnfit.fit(model(), *data(), run_dir=tmp_path / "r", callbacks=[_TermAt(22)], **kw)
+        nnfit.fit(model(), *data(), run_dir=tmp_path / "r", callbacks=[TermAt(22)], **kw)
     resumed = nnfit.fit(model(), *data(), run_dir=tmp_path / "r", resume=tmp_path / "r", **kw)
     assert _equal(_final_state(resumed), _final_state(full))
 

@@ -22,13 +22,14 @@ import pytest
 import torch
 
 import nnfit
+from helpers import assert_state_shapes_match
 from nnfit.checkpoint import tensors_to_bytes
 from nnfit.cli import main
 from nnfit.config import DataConfig, ModelConfig, TrainConfig
 from nnfit.errors import CheckpointError, ConfigError, NnfitWarning
 from nnfit.files import MANIFEST, manifest_bytes, sha256_bytes
 from nnfit.io.validate import CONFIG, SPEC
-from nnfit.models import MODELS, build_model, state_shapes
+from nnfit.models import MODELS
 from nnfit.run import CHECKPOINTS, committed
 
 HERE = Path(__file__).parent
@@ -165,13 +166,7 @@ def cli_run(tmp_path_factory) -> Path:
      "head": {"name": "mlp", "in_features": 4, "hidden": [], "out_features": 1}},
 ])
 def test_state_shapes_are_those_of_the_built_model(spec) -> None:
-    model = build_model(spec)
-    state, analytic = model.state_dict(), state_shapes(spec)
-    params = {n for n, _ in model.named_parameters()}
-    assert list(state) == list(analytic)
-    for k, t in state.items():
-        s = analytic[k]
-        assert (tuple(t.shape), t.dtype, k in params) == (s.shape, s.dtype, s.parameter), k
+    assert_state_shapes_match(spec)
 
 
 def test_every_model_and_every_setting_is_in_the_schema() -> None:
