@@ -261,7 +261,8 @@ def test_bad_inputs(data) -> None:
         nnfit.fit("mlp", df, y, numeric=["colour"], **QUICK)
     # by default a text column is a categorical feature, with its vocabulary
     roles = nnfit.fit("mlp", df, y, **QUICK).preprocessor.table.to_dict()["columns"]
-    assert roles[-1] == {"name": "colour", "role": "categorical", "levels": ["red"], "missing": False}
+    assert roles[-1] == {"name": "colour", "role": "categorical", "levels": ["red"], "missing": False,
+                         "unknown": 0.0}
     assert [c["role"] for c in roles[:4]] == ["numeric"] * 4
     with pytest.raises(DataError, match="^training data: features must be numeric"):
         nnfit.fit("mlp", np.array([["a", "b"]] * 64), y, **QUICK)

@@ -128,13 +128,13 @@ def test_train_with_no_flags_names_roles_and_dropped_columns(trained):
     assert status == 0, err
     assert "Traceback" not in err and "internal error" not in err
     assert "columns: 1 numeric, 2 categorical, 1 datetime" in err.splitlines(), err
-    assert "categorical (levels): city (4), flag (2)" in err.splitlines(), err
+    assert "categorical (levels seen 5+ times; others are 'unknown'): city (4), flag (2)" in err.splitlines(), err
     dropped = next(line for line in err.splitlines() if line.startswith("dropped: "))
     assert dropped.startswith("dropped: row (counts the rows); name (id-like: "), dropped
     assert "; note (id-like: " in dropped
     warned = warning_lines(err)
     assert len(warned) == 2, warned  # one line per kind
-    ids = next(w for w in warned if "dropped id-like columns: " in w)
+    ids = next(w for w in warned if "dropped columns that identify rows or hold no values: " in w)
     assert all(f"{c} (" in ids for c in ("row", "name", "note")) and "city" not in ids
     filled = next(w for w in warned if "filled missing values" in w)
     # every gap of every feature, training and validation rows together, counted per column
@@ -293,8 +293,8 @@ def test_a_column_distinct_on_every_row_is_dropped_as_id_like(capsys):
                          "--batch-size", "2048", "--device", "cpu", "--quiet", "--out", "R")
     assert status == 0, err
     assert len(warning_lines(err)) == 1 and re.fullmatch(
-        r"nnfit: warning: t.csv: dropped id-like columns: ticket \(id-like: (\d+) distinct values in "
-        r"\1 rows\)", warning_lines(err)[0]), err
+        r"nnfit: warning: t.csv: dropped columns that identify rows or hold no values: "
+        r"ticket \(id-like: (\d+) distinct values in \1 training rows\)", warning_lines(err)[0]), err
     table = json.loads(Path("R/model.json").read_text())["preprocess"]["table"]
     assert [c["name"] for c in table["columns"]] == ["a"] and "ticket" in table["dropped"]
 
@@ -348,10 +348,16 @@ def test_a_row_counter_is_dropped_but_a_shuffled_id_or_a_forced_one_is_kept():
     n = 50
     cols = Columns("t", {"row": np.arange(1, n + 1), "shuffled": rng.permutation(n) + 1,
                          "v": rng.normal(size=n)})
-    with pytest.warns(NnfitWarning, match=r"^t: dropped id-like columns: row \(counts the rows\)$"):
+    with pytest.warns(NnfitWarning, match=r"^t: dropped columns that identify rows or hold no values: "
+                      r"row \(counts the rows\)$"):
         schema = fit_schema(cols)
     assert schema.dropped == {"row": "counts the rows"}
     assert [(c.name, c.role) for c in schema.columns] == [("shuffled", "numeric"), ("v", "numeric")]
+    # the same distinct integers under an id's name are dropped; any name may be forced back
+    named = Columns("t", {"PassengerId": cols.arrays["shuffled"], "v": cols.arrays["v"]})
+    with pytest.warns(NnfitWarning, match=r"PassengerId \(id-like: a distinct integer on every row"):
+        assert list(fit_schema(named).dropped) == ["PassengerId"]
+    assert fit_schema(named, numeric=["PassengerId"]).used == ["PassengerId", "v"]
     rows = np.sort(rng.choice(n, 40, replace=False))  # a training split keeps counting the rows
     with pytest.warns(NnfitWarning, match="row"):
         assert "row" in fit_schema(cols.take(rows), rows).dropped

@@ -194,7 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     target = args.target or learner.target_name
     if target is None:
         raise ConfigError("name the target column with --target")
-    metrics = learner.evaluate(read_table(args.data, exclude=target, allow_missing=learner.imputes),
+    metrics = learner.evaluate(read_table(args.data, exclude=target, allow_missing=_lenient(learner)),
                                target=target)
     metrics.pop("loss", None)
     metrics, _ = split_confusion(metrics, learner.classes)  # no file: readers never write a run
@@ -204,6 +204,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         # Named by the data, so the confusion line reads "(test.csv; rows = true, ...)".
         _print_metrics({printable(Path(args.data).name): metrics})
     return 0
+
+
+def _lenient(learner: Learner) -> bool:
+    """Whether reading may keep gaps: the model fills them, or its column roles decide (a gap
+    in a column a table model does not use is no error, and ``--no-impute`` refuses the rest)."""
+    pre = learner.preprocessor
+    return learner.imputes or (pre is not None and pre.table is not None)
 
 
 def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list[str], list[list]]:
@@ -250,7 +257,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     learner = load(args.run, device=args.device)
     if args.proba and learner.classes is None:
         raise ConfigError("--proba needs a classification model")
-    cols = read_table(args.data, exclude=learner.target_name, allow_missing=learner.imputes)
+    cols = read_table(args.data, exclude=learner.target_name, allow_missing=_lenient(learner))
     header, rows = _prediction_rows(learner, cols, args.proba)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -132,7 +132,7 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
     if pre is None:
         table = fit_schema(cols, rows, categorical=cfg.categorical, numeric=cfg.numeric, drop=cfg.drop,
                            features=cfg.features, numeric_transform=cfg.numeric_transform,
-                           impute=cfg.impute)
+                           impute=cfg.impute, target=target)
         gaps = {} if cfg.impute else table.count_missing(whole)
         if gaps:  # counted over the whole table, not only the training split
             raise missing_values(whole.source, gaps)
@@ -188,7 +188,7 @@ def model_inputs(pre: Preprocessor, x: Any, source: str, target: str | None) -> 
         if target is not None and target in cols.arrays:
             cols.pop(target)
         _warn_unused(pre, cols, target)
-        return pre.transform_table(cols), cols.source
+        return pre.transform_table(cols, new_levels=True), cols.source
     cols = as_columns(x, source, target, pre.imputes)
     if cols is None:
         raw = raw_inputs(x, source, pre.imputes)
@@ -206,7 +206,8 @@ def labelled_inputs(pre: Preprocessor, task: Task, x: Any, y: Any, target: str |
         cols = _table_of(pre, x, source, target)
         y_arr, y_source = _table_target(cols, y, target)
         _warn_unused(pre, cols, target)
-        return TensorData(pre.transform_table(cols), task.encode_target(y_arr, y_source)), cols.source
+        inputs = pre.transform_table(cols, new_levels=True)
+        return TensorData(inputs, task.encode_target(y_arr, y_source)), cols.source
     raw, y_arr, source, y_source = _xy(x, y, target, source, pre.imputes)
     return TensorData(pre.transform(raw, source), task.encode_target(y_arr, y_source)), source
 

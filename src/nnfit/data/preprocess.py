@@ -105,10 +105,11 @@ class Preprocessor:
         return pre, pre._model_inputs(t, codes, cols.source)
 
     def transform_table(self, cols: Columns, source: str | None = None,
-                        filled: dict[str, int] | None = None) -> Inputs:
-        """A table as model inputs, through the fitted column roles (a model with ``table``)."""
+                        filled: dict[str, int] | None = None, new_levels: bool = False) -> Inputs:
+        """A table as model inputs, through the fitted column roles (a model with ``table``);
+        ``filled`` and ``new_levels`` as for :meth:`TableSchema.encode`."""
         assert self.table is not None
-        x, codes = self.table.encode(cols, source=source, filled=filled)
+        x, codes = self.table.encode(cols, source=source, filled=filled, new_levels=new_levels)
         return self._model_inputs(torch.from_numpy(x), codes, source or cols.source)
 
     def _model_inputs(self, x: Tensor, codes: np.ndarray, source: str) -> Inputs:

@@ -2,23 +2,32 @@
 
 Every column but the target gets one role:
 
-* ``numeric`` -- numbers (int, float). Gaps are filled with the training-split median and, when
-  the column had gaps in training, a 0/1 "was missing" feature is added. Every numeric column's
-  median is saved, so a gap at predict time in a column that had none in training is filled too.
-  With ``numeric_transform="quantile"`` values are first mapped through the training split's
+* ``numeric`` -- numbers (int, float), and text columns whose values are numbers for
+  :data:`NUMERIC_TEXT` of the rows or more (``7.25``, ``$7.25``, ``7,250``; other values such as
+  ``?`` are gaps). Gaps are filled with the training-split median and, when the column had gaps
+  in training, a 0/1 "was missing" feature is added. Every numeric column's median is saved, so
+  a gap at predict time in a column that had none in training is filled too. With
+  ``numeric_transform="quantile"`` values are first mapped through the training split's
   quantiles to normal scores (robust to skew and outliers); standardisation follows either way.
 * ``categorical`` -- text, booleans, pandas ``category`` columns, and any column named in
-  ``categorical=``. A vocabulary is fitted on the training split: levels seen at least
-  :data:`MIN_COUNT` times (at most :data:`MAX_LEVELS`, the most frequent) get their own index;
-  rarer levels and levels never seen in training share index 0 ("unknown"); a missing value has
-  index 1. The model embeds each column with ``nn.Embedding`` (:mod:`nnfit.models.tabular`).
-* ``datetime`` -- datetime columns and ISO 8601 text (``2024-03-01``, ``2024-03-01T12:30``):
-  turned into numeric parts (year, month, day of week, day of year, days since 1970, and the hour
-  when the training data has times of day), each treated as a numeric feature.
-* dropped -- ``drop=`` and columns that identify rows rather than describe them: a text column
-  with a distinct value on (nearly) every row (as many distinct values as :data:`ID_DISTINCT`
-  of the rows or more: names, ticket numbers, ids; a mostly empty column is kept), an integer column that counts the rows (row number plus a constant), and
-  a column with no values at all in the training split. Each is named in one warning line.
+  ``categorical=``. Values are compared as text with surrounding spaces removed. A vocabulary
+  is fitted on the training split: levels seen at least :data:`MIN_COUNT` times (at most
+  :data:`MAX_LEVELS`, the most frequent) get their own index; rarer levels and levels never
+  seen in training share index 0 ("unknown"); a missing value has index 1 when the training
+  split had gaps in the column (else it is "unknown" too). The model embeds each column with
+  ``nn.Embedding`` (:mod:`nnfit.models.tabular`). At evaluate and predict time, a column whose
+  share of "unknown" rows is far above training's is named in one warning line.
+* ``datetime`` -- datetime columns and ISO 8601 text (``2024-03-01``, ``2024-03-01T12:30``; a
+  few other values among them are gaps): turned into numeric parts (year, month, day of week,
+  day of year, days since 1970, and the hour when the training data has times of day), each
+  treated as a numeric feature.
+* dropped -- ``drop=``, columns outside ``features=``, and columns that identify rows rather
+  than describe them: a text column with a distinct value on (nearly) every row (distinct values
+  for :data:`ID_DISTINCT` of the rows or more: names, ticket numbers; a mostly empty column is
+  kept), an integer column that counts the rows (row number plus a constant) or that holds a
+  distinct integer on every row under an id-like name (``PassengerId``, ``customer_id``), and a
+  column with no values in the training split. Those dropped by these rules are named in one
+  warning line.
 
 The fitted :class:`TableSchema` is saved with the model (``model.json``, key
 ``preprocess.table``) and turns any later table into the same two inputs: ``x`` (numeric
@@ -27,7 +36,6 @@ features, float32) and ``codes`` (categorical indices, int64).
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +51,10 @@ MIN_COUNT = 5  # a level seen fewer times in training is "unknown": too rare to 
 MAX_LEVELS = 10_000  # the most frequent levels kept per column: bounds the embedding table
 ID_DISTINCT = 0.9  # share of distinct values from which a text column identifies rows
 ID_MIN_ROWS = 20  # below this many values no column is judged id-like (too few to tell)
-NUMERIC_TEXT = 0.9  # share of number values from which a text column is numeric ("?" = missing)
+NUMERIC_TEXT = 0.9  # share of numbers (or dates) from which a text column is numeric (datetime)
+# Text that stands for "no value" in many exports; not counted against a column being numeric.
+GAP_TOKENS = frozenset({"?", "-", "--", ".", "none", "missing", "unknown", "n.a.", "#n/a", "nil"})
+_ID_NAME = re.compile(r"(^|[^A-Za-z])(id|ID|Id)$|^(id|ID|Id)([^a-z]|$)|[a-z]Id$|[a-z]ID$")
 UNKNOWN, MISSING = 0, 1  # the two reserved indices of every categorical column
 ROLES = ("numeric", "categorical", "datetime")
 DATE_PARTS = ("year", "month", "dayofweek", "dayofyear", "days")
@@ -64,7 +75,10 @@ class Column:
             at predict time is "unknown").
         parts: datetime: the parts made, in order.
         quantiles: numeric with the quantile transform: the training split's quantiles.
-        coerce: numeric text column whose non-number values ("?", "n/a") are gaps.
+        coerce: a numeric or datetime column read from text, whose other values ("?", "n/a")
+            are gaps.
+        unknown: categorical: the share of training rows whose level is "unknown" (rare), to
+            notice new data whose levels the model has not seen.
     """
 
     name: str
@@ -76,6 +90,7 @@ class Column:
     parts: list[str] | None = None
     quantiles: list[float] | None = None
     coerce: bool = False
+    unknown: float = 0.0
 
     @property
     def cardinality(self) -> int:
@@ -83,7 +98,8 @@ class Column:
         return len(self.levels or []) + 2
 
     def to_dict(self) -> dict[str, Any]:
-        keep = {"numeric": ("fill", "indicator", "quantiles"), "categorical": ("levels", "missing"),
+        keep = {"numeric": ("fill", "indicator", "quantiles"),
+                "categorical": ("levels", "missing", "unknown"),
                 "datetime": ("fill", "indicator", "parts")}[self.role]
         d = {"name": self.name, "role": self.role}
         d.update({k: getattr(self, k) for k in keep if getattr(self, k) is not None})
@@ -136,15 +152,18 @@ class TableSchema:
         head = ", ".join(f"{len(v)} {r}" for r, v in counts.items() if v) or "no features"
         lines = [f"columns: {head}"]
         if counts["categorical"]:
-            lines.append("categorical (levels): " + ", ".join(
-                f"{c.name} ({len(c.levels or [])})" for c in counts["categorical"]))
+            def levels(c: Column) -> str:
+                n = len(c.levels or [])
+                return f"{n}, the most frequent" if n == MAX_LEVELS else str(n)
+            lines.append(f"categorical (levels seen {MIN_COUNT}+ times; others are 'unknown'): " + ", ".join(
+                f"{c.name} ({levels(c)})" for c in counts["categorical"]))
         if self.dropped:
             lines.append("dropped: " + "; ".join(f"{n} ({why})" for n, why in self.dropped.items()))
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ applying it
-    def encode(self, cols: Columns, *, source: str | None = None,
-               filled: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, cols: Columns, *, source: str | None = None, filled: dict[str, int] | None = None,
+               new_levels: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``cols`` as the model's inputs: ``x`` (n, features) float32 and ``codes``
         (n, categorical columns) int64. Other columns (the target, dropped and unknown ones) are
         ignored; the caller warns about unknown ones.
@@ -152,6 +171,8 @@ class TableSchema:
         Args:
             filled: gaps filled are counted into this dict (column -> count) instead of being
                 reported in a warning line, for a caller that reports several tables at once.
+            new_levels: name, in one warning line, categorical columns whose share of
+                "unknown" rows is far above training's (new data, not a training split).
 
         Raises:
             DataError: a column the schema uses is absent, holds values of the wrong kind, or
@@ -164,10 +185,14 @@ class TableSchema:
         gaps: list[np.ndarray] = []
         codes = np.empty((n, len(self.categorical)), dtype=np.int64)
         holes: dict[str, int] = {}
+        unseen: list[str] = []
         k = 0
         for c in self.columns:
             if c.role == "categorical":
                 codes[:, k], missing = _encode_levels(cols, c)
+                share = float(np.mean(codes[:, k] == UNKNOWN)) if n else 0.0
+                if new_levels and share > max(0.1, 2 * c.unknown):
+                    unseen.append(f"{c.name} ({share:.0%} of rows; {c.unknown:.0%} in training)")
                 k += 1
             elif c.role == "numeric":
                 v = numeric_values(cols, c.name, source, c.coerce)
@@ -178,7 +203,7 @@ class TableSchema:
                     v = _quantile_scores(v, c.quantiles)
                 values.append(v)
             else:
-                parts, missing = date_parts(cols, c.name, c.parts or [], source)
+                parts, missing = date_parts(cols, c.name, c.parts or [], source, c.coerce)
                 if missing.any():
                     parts = np.where(missing[:, None], np.asarray(c.fill), parts)
                 values += list(parts.T)
@@ -188,6 +213,9 @@ class TableSchema:
                 gaps.append(missing)
         if holes and not self.impute:
             raise missing_values(source, holes)
+        if unseen:
+            warn(f"{source}: categorical levels not seen in training (read as 'unknown'): "
+                 + ", ".join(unseen))
         if filled is not None:
             for name, count in holes.items():
                 filled[name] = filled.get(name, 0) + count
@@ -231,7 +259,7 @@ def warn_filled(source: str, holes: dict[str, int]) -> None:
 def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Sequence[str] = (),
                numeric: Sequence[str] = (), drop: Sequence[str] = (), features: Sequence[str] = (),
                numeric_transform: str = "standard", impute: bool = True,
-               source: str | None = None) -> TableSchema:
+               source: str | None = None, target: str | None = None) -> TableSchema:
     """Give every column of ``cols`` (the training split, target removed) a role and fit it.
 
     Args:
@@ -242,6 +270,7 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
         features: when given, only these columns are used.
         numeric_transform: "standard" or "quantile".
         impute: fill gaps here and at predict time (else they are refused).
+        target: the target's name, refused in the column lists.
 
     Raises:
         DataError: an override names a column that does not exist, names one column in two
@@ -249,7 +278,8 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
     """
     source = source or cols.source
     names = cols.names
-    _check_named(names, source, categorical=categorical, numeric=numeric, drop=drop, features=features)
+    _check_named(names, source, target, categorical=categorical, numeric=numeric, drop=drop,
+                 features=features)
     clash = sorted(set(categorical) & set(numeric))
     if clash:
         raise DataError(f"{source}: column {clash[0]!r} is named both categorical and numeric")
@@ -266,25 +296,26 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
         role, why = _role(cols, name, rows, name in categorical, name in numeric, source)
         if role is None:
             dropped[name] = why
-            if why.startswith(("id-like", "counts the rows")):
-                ids.append(f"{name} ({why})")
+            ids.append(f"{name} ({why})")  # drop= and features= were the user's own choice
             continue
         col = _fit_column(cols, name, role, numeric_transform, source, coerce=why.startswith("text"))
         if why.startswith("text:"):
             strays.append(f"{name} ({why[6:]})")
         out.append(col)
     if strays:
-        warn(f"{source}: numeric columns holding some text: {'; '.join(strays)}")
+        warn(f"{source}: columns of numbers or dates holding some other text: {'; '.join(strays)}")
     if ids:
-        warn(f"{source}: dropped id-like columns: {'; '.join(ids)}")
+        warn(f"{source}: dropped columns that identify rows or hold no values: {'; '.join(ids)}")
     if not out:
         why = "; ".join(f"{n}: {w}" for n, w in dropped.items()) or "the table has no feature columns"
         raise DataError(f"{source}: no feature columns left to train on ({why})")
     return TableSchema(out, dropped, numeric_transform, impute)
 
 
-def _check_named(names: list[str], source: str, **lists: Sequence[str]) -> None:
+def _check_named(names: list[str], source: str, target: str | None = None, **lists: Sequence[str]) -> None:
     for flag, given in lists.items():
+        if target is not None and target in given:
+            raise DataError(f"{source}: {flag}= names {target!r}, the target column: list only features")
         unknown = [n for n in given if n not in names]
         if unknown:
             raise DataError(f"{source}: {flag}= names columns that do not exist: {names_list(unknown)} "
@@ -313,19 +344,20 @@ def _role(cols: Columns, name: str, rows: np.ndarray, cat: bool, num: bool,
     if kind == "int":
         if present.all() and len(a) >= ID_MIN_ROWS and np.array_equal(np.diff(a), np.diff(rows)):
             return None, "counts the rows"
+        if present.all() and len(a) >= ID_MIN_ROWS and _ID_NAME.search(name) and len(np.unique(a)) == len(a):
+            return None, "id-like: a distinct integer on every row, named as an id"
         return "numeric", ""
     if kind == "float":
         return "numeric", ""
-    if _looks_like_dates(a[present]):
-        return "datetime", ""
-    share, words = _numeric_text(cols, name)
-    if share >= NUMERIC_TEXT:  # numbers as text: "?"/"n/a"-style tokens among them are gaps
-        return "numeric", "text" + (f": {', '.join(repr(w) for w in words)} read as missing" if words else "")
+    for role, test in (("datetime", _is_date), ("numeric", _is_number)):
+        share, words = _text_share(cols, name, test)
+        if share >= NUMERIC_TEXT:  # ISO dates or numbers as text; "?"-style values are gaps
+            return role, "text" + (f": {', '.join(repr(w) for w in words)} read as missing" if words else "")
     # Rows, not filled values: a column that is mostly empty (a cabin number) says something by
     # being there, and is kept as a categorical with its own "missing" index.
     distinct, m = _distinct(cols, name), len(a)
     if m >= ID_MIN_ROWS and distinct >= ID_DISTINCT * m:
-        return None, f"id-like: {distinct} distinct values in {m} rows"
+        return None, f"id-like: {distinct} distinct values in {m} training rows"
     return "categorical", ""
 
 
@@ -336,7 +368,9 @@ def _fit_column(cols: Columns, name: str, role: str, transform: str, source: str
         counts = np.bincount(codes[codes >= 0], minlength=len(levels))
         order = sorted((i for i in range(len(levels)) if counts[i] >= MIN_COUNT),
                        key=lambda i: (-counts[i], levels[i]))[:MAX_LEVELS]
-        return Column(name, role, levels=[levels[i] for i in order], missing=bool((codes < 0).any()))
+        col = Column(name, role, levels=[levels[i] for i in order], missing=bool((codes < 0).any()))
+        col.unknown = float(np.mean(_encode_levels(cols, col)[0] == UNKNOWN)) if len(codes) else 0.0
+        return col
     if role == "numeric":
         v = numeric_values(cols, name, source, coerce)
         missing = np.isnan(v)
@@ -349,11 +383,13 @@ def _fit_column(cols: Columns, name: str, role: str, transform: str, source: str
             q = np.quantile(kept, np.linspace(0, 1, min(1000, len(kept))))
             col.quantiles = [float(t) for t in q]
         return col
-    hours = _as_datetime(cols, name, source).astype("datetime64[h]").astype(np.int64) % 24
-    parts = list(DATE_PARTS) + (["hour"] if (hours[_present(cols, name)] != 0).any() else [])
-    values, missing = date_parts(cols, name, parts, source)
+    t = _as_datetime(cols, name, source, coerce)
+    hours = t[~np.isnat(t)].astype("datetime64[h]").astype(np.int64) % 24
+    parts = list(DATE_PARTS) + (["hour"] if (hours != 0).any() else [])
+    values, missing = date_parts(cols, name, parts, source, coerce)
     fill = np.median(values[~missing], axis=0) if (~missing).any() else np.zeros(len(parts))
-    return Column(name, role, fill=[float(f) for f in fill], indicator=bool(missing.any()), parts=parts)
+    return Column(name, role, fill=[float(f) for f in fill], indicator=bool(missing.any()), parts=parts,
+                  coerce=coerce)
 
 
 # ------------------------------------------------------------------------------- value access
@@ -386,6 +422,8 @@ def factorize(cols: Columns, name: str) -> tuple[np.ndarray, list[str]]:
     as they read (an integral float as ``3``, a boolean as ``True``), so a level is the same
     whether a CSV or a DataFrame holds it."""
     if name in cols.codes:
+        codes, levels = cols.codes[name]
+        cols.codes[name] = strip_levels(codes, levels)  # a reader's encoding, spaces and all
         return cols.codes[name]
     a = cols.arrays[name]
     if a.dtype.kind in "iufb":
@@ -416,7 +454,23 @@ def _factorize_text(a: np.ndarray) -> tuple[np.ndarray, list[str]]:
         arr = pa.array([None if _is_missing(v) else str(v) for v in a], type=pa.string())
     enc = arr.dictionary_encode()
     codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes, [str(s) for s in enc.dictionary.to_pylist()]
+    return strip_levels(codes, [str(s) for s in enc.dictionary.to_pylist()])
+
+
+def strip_levels(codes: np.ndarray, levels: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Levels without surrounding spaces (``", "``-separated exports such as UCI Adult's write
+    " Private"), codes merged where two levels then read the same; an empty level is a gap."""
+    stripped = [lvl.strip() for lvl in levels]
+    if stripped == levels and "" not in levels:
+        return codes, levels
+    uniq, inverse = np.unique(np.array(stripped, dtype=object), return_inverse=True)
+    kept = [str(u) for u in uniq]
+    remap = np.append(inverse, -1)
+    if "" in kept:  # spaces only: no value
+        gap = kept.index("")
+        remap = np.where(remap == gap, -1, remap - (remap > gap))
+        kept.pop(gap)
+    return remap[np.where(codes < 0, len(levels), codes)], kept
 
 
 def numeric_values(cols: Columns, name: str, source: str, coerce: bool = False) -> np.ndarray:
@@ -455,58 +509,72 @@ def numeric_values(cols: Columns, name: str, source: str, coerce: bool = False) 
     return v
 
 
+_MONEY = re.compile(r"[$€£]?-?\d{1,3}(,\d{3})+(\.\d+)?|[$€£]-?\d+(\.\d+)?")
+
+
 def _number(text: str) -> float:
+    """A number written as text (also ``$7.25``, ``7,250``), or NaN."""
     try:
         return float(text)
     except ValueError:
-        return np.nan
+        t = text.strip()
+        return float(t.lstrip("$€£").replace(",", "")) if _MONEY.fullmatch(t) else np.nan
 
 
-def _numeric_text(cols: Columns, name: str) -> tuple[float, list[str]]:
-    """The share of a text column's values that are numbers, and the other values (up to 3)."""
+def _text_share(cols: Columns, name: str, test: Any) -> tuple[float, list[str]]:
+    """The share of a text column's values (gap tokens such as "?" left out) that pass ``test``
+    (a number, an ISO date), and the most frequent others (up to 3)."""
     codes, levels = factorize(cols, name)
     counts = np.bincount(codes[codes >= 0], minlength=len(levels))
-    number = np.array([not np.isnan(_number(lvl)) for lvl in levels], dtype=bool)
-    total = int(counts.sum())
-    words = [levels[k] for k in np.argsort(-counts) if not number[k]][:3]
-    return (float(counts[number].sum()) / total if total else 0.0), words
+    ok = np.array([bool(test(lvl)) for lvl in levels], dtype=bool)
+    token = np.array([lvl.strip().lower() in GAP_TOKENS for lvl in levels], dtype=bool)
+    total = int(counts[~token].sum())
+    words = [levels[k] for k in np.argsort(-counts, kind="stable") if not ok[k]][:3]
+    return (float(counts[ok].sum()) / total if total else 0.0), words
 
 
-def _looks_like_dates(values: np.ndarray) -> bool:
-    """Whether every one of the first 200 values is an ISO 8601 date or date-time (text, or
-    Python dates from a reader)."""
-    sample = values[:200]
-    return len(sample) > 0 and all(
-        isinstance(v, _dt.date) or (isinstance(v, str) and _ISO.fullmatch(v.strip())) for v in sample)
+def _is_number(text: str) -> bool:
+    return not np.isnan(_number(text))
 
 
-def _as_datetime(cols: Columns, name: str, source: str) -> np.ndarray:
-    """A column of datetimes or ISO text as datetime64[s] (NaT for gaps)."""
+def _is_date(text: str) -> bool:
+    return _ISO.fullmatch(text.strip()) is not None
+
+
+def _as_datetime(cols: Columns, name: str, source: str, coerce: bool = False) -> np.ndarray:
+    """A column of datetimes or ISO text as datetime64[s] (NaT for gaps); each distinct text
+    value is parsed once.
+
+    Args:
+        coerce: text that is not a date is a gap (a date column with a few stray values),
+            instead of an error naming its row.
+    """
     a = cols.arrays[name]
     if a.dtype.kind == "M":
         return a.astype("datetime64[s]")
-    text = [None if _is_missing(v) else re.sub(r"(Z|[+-]\d{2}:?\d{2})$", "", str(v).strip()) for v in a]
-    try:  # one vectorised parse; the loop below only runs to name a bad row
-        return np.array(["NaT" if t is None else t for t in text], dtype="datetime64[s]")
-    except ValueError:
-        pass
-    out = np.empty(len(a), dtype="datetime64[s]")
-    for i, v in enumerate(a):
-        if _is_missing(v):
-            out[i] = np.datetime64("NaT")
-            continue
-        text = str(v).strip()
+    codes, levels = factorize(cols, name)
+    parsed = np.empty(len(levels) + 1, dtype="datetime64[s]")
+    parsed[-1] = np.datetime64("NaT")
+    bad = np.zeros(len(levels) + 1, dtype=bool)
+    for k, text in enumerate(levels):
         try:
-            out[i] = np.datetime64(re.sub(r"(Z|[+-]\d{2}:?\d{2})$", "", text).replace(" ", "T"), "s")
+            iso = re.sub(r"(Z|[+-]\d{2}:?\d{2})$", "", text.strip()).replace(" ", "T")
+            parsed[k] = np.datetime64(iso, "s")
         except ValueError:
+            parsed[k], bad[k] = np.datetime64("NaT"), text.strip().lower() not in GAP_TOKENS
+    index = np.where(codes < 0, len(levels), codes)
+    if bad.any() and not coerce:
+        i = int(np.flatnonzero(bad[index])[0]) if bad[index].any() else None
+        if i is not None:
             raise DataError(f"{source}: column {name!r} holds dates, but row {cols.row(i)} is not one: "
-                            f"{text!r}") from None
-    return out
+                            f"{levels[index[i]]!r}")
+    return parsed[index]
 
 
-def date_parts(cols: Columns, name: str, parts: Sequence[str], source: str) -> tuple[np.ndarray, np.ndarray]:
+def date_parts(cols: Columns, name: str, parts: Sequence[str], source: str,
+               coerce: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The numeric parts of a date column, (n, len(parts)) float64, and which rows are missing."""
-    t = _as_datetime(cols, name, source)
+    t = _as_datetime(cols, name, source, coerce)
     missing = np.isnat(t)
     days = t.astype("datetime64[D]")
     filled = np.where(missing, np.datetime64("1970-01-01", "D"), days)

@@ -233,11 +233,12 @@ COLUMN = Tagged("role", {
                     "indicator": Bool(), "quantiles": Seq(Float(), 1, 1000), "coerce": Bool()},
                    optional=frozenset({"quantiles", "coerce"}), rules=(_sorted("quantiles"),)),
     "categorical": Obj({"name": _NAME, "role": Str(("categorical",)),
-                        "levels": Seq(Str(max_len=10_000), 0, 10**5, unique=True), "missing": Bool()}),
+                        "levels": Seq(Str(max_len=10_000), 0, 10**5, unique=True), "missing": Bool(),
+                        "unknown": Float(0.0, 1.0)}),
     "datetime": Obj({"name": _NAME, "role": Str(("datetime",)), "fill": Seq(Float(), 0, 6),
-                     "indicator": Bool(),
+                     "indicator": Bool(), "coerce": Bool(),
                      "parts": Seq(Str(("year", "month", "dayofweek", "dayofyear", "days", "hour")),
-                                  0, 6, unique=True)},
+                                  0, 6, unique=True)}, optional=frozenset({"coerce"}),
                     rules=(lambda d: None if len(d["fill"]) == len(d["parts"])
                            else ("fill", f"{len(d['fill'])} values for {len(d['parts'])} parts"),)),
 })
