@@ -85,7 +85,7 @@ def trained(tmp_path_factory) -> Path:
     ("a,b,a,d,label\n1,2,3,4,yes\n2,3,4,5,no\n", "duplicate column names: a"),
     (with_row(with_row(GOOD, 2, "1,,0.5,4,no"), 9, "nan,,0.5,4,no"),
      "missing values in columns: a (1), b (2)"),
-    (with_row(GOOD, 8, "1,2,0.5,4,"), "missing values in columns: label (1)"),
+    (with_row(GOOD, 8, "1,2,0.5,4,"), "target column 'label' is missing on row 8 (1 row in all)"),
     ("a,b,c,d,label\n" + "1,2,3,4,yes\n" * 5, "target column 'label' has a single class ('yes')"),
 ])
 def test_bad_csv_names_file_column_and_row(capsys, tmp_path, text, named):
@@ -254,7 +254,8 @@ def test_impute_fills_with_training_medians_saved_with_the_model(capsys, tmp_pat
                         "index): a (1), d (1)\n") and err.count("\n") == 1, err
     # A missing target is never imputed.
     (tmp_path / "t.csv").write_text("a,b,c,d,label\n1,2,3,4,up\n1,2,3,4,\n")
-    assert one_error(capsys, "evaluate", "R", "t.csv").endswith("missing values in columns: label (1)")
+    assert one_error(capsys, "evaluate", "R", "t.csv").endswith(
+        "t.csv: target column 'label' is missing on row 2 (1 row in all)")
 
 
 def test_impute_flag_is_documented(capsys):

@@ -228,9 +228,16 @@ def add_column(cols: Columns, name: str, values: np.ndarray, kind: str, codes: C
     """Add a column read from a file or frame to ``cols``, with its missing cells kept (NaN,
     None, NaT) when ``allow_missing``, else counted into ``missing`` for one error.
 
+    Args:
+        cols: the columns read so far.
+        name, values, kind, codes: the column, as :mod:`nnfit.data.kinds` made it.
+        missing: missing cells per column, added to when they are not kept.
+        allow_missing: keep missing cells (of any column but the target).
+        target: this column is the target, whose missing cells are never kept.
+
     Raises:
-        DataError: the target (``target``) misses a value while ``allow_missing``: it is never
-            filled, so the first such row is named at once.
+        DataError: the target misses a value while ``allow_missing``: it is never filled, so
+            the first such row is named at once.
     """
     cols.arrays[name], cols.kinds[name] = values, kind
     if codes is not None:

@@ -17,11 +17,10 @@ conversion: importing pandas would cost more than reading a small file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-KINDS = ("int", "float", "bool", "text", "datetime")
 
 Codes = tuple[np.ndarray, list[str]]
 
@@ -50,13 +49,15 @@ def _is_string_view(t: Any) -> bool:
     return bool(getattr(pt, "is_string_view", lambda _: False)(t))
 
 
-def arrow_column(col: Any, *, python_dates: bool = False) -> tuple[np.ndarray, str, Codes | None]:
+def arrow_column(col: Any, *, python_dates: bool = False,
+                 null_texts: Sequence[str] = ()) -> tuple[np.ndarray, str, Codes | None]:
     """One Arrow column (Array or ChunkedArray) as nnfit keeps it.
 
     Args:
         col: the column.
         python_dates: keep dates and timestamps as Python objects (for a target, which is
             refused later with its row named) instead of ``datetime64[ns]``.
+        null_texts: text values that mean a missing cell (see :func:`text_column`).
 
     Returns:
         (array, kind, codes): ``codes`` is (int32 codes, levels) for text, else None.
@@ -71,7 +72,7 @@ def arrow_column(col: Any, *, python_dates: bool = False) -> tuple[np.ndarray, s
             return values, kind, None
         kind, chunks = "text", [c.cast(pa.string()) for c in chunks]  # beyond datetime64[ns]
     if kind == "text":
-        return text_column(chunks)
+        return text_column(chunks, null_texts)
     if kind in ("int", "float", "bool"):
         return _numbers(chunks, col.type), kind, None
     values = [v for c in chunks for v in c.to_pylist()]
@@ -105,7 +106,8 @@ def fixed_values(chunk: Any, dtype: Any) -> np.ndarray:
     return data[chunk.offset:chunk.offset + len(chunk)]
 
 
-def _bools(chunk: Any) -> np.ndarray:
+def bool_values(chunk: Any) -> np.ndarray:
+    """A boolean Arrow array's values (bit-packed) as a NumPy bool array."""
     if not len(chunk):
         return np.empty(0, dtype=bool)
     bits = np.frombuffer(chunk.buffers()[1], dtype=np.uint8)
@@ -120,7 +122,7 @@ def chunk_numbers(chunk: Any, dtype: Any = None) -> np.ndarray:
     t = chunk.type
     if pt.is_null(t):
         return np.full(len(chunk), np.nan, dtype=dtype or np.float64)
-    v = _bools(chunk) if pt.is_boolean(t) else fixed_values(chunk, t.to_pandas_dtype())
+    v = bool_values(chunk) if pt.is_boolean(t) else fixed_values(chunk, t.to_pandas_dtype())
     missing = missing_of(chunk)
     if missing is None:
         return v if dtype is None else v.astype(dtype, copy=False)
@@ -160,16 +162,47 @@ def _datetimes(chunks: list[Any]) -> np.ndarray | None:
     return out.view("datetime64[ns]")
 
 
-def text_column(chunks: list[Any]) -> tuple[np.ndarray, str, Codes]:
+def text_column(chunks: list[Any], null_texts: Sequence[str] = ()) -> tuple[np.ndarray, str, Codes]:
     """Text (or dictionary) Arrow arrays as an object array of str/None with its dictionary
-    encoding, hashed in C++ (``dictionary_encode``): levels in order of first appearance."""
+    encoding, hashed in C++ (``dictionary_encode``): levels in order of first appearance.
+    Each distinct value becomes one Python string, however often it occurs.
+
+    Args:
+        chunks: the column's arrays.
+        null_texts: values that mean a missing cell (a CSV's "NA", "null", ...), for a reader
+            that left them to be found here, among the distinct values only.
+    """
     import pyarrow as pa
 
-    chunks = [_as_text(c) for c in chunks] or [pa.array([], pa.string())]
-    enc = pa.chunked_array(chunks).dictionary_encode()
-    levels = enc.chunks[0].dictionary.to_pylist() if enc.num_chunks else []
+    if not chunks:
+        return np.empty(0, dtype=object), "text", (np.empty(0, dtype=np.int32), [])
+    enc = pa.chunked_array([_as_text(c) for c in chunks]).dictionary_encode()
+    dictionary = enc.chunks[0].dictionary  # the chunks share one dictionary
     codes = np.concatenate([_indices(c.indices) for c in enc.chunks])
+    if null_texts:
+        dictionary, codes = _drop_levels(dictionary, codes, null_texts)
+    levels = dictionary.to_pylist()
+    if len(levels) == len(codes) and (not len(codes) or codes[-1] == len(codes) - 1):
+        return _objects(levels), "text", (codes, levels)  # all distinct: codes 0, 1, 2, ...
     return decode(codes, levels), "text", (codes, levels)
+
+
+def _drop_levels(dictionary: Any, codes: np.ndarray, texts: Sequence[str]) -> tuple[Any, np.ndarray]:
+    """The dictionary without the entries in ``texts``, and the codes with theirs as -1."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data = "".join(texts).encode()
+    offsets = np.cumsum([0] + [len(t.encode()) for t in texts], dtype=np.int32)
+    value_set = pa.StringArray.from_buffers(len(texts), pa.py_buffer(offsets), pa.py_buffer(data))
+    drop = pc.is_in(dictionary, value_set=value_set)
+    if not drop.true_count:
+        return dictionary, codes
+    keep = ~np.unpackbits(np.frombuffer(drop.buffers()[1], dtype=np.uint8), count=drop.offset + len(drop),
+                          bitorder="little")[drop.offset:].astype(bool)
+    remap = np.full(len(keep) + 1, -1, dtype=np.int32)  # the last entry: code -1 stays -1
+    remap[:-1][keep] = np.arange(int(keep.sum()), dtype=np.int32)
+    return dictionary.filter(pc.invert(drop)), remap[codes]
 
 
 def decode(codes: np.ndarray, levels: list[str]) -> np.ndarray:

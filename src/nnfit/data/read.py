@@ -1,24 +1,34 @@
 """Fast, lean file ingest: a CSV or Parquet file straight into one float32 feature block.
 
 The general reader (:func:`nnfit.data.columns.read_columns`) builds a whole Arrow table and then
-NumPy columns: simple, but it holds the data two or three times over. Here the file is parsed
-in 32 MB pieces by pyarrow's multi-threaded parser, numeric columns parsed directly as
-float32; each piece is copied into a preallocated ``(rows, numeric columns)`` float32 array
-and released, so memory stays near the size of the result whatever the file's size.
-Non-numeric columns (a text target) are kept as arrays.
+NumPy columns: simple, but it holds the data two or three times over. Here a CSV is parsed in
+pieces of ``CHUNK_BYTES``, a few at once on threads (pyarrow's serial parser each: the parse
+releases the GIL), with the column types read from the file's head. Each piece's numbers are
+copied into a ``(rows, numeric columns)`` float32 block, C-ordered as training reads it, and
+released, so memory stays near the size of the result whatever the file's size. The block is
+allocated once for an estimate of the rows (pages never written cost no memory) and trimmed
+or grown in place, so no pass over the file counts its lines first. Other columns (text,
+dates, the target) are kept as Arrow pieces and converted once at the end (see
+:mod:`nnfit.data.kinds`): text is dictionary-encoded in C++.
 
-Anything unusual (a column whose type changes part-way, quoting that spans lines, a parse
-error) falls back to the general reader, whose messages name the column and row.
+A column whose values outgrow the type read from the head (integers, then a decimal point;
+dates, then times; a "NA" among numbers) is read again with the wider type. Anything else
+unusual (a column numeric at the top and text further down, quoting that spans lines across
+a piece, a parse error) falls back to the general reader, whose messages name the column and
+row.
 """
 
 from __future__ import annotations
 
 import csv as csv_module
 import itertools
+import os
 import re
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -27,16 +37,31 @@ from .columns import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
     Columns,
+    add_column,
     check_flat,
     missing_values,
     read_columns,
     value_error,
 )
+from .kinds import arrow_column, arrow_kind, bool_values, fixed_values, missing_of
 
-CHUNK_BYTES = 32 << 20  # text parsed per call: enough for the parser's threads, small in memory
+CHUNK_BYTES = 4 << 20  # text parsed per call: long enough to amortise a call, short in memory
+MAX_WORKERS = 4  # pieces parsed at once, at most (each holds its text and its columns)
+PEEK_BYTES = 1 << 16  # the head of the file whose values set each column's type
+SCAN_ROWS = 1 << 16  # rows of the block checked for NaN and inf at a time
+
 
 class _Fallback(Exception):
     """This file needs the general reader."""
+
+
+class _Widen(Exception):
+    """A column's values need a wider type than the file's head suggested (or, with ``name``
+    None, pyarrow's missing-value markers are needed): read again."""
+
+    def __init__(self, name: str | None, to: Any) -> None:
+        super().__init__(name)
+        self.name, self.to = name, to
 
 
 def read_table(path: str | Path, exclude: str | None = None, *, allow_missing: bool = False) -> Columns:
@@ -45,12 +70,13 @@ def read_table(path: str | Path, exclude: str | None = None, *, allow_missing: b
     Args:
         path: the file.
         exclude: a column kept out of the block with its own type (the target), if present.
-        allow_missing: keep missing cells of the block's columns as NaN (for a model that
-            imputes them) instead of refusing them; other columns must still be complete.
+        allow_missing: keep missing cells of every column but ``exclude`` (NaN in the block
+            and other numbers, None in text, NaT in dates) instead of refusing them.
 
     Returns:
         :class:`~nnfit.data.columns.Columns` whose ``block`` holds every numeric column except
-        ``exclude`` (``arrays`` has views of it), and other columns as arrays.
+        ``exclude`` (``arrays`` has views of it), and other columns as arrays; ``kinds`` for
+        every column and ``codes`` for text columns, as the general reader gives them.
 
     Raises:
         DataError: the same problems, with the same messages, as ``read_columns``.
@@ -59,10 +85,12 @@ def read_table(path: str | Path, exclude: str | None = None, *, allow_missing: b
         >>> import tempfile, pathlib
         >>> with tempfile.TemporaryDirectory() as d:
         ...     p = pathlib.Path(d) / "t.csv"
-        ...     _ = p.write_text("a,b,y\\n1,2,cat\\n3,4,dog\\n")
+        ...     _ = p.write_text("a,b,y\\n1,2.5,cat\\n3,4,dog\\n")
         ...     cols = read_table(p, exclude="y")
         >>> cols.block.shape, cols.block_names, cols.arrays["y"].tolist()
         ((2, 2), ['a', 'b'], ['cat', 'dog'])
+        >>> cols.kinds, cols.codes["y"][0].tolist()
+        ({'a': 'int', 'b': 'float', 'y': 'text'}, [0, 1])
     """
     p = Path(path)
     suffix = p.suffix.lower()
@@ -77,104 +105,169 @@ def read_table(path: str | Path, exclude: str | None = None, *, allow_missing: b
         return read_columns(p, **general)
 
 
-def _numeric(t: Any) -> bool:
-    import pyarrow.types as pt
-
-    return pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t)
-
-
-def _to_numpy(col: Any) -> np.ndarray:
-    """An Arrow array as NumPy without pyarrow's pandas-based conversion (importing pandas
-    would cost more than the whole read of a small file)."""
-    import pyarrow as pa
-
-    t = col.type
-    if (pa.types.is_integer(t) or pa.types.is_floating(t)) and not col.null_count:
-        return _values(col, np.dtype(t.to_pandas_dtype()))
-    text = pa.types.is_string(t) or pa.types.is_large_string(t)
-    return np.array(col.to_pylist(), dtype=object if text else None)
-
-
-def _values(col: Any, dtype: np.dtype) -> np.ndarray:
-    """The values buffer of a fixed-width Arrow array without nulls, as a NumPy view."""
-    data = np.frombuffer(col.buffers()[1], dtype=dtype)
-    return data[col.offset:col.offset + len(col)]
+def _block_kind(t: Any, name: str, exclude: str | None) -> str | None:
+    """The kind of a column that goes into the float32 block; None for one kept out of it."""
+    kind = arrow_kind(t)
+    return kind if kind in ("int", "float", "bool") and name != exclude else None
 
 
 class _Filler:
-    """Copies Arrow record batches into the preallocated block and per-column lists."""
+    """Copies Arrow pieces into the float32 block and keeps the other columns' pieces, to
+    convert them once at the end.
 
-    def __init__(self, names: list[str], types: list[Any], rows: int, exclude: str | None,
-                 allow_missing: bool = False) -> None:
-        self.names = names
-        self.allow_missing = allow_missing
-        self.block_names = [n for n, t in zip(names, types, strict=True) if _numeric(t) and n != exclude]
-        # Column-major, so each column of a batch is one contiguous copy.
-        self.block = np.empty((rows, len(self.block_names)), dtype=np.float32, order="F")
-        self.where = {n: j for j, n in enumerate(self.block_names)}
-        self.others: dict[str, list[np.ndarray]] = {n: [] for n in names if n not in self.where}
-        self.missing: dict[str, int] = {}
-        self.row = 0
+    The block is C-ordered (a row is contiguous, as training reads it) and allocated for
+    ``capacity`` rows: the pages of rows never written are never touched, so an estimate too
+    high costs address space, not memory; one too low grows the block in place.
+
+    Args:
+        workers: threads to convert the other columns with.
+        null_texts: text values that mean a missing cell (markers the parser left as text).
+    """
+
+    def __init__(self, names: list[str], types: list[Any], capacity: int, exclude: str | None,
+                 allow_missing: bool, *, workers: int = 1, null_texts: Sequence[str] = ()) -> None:
         import pyarrow as pa
 
-        self.float32 = pa.float32()
+        self.names, self.types = names, dict(zip(names, types, strict=True))
+        self.workers, self.null_texts = workers, list(null_texts)
+        self.exclude, self.allow_missing = exclude, allow_missing
+        kinds = {n: _block_kind(t, n, exclude) for n, t in self.types.items()}
+        self.block_names = [n for n in names if kinds[n]]
+        self.kinds = {n: k for n, k in kinds.items() if k}
+        self.where = {n: j for j, n in enumerate(self.block_names)}
+        # Each block column's NumPy dtype, when its Arrow values are plain fixed-width numbers.
+        self.dtypes = [np.dtype(self.types[n].to_pandas_dtype()) if kinds[n] in ("int", "float")
+                       and not pa.types.is_null(self.types[n]) else None for n in self.block_names]
+        self.block = np.empty((max(capacity, 1), len(self.block_names)), dtype=np.float32)
+        self.others: dict[str, list[Any]] = {n: [] for n in names if n not in self.where}
+        self.row = 0
 
-    def add(self, batch: Any) -> None:
-        k = batch.num_rows
+    def add(self, table: Any) -> None:
+        """Copy one piece (an Arrow table or record batch with the file's columns)."""
+        k = table.num_rows
         if self.row + k > len(self.block):
-            raise _Fallback  # more rows than newlines: cannot happen in a plain CSV
-        for i, name in enumerate(self.names):
-            col = batch.column(i)
-            j = self.where.get(name)
-            if col.null_count and (j is None or not self.allow_missing):
-                self.missing[name] = self.missing.get(name, 0) + col.null_count
+            # Rows shorter than the head's: grow by half again (realloc moves no data).
+            self.block.resize((max(self.row + k, len(self.block) * 3 // 2), self.block.shape[1]),
+                              refcheck=False)
+        # A float64 beyond float32's range becomes inf, found by finish() and named there.
+        with np.errstate(over="ignore"):
+            for i, name in enumerate(self.names):
+                col = table.column(i)
+                chunks = col.chunks if hasattr(col, "chunks") else [col]
+                j = self.where.get(name)
                 if j is None:
-                    continue
-            if j is None:
-                self.others[name].append(_to_numpy(col))
-                continue
-            if col.type != self.float32:
-                col = col.cast(self.float32, safe=False)  # ints, booleans of the first piece
-            if col.null_count:
-                # Kept for imputation as NaN; otherwise counted above, and filled all the same:
-                # the block is never left uninitialised, where finish() would count its
-                # garbage as more missing values (a NaN that is text in the file still counts).
-                col = col.fill_null(float("nan") if self.allow_missing else 0.0)
-            self.block[self.row:self.row + k, j] = _values(col, np.dtype(np.float32))
+                    self.others[name].extend(chunks)
+                else:
+                    self._copy(chunks, self.block[self.row:self.row + k, j], self.dtypes[j])
         self.row += k
+
+    @staticmethod
+    def _copy(chunks: list[Any], out: np.ndarray, dtype: np.dtype | None) -> None:
+        """One column's chunks of a piece into ``out``, its rows of the block."""
+        r = 0
+        for chunk in chunks:
+            n = len(chunk)
+            if dtype is not None and not chunk.null_count:  # the usual chunk, without a call
+                out[r:r + n] = np.frombuffer(chunk.buffers()[1], dtype, n, chunk.offset * dtype.itemsize)
+            else:
+                _copy_numbers(chunk, out[r:r + n])
+            r += n
 
     def finish(self, source: str, cell: Callable[[int, str], Any]) -> Columns:
         """The Columns read; ``cell(row, name)`` is the file's own value of a cell (0-based
         data row), looked up only to name a value float32 could not hold.
 
         Raises:
-            DataError: no rows, missing values (counted per column), or inf in the block.
+            DataError: no rows, missing values (counted per column; with ``allow_missing``,
+                a missing target value, its row named), or inf in the block.
         """
         if self.row == 0:
             raise DataError(f"{source}: no data rows")
-        block = self.block[:self.row]
-        # inf here is "inf" in the file or a number beyond float32's range (parsed to float32
-        # as inf): found now, while file rows are known, and named by the file's own value.
-        first: tuple[int, str] | None = None  # (row, column) of the first inf, by row
-        for j, name in enumerate(self.block_names):
-            col = block[:, j]
-            if np.isfinite(col).all():  # one pass over a column: the usual case
-                continue
-            nan = 0 if self.allow_missing else int(np.isnan(col).sum())
-            if nan:
-                self.missing[name] = self.missing.get(name, 0) + nan
-            hit = np.isinf(col)
-            if hit.any() and (first is None or int(hit.argmax()) < first[0]):
-                first = (int(hit.argmax()), name)
-        if self.missing:
-            raise missing_values(source, self.missing)
-        if first is not None:
-            raise value_error(source, first[1], first[0], cell(*first))
-        arrays = {}
+        if len(self.block) != self.row:
+            self.block.resize((self.row, self.block.shape[1]), refcheck=False)  # frees the rest
+        block = self.block
+        missing, first = _scan(block, self.block_names, not self.allow_missing)
+        out = Columns(source, {}, block=block, block_names=self.block_names)
+        converted = self._convert_others()
         for n in self.names:
             j = self.where.get(n)
-            arrays[n] = block[:, j] if j is not None else np.concatenate(self.others[n])
-        return Columns(source, arrays, block=block, block_names=self.block_names)
+            if j is not None:
+                out.arrays[n], out.kinds[n] = block[:, j], self.kinds[n]
+            else:
+                values, kind, codes = converted[n]
+                add_column(out, n, values, kind, codes, missing, self.allow_missing, n == self.exclude)
+        if missing:
+            raise missing_values(source, {n: missing[n] for n in self.names if n in missing})
+        if first is not None:
+            raise value_error(source, first[1], first[0], cell(*first))
+        return out
+
+    def _convert_others(self) -> dict[str, tuple[np.ndarray, str, Any]]:
+        """The columns kept out of the block, converted (:func:`~nnfit.data.kinds.arrow_column`)
+        on a few threads: hashing text releases the GIL, and a column of distinct strings
+        takes as long as parsing a tenth of the file."""
+        import pyarrow as pa
+
+        def convert(n: str) -> tuple[np.ndarray, str, Any]:
+            col = pa.chunked_array(self.others.pop(n), type=self.types[n])
+            # A date target stays Python dates: refused later, naming the row.
+            return arrow_column(col, python_dates=n == self.exclude, null_texts=self.null_texts)
+
+        names = list(self.others)
+        workers = min(len(names), self.workers)
+        if workers < 2:
+            return {n: convert(n) for n in names}
+        # The columns of most distinct values start first: hashing a million distinct strings
+        # takes longer than all the other columns together. Their first piece tells.
+        order = sorted(names, key=lambda n: -len(self.others[n][0].unique())
+                       if self.others[n] and arrow_kind(self.types[n]) == "text" else 0)
+        with ThreadPoolExecutor(workers, thread_name_prefix="nnfit-read") as pool:
+            return dict(zip(order, pool.map(convert, order), strict=True))
+
+
+def _copy_numbers(chunk: Any, out: np.ndarray) -> None:
+    """A numeric or boolean Arrow array into ``out`` (a column of the block), NaN where null."""
+    import pyarrow.types as pt
+
+    t = chunk.type
+    if pt.is_null(t):
+        out[:] = np.nan
+        return
+    if pt.is_boolean(t):
+        out[:] = bool_values(chunk)
+    else:
+        out[:] = fixed_values(chunk, t.to_pandas_dtype())  # cast as copied: no second copy
+    missing = missing_of(chunk)
+    if missing is not None:
+        out[missing] = np.nan
+
+
+def _scan(block: np.ndarray, names: list[str],
+          count_nan: bool) -> tuple[dict[str, int], tuple[int, str] | None]:
+    """Missing cells (NaN) per column when ``count_nan``, and the first inf by row: "inf" in
+    the file or a number beyond float32's range, found while the file's rows are known."""
+    missing: dict[str, int] = {}
+    if not block.size or (np.isfinite(block.max()) and np.isfinite(block.min())):
+        return missing, None  # two passes without temporaries (NaN propagates): the usual case
+    # fmax/fmin skip NaN: inf shows in them whether or not there are gaps.
+    top, bottom = np.fmax.reduce(block, axis=None), np.fmin.reduce(block, axis=None)
+    inf = bool(np.isinf(top) or np.isinf(bottom))
+    nan = count_nan and bool(np.isnan(block.max()))
+    if not inf and not nan:
+        return missing, None
+    counts = np.zeros(block.shape[1], dtype=np.int64)
+    first: tuple[int, str] | None = None
+    for r in range(0, len(block), SCAN_ROWS):
+        part = block[r:r + SCAN_ROWS]
+        if nan:
+            counts += np.isnan(part).sum(axis=0)
+        if inf and first is None:
+            hit = np.isinf(part)
+            if hit.any():
+                i, j = divmod(int(hit.argmax()), block.shape[1])  # row-major: first by row
+                first = (r + i, names[j])
+    missing.update((n, int(c)) for n, c in zip(names, counts, strict=True) if c)
+    return missing, first
 
 
 def _csv_cell(p: Path, delimiter: str, row: int, column: int) -> str | None:
@@ -189,42 +282,56 @@ def _csv_cell(p: Path, delimiter: str, row: int, column: int) -> str | None:
     return fields[column] if fields is not None and column < len(fields) else None
 
 
-def _count_lines(p: Path) -> tuple[int, bytes]:
-    """Newlines in the file (an upper bound on its data rows, plus one without a final
-    newline) and its header line."""
-    lines, last = 0, b"\n"
-    with open(p, "rb") as f:
-        header = f.readline()
-        f.seek(0)
-        while chunk := f.read(CHUNK_BYTES):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return lines + (last != b"\n"), header
-
-
-def _peek_types(p: Path, names: list[str], exclude: str | None, parse: Any, pool: Any) -> dict[str, Any]:
-    """Column types from the file's first 64 KB: numeric columns then parse straight to
-    float32 (booleans stay booleans and are converted when copied)."""
+def _peek_types(p: Path, names: list[str], parse: Any) -> tuple[dict[str, Any], int]:
+    """Column types from the file's head (``PEEK_BYTES``), as the pieces are parsed: numbers
+    to float64 or int64, text, dates and booleans as they are (anything else as text); and
+    an estimate of the data rows, from the head's line length."""
     import pyarrow as pa
     from pyarrow import csv
 
     with open(p, "rb") as f:
         f.readline()
-        head = f.read(1 << 16)
+        start = f.tell()
+        head = f.read(PEEK_BYTES)
     head = head[:head.rfind(b"\n") + 1] or head
     table = csv.read_csv(pa.py_buffer(head), read_options=csv.ReadOptions(column_names=names),
-                         parse_options=parse, memory_pool=pool)
+                         parse_options=parse)
     if any(pa.types.is_binary(t) for t in table.schema.types):
         raise _Fallback  # text that is not UTF-8: the general reader names the row
-    return {n: (pa.float32() if _numeric(t) and not pa.types.is_boolean(t) and n != exclude else t)
-            for n, t in zip(names, table.schema.types, strict=True)}
+    types = {}
+    for n, t in zip(names, table.schema.types, strict=True):
+        kind = arrow_kind(t)
+        if kind == "float":  # a column with no value in the head, too
+            # float64, as pyarrow parses it fastest; rounded to float32 as it is copied.
+            t = pa.float64()
+        elif kind is None:
+            t = pa.string()
+        types[n] = t
+    data = p.stat().st_size - start
+    per_row = len(head) / max(head.count(b"\n"), 1)
+    # At most one row per len(names) bytes (its delimiters and line end) whatever the head says.
+    rows = min(int(data / per_row * 1.2) + 1024, data // len(names) + 2)
+    return types, rows
+
+
+def _widened(t: Any) -> Any:
+    """The type to read a column with again after a value that ``t`` cannot hold; None when
+    no type of the same kind can."""
+    import pyarrow as pa
+    import pyarrow.types as pt
+
+    if pt.is_integer(t):
+        return pa.float64()
+    if pt.is_date(t) or (pt.is_timestamp(t) and t.unit != "ns"):
+        return pa.timestamp("ns", getattr(t, "tz", None))
+    return None
 
 
 def _read_csv(p: Path, exclude: str | None, delimiter: str, allow_missing: bool) -> Columns:
-    import pyarrow as pa
     from pyarrow import csv
 
-    lines, header = _count_lines(p)
+    with open(p, "rb") as f:
+        header = f.readline()
     try:
         # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first name,
         # nor does it hide that name's quotes; pyarrow's reader drops it the same way.
@@ -236,50 +343,147 @@ def _read_csv(p: Path, exclude: str | None, delimiter: str, allow_missing: bool)
     if header.count(b'"') % 2:
         raise _Fallback  # a quoted name running over more than one line
     parse = csv.ParseOptions(delimiter=delimiter)
-    read = csv.ReadOptions(column_names=names)
-    pool = pa.system_memory_pool()  # freed pieces go back to the OS instead of a cache
-    filler: _Filler | None = None
     try:
-        types = _peek_types(p, names, exclude, parse, pool)
+        types, rows = _peek_types(p, names, parse)
+    except (ValueError, UnicodeDecodeError):  # pyarrow's errors are ValueErrors too
+        raise _Fallback from None
+    # Only empty cells are missing at first: checking each cell against pyarrow's list of
+    # markers ("NA", "null", ...) costs a tenth of the parse. A marker in a number, date or
+    # boolean column fails its conversion and the file is read again with the list; in text
+    # it is found among the column's distinct values (``null_texts``).
+    nulls: list[str] | None = [""]
+    for _ in range(len(names) + 2):  # each retry widens a column or restores the markers
+        try:
+            filler = _parse_pieces(p, names, types, rows, exclude, parse, allow_missing, nulls)
+        except _Widen as w:
+            if w.name is None:
+                nulls = None
+            else:
+                types[w.name] = w.to
+            continue
+        return filler.finish(str(p), lambda row, name: _csv_cell(p, delimiter, row, names.index(name)))
+    raise _Fallback
+
+
+def _parse_pieces(p: Path, names: list[str], types: dict[str, Any], rows: int, exclude: str | None,
+                  parse: Any, allow_missing: bool, nulls: list[str] | None) -> _Filler:
+    """Parse the file's rows piece by piece into a :class:`_Filler`, with ``nulls`` the
+    texts of a missing cell (None: pyarrow's list).
+
+    Pieces are parsed on a few threads at once, each piece by pyarrow's serial reader (the
+    parse releases the GIL): on two cores this takes a quarter less CPU than one
+    multi-threaded read, whose 1 MB tasks cost more to share out than they save. Pieces
+    are copied into the block in file order as they come back.
+
+    Raises:
+        _Widen: a column needs a wider type, or the list of missing-value markers.
+        _Fallback: anything else that the general reader must handle (a piece that ends
+            inside a quoted value, a value that no type of its column's kind holds, ...).
+    """
+    import pyarrow as pa
+    from pyarrow import csv
+
+    read = csv.ReadOptions(column_names=names, use_threads=False)
+    convert = csv.ConvertOptions(column_types=types, strings_can_be_null=True)
+    if nulls is not None:
+        convert.null_values = nulls
+
+    def parse_piece(piece: memoryview) -> Any:
+        if np.count_nonzero(np.frombuffer(piece, dtype=np.uint8) == ord('"')) % 2:
+            # The piece ends inside a quoted value holding a line end: parsed in two pieces
+            # it would be wrong without any error, so the general reader reads it. (Counted
+            # here, on the parsing thread, by NumPy, which releases the GIL.)
+            raise _Fallback
+        # Parsed straight from the buffer it was read into: the text is never copied.
+        return csv.read_csv(pa.py_buffer(piece), read_options=read, parse_options=parse,
+                            convert_options=convert)
+
+    workers = _workers(p)
+    markers = [] if nulls is None else [t for t in csv.ConvertOptions().null_values if t not in nulls]
+    filler = _Filler(names, [types[n] for n in names], rows, exclude, allow_missing, workers=workers,
+                     null_texts=markers)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="nnfit-read") if workers > 1 else None
+    try:
         with open(p, "rb") as f:
             f.readline()
-            buf = bytearray(CHUNK_BYTES)
-            view, held = memoryview(buf), 0  # `held`: bytes of a partial line carried over
-            while True:
-                got = f.readinto(view[held:])
-                end = held + got
-                cut = buf.rfind(b"\n", 0, end) + 1 if got else end
-                if cut == 0 and got:  # a line longer than the buffer: grow it
-                    view.release()
-                    buf.extend(bytes(len(buf)))
-                    view, held = memoryview(buf), end
+            pending: deque[Future] = deque()
+            # workers + 1 buffers: a buffer is refilled only after its piece's parse is done.
+            for piece in _pieces(f, workers + 1):
+                if pool is None:
+                    filler.add(parse_piece(piece))
                     continue
-                if buf.count(b'"', 0, cut) % 2:
-                    # The cut falls inside a quoted value holding a newline: parsed in two
-                    # pieces it would be wrong without any error, so the general reader reads it.
-                    raise _Fallback
-                if re.search(rb"\S", view[:cut]):
-                    convert = csv.ConvertOptions(column_types=types, strings_can_be_null=True)
-                    # Parsed straight from the reusable buffer: the text is never copied.
-                    table = csv.read_csv(pa.py_buffer(view[:cut]), read_options=read,
-                                         parse_options=parse, convert_options=convert,
-                                         memory_pool=pool)
-                    if filler is None:
-                        filler = _Filler(names, table.schema.types, max(1, lines - 1), exclude,
-                                         allow_missing)
-                    for batch in table.to_batches():
-                        filler.add(batch)
-                    del table
-                if not got:
-                    break
-                rest = bytes(view[cut:end])
-                buf[:len(rest)] = rest
-                held = len(rest)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
+                pending.append(pool.submit(parse_piece, piece))
+                if len(pending) > workers:
+                    filler.add(pending.popleft().result())
+            while pending:
+                filler.add(pending.popleft().result())
+    except pa.ArrowInvalid as e:
+        raise _widen_or_fallback(e, names, types, nulls is not None) from None
+    except (pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
         raise _Fallback from None  # e.g. a column numeric at the top and text further down
-    if filler is None:
-        raise DataError(f"{p}: no data rows")
-    return filler.finish(str(p), lambda row, name: _csv_cell(p, delimiter, row, names.index(name)))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return filler
+
+
+def _workers(p: Path) -> int:
+    """Threads to parse with: pyarrow's CPU count (which ``pyarrow.set_cpu_count`` sets), at
+    most ``MAX_WORKERS`` (each holds a piece), and one for a file of a piece or less."""
+    import pyarrow as pa
+
+    if p.stat().st_size <= CHUNK_BYTES:
+        return 1
+    return max(1, min(pa.cpu_count(), MAX_WORKERS))
+
+
+def _pieces(f: BinaryIO, buffers: int) -> Iterator[memoryview]:
+    """The rest of the file in pieces of about ``CHUNK_BYTES`` that end at a line end, each a
+    view of one of ``buffers`` rotating buffers (a piece's buffer is refilled ``buffers``
+    pieces later). Pieces of blank lines only are skipped."""
+    ring: list[bytearray] = []
+    carry = b""  # a partial line, carried over to the next piece
+    # A small file gets a buffer its size (+ 1, so that reading it all is a short read).
+    first = min(CHUNK_BYTES, os.fstat(f.fileno()).st_size - f.tell() + 1)
+    for k in itertools.count():
+        while True:
+            size = max(first, 2 * len(carry))
+            if len(ring) <= k % buffers:
+                ring.append(bytearray(size))
+            elif len(ring[k % buffers]) < size:  # a new buffer: never resize one in use
+                ring[k % buffers] = bytearray(size)
+            buf = ring[k % buffers]
+            view = memoryview(buf)
+            view[:len(carry)] = carry
+            got = f.readinto(view[len(carry):])
+            end = len(carry) + got
+            last = end < len(buf)  # a short read of a file: its end
+            cut = end if last else buf.rfind(b"\n", 0, end) + 1
+            if cut or last:
+                break
+            carry = bytes(view[:end])  # a line longer than the buffer: a bigger one
+        carry = bytes(view[cut:end])
+        if re.search(rb"\S", view[:cut]):
+            yield view[:cut]
+        if last:
+            return
+
+
+def _widen_or_fallback(e: Exception, names: list[str], types: dict[str, Any],
+                       markers_off: bool) -> Exception:
+    """A conversion error that a wider type or pyarrow's missing-value markers (when
+    ``markers_off``) fix: :class:`_Widen`; anything else: :class:`_Fallback`."""
+    from pyarrow import csv
+
+    m = re.search(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to [^:]*: "
+                  r"invalid value '(.*)'$", str(e))
+    if not m or int(m.group(1)) >= len(names):
+        return _Fallback()
+    if markers_off and m.group(2) in csv.ConvertOptions().null_values:
+        return _Widen(None, None)
+    name = names[int(m.group(1))]
+    to = _widened(types[name])
+    return _Widen(name, to) if to is not None else _Fallback()
 
 
 def _read_parquet(p: Path, exclude: str | None, allow_missing: bool) -> Columns:
