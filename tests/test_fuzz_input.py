@@ -139,13 +139,13 @@ def mutate(table: list[list[str]], data: bytes, m: tuple) -> tuple[list[list[str
         rows[r].pop()
     elif kind == "dup_header" and rows and len(rows[0]) > 1:
         rows[0][c] = rows[0][(c + 1) % len(rows[0])]
-    elif kind == "empty_header" and rows:
+    elif kind == "empty_header" and rows and rows[0]:
         rows[0][c] = ""
     elif kind == "swap_header" and rows and len(rows[0]) > 1:
         rows[0] = rows[0][::-1]
     elif kind == "token" and len(rows) > 1 and len(rows[r]) > 1:
         rows[r][at % (len(rows[r]) - 1)] = token
-    elif kind == "token_label" and len(rows) > 1:
+    elif kind == "token_label" and len(rows) > 1 and rows[r]:
         rows[r][-1] = token
     elif kind == "header_only":
         rows = rows[:1]

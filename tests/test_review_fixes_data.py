@@ -311,7 +311,7 @@ def test_a_dictionary_encoded_text_column_is_named_as_text(capsys, tmp_path):
     assert status == 0, err
     table = json.loads((tmp_path / "run" / "model.json").read_text())["preprocess"]["table"]
     assert table["columns"][1] == {"name": "b", "role": "categorical", "levels": ["x", "y"],
-                                   "missing": False}  # levels as text, not np.str_
+                                   "missing": False, "unknown": 0.0}  # levels as text
 
 
 # ------------------------------------------------------------------ 12: NaN buffers

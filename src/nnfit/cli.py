@@ -166,11 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("always", NnfitWarning)  # shown, whatever the filters say
             warnings.showwarning = _show_warning
-            return getattr(cli_commands, f"cmd_{args.command}")(args)
+            _HELD.clear()
+            _HELD.append([])  # held until the inputs check out: see release_warnings
+            status = getattr(cli_commands, f"cmd_{args.command}")(args)
+            release_warnings()
+            return status
     except Stopped as e:  # a graceful stop by SIGINT/SIGTERM, checkpoint committed
+        release_warnings()
         _say(f"nnfit: {e}")
         return e.exit_code
     except NnfitError as e:
+        # Bad input: its one line is the answer; warnings about the same input are dropped
+        # (shown already when training had started).
+        _HELD.clear()
         _say(f"nnfit: error: {e}")
         return e.exit_code
     except OSError as e:  # the file system said no: a full disk, a directory, no permission
@@ -192,10 +200,24 @@ def _say(line: str) -> None:
     print(printable(line), file=sys.stderr)
 
 
+_HELD: list[list[str]] = []  # warnings not shown yet: [] outside a command, [lines] inside
+
+
 def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
                   line: Any = None) -> None:
-    """Warnings as one ``nnfit: warning:`` line on stderr."""
-    _say(f"nnfit: warning: {message}")
+    """Warnings as one ``nnfit: warning:`` line on stderr; held while a command still checks
+    its inputs, so bad input ends with its one error line alone."""
+    if _HELD:
+        _HELD[0].append(f"nnfit: warning: {message}")
+    else:
+        _say(f"nnfit: warning: {message}")
+
+
+def release_warnings() -> None:
+    """Show the warnings held so far and any later ones at once: the inputs checked out
+    (training starts, or the command is done)."""
+    for line in _HELD.pop() if _HELD else []:
+        _say(line)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -9,8 +9,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+from .callbacks import Callback
 from .checkpoint import atomic_write_text, read_json
-from .cli import dumps, flag_values, split_items
+from .cli import dumps, flag_values, release_warnings, split_items
 from .config import RunConfig, check_names, make_run_config, read_config_file
 from .confusion import MAX_SHOWN_CLASSES, split_confusion
 from .data.columns import Columns
@@ -102,6 +103,13 @@ def write_columns_csv(path: Path, cols: Columns) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+class _InputsChecked(Callback):
+    """Shows the warnings the CLI held while the data was checked, once training starts."""
+
+    def on_fit_start(self, trainer: Any) -> None:
+        release_warnings()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg.model.model not in BUILT_IN_STACKS:
@@ -126,7 +134,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
                           run_config=record, resume=out if args.resume else None,
-                          overwrite=args.overwrite, force_resume=args.force_resume)
+                          overwrite=args.overwrite, force_resume=args.force_resume,
+                          callbacks=[_InputsChecked()])
         except Stopped as e:
             raise Stopped(f"{e}; resume with: nnfit train --resume {out}", e.exit_code - 128) from None
         val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
