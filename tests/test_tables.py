@@ -522,3 +522,13 @@ def test_gaps_filled_in_arrays_are_reported_in_one_line():
         "index): x0 (2), x2 (1)"]
     with pytest.warns(NnfitWarning, match=r"^input: filled missing values .*: x0 \(2\), x2 \(1\)$"):
         learner.predict(x)
+
+
+def test_bad_input_after_a_warning_is_still_one_line(capsys, tmp_path, monkeypatch):
+    """Warnings about the data (dropped ids) are held while the inputs are checked: a refusal
+    is its one error line alone."""
+    monkeypatch.chdir(tmp_path)
+    rows = ["id,name,a,y"] + [f"{i},n{i},{'' if i == 3 else i % 7},{i % 2}" for i in range(40)]
+    Path("t.csv").write_text("\n".join(rows) + "\n")
+    line = one_error(capsys, "train", "t.csv", "--target", "y", "--no-impute", "--quiet", "--out", "R")
+    assert line == "nnfit: error: t.csv: missing values in columns: a (1)", line
