@@ -246,7 +246,8 @@ def markdown(results: dict) -> str:
         lines += _rows(mix["median"], lambda m: [
             f"{m['seconds']:.2f}", f"{m['extra_rss_mb']:.0f}", f"{1 / m.get('speedup_vs_pandas', 1):.2f}"])
     if "tables" in results:
-        from tables import markdown as tables_markdown  # benchmarks/ is this script's folder
+        sys.path.insert(0, str(HERE))  # benchmarks/, also when this file is loaded by path
+        from tables import markdown as tables_markdown
 
         lines += ["", f"## Real tables: failed: {results['tables']['error']}" if "error" in results["tables"]
                   else tables_markdown(results["tables"], heading="##")]

@@ -278,7 +278,7 @@ def test_the_benchmark_skips_a_peer_that_is_not_installed(tmp_path, monkeypatch,
     if importlib.util.find_spec("lightning") is not None:  # installed here: pretend it is not
         monkeypatch.setitem(bench.PEER_MODULES, "lightning", "nnfit_test_no_such_module")
     monkeypatch.setattr(sys, "argv", ["bench.py", "--smoke", "--contenders", "nnfit", "lightning",
-                                      "--skip", "cli", "ingest", "--out", str(tmp_path)])
+                                      "--skip", "cli", "ingest", "tables", "--out", str(tmp_path)])
     bench.main()
     results = json.loads((tmp_path / "smoke-cpu.json").read_text())
     assert results["skipped"] == {"lightning": "not installed"}
