@@ -310,3 +310,23 @@ def test_reading_files_never_imports_pandas(tmp_path):
             "assert 'pandas' not in sys.modules, 'pandas was imported'\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_quoted_line_breaks_across_pieces_read_as_pandas_does(tmp_path, monkeypatch):
+    """A piece that ends inside a quoted value sends the file to the general reader, which must
+    not split that value into rows (pyarrow does, silently, without newlines_in_values)."""
+    import pandas as pd
+
+    from nnfit.data import read as reader
+
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 1 << 16)  # pieces end inside quotes; pyarrow blocks: 1 MB
+    lines = ["id,txt,v"] + [f'{i},"{"line one" + chr(10) + "part" if i % 3 == 0 else "plain"} {i}",{i * 0.5}'
+                            for i in range(80_000)]
+    p = tmp_path / "q.csv"
+    p.write_text("\n".join(lines) + "\n")
+    want = pd.read_csv(p)
+    cols = reader.read_table(p, allow_missing=True)
+    assert len(cols) == len(want) == 80_000 and cols.kind("id") == "int"
+    np.testing.assert_array_equal(cols.arrays["id"], want["id"].to_numpy())
+    assert list(cols.arrays["txt"]) == list(want["txt"])
+    np.testing.assert_array_equal(cols.arrays["v"], want["v"].to_numpy(np.float32))

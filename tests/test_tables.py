@@ -532,3 +532,14 @@ def test_bad_input_after_a_warning_is_still_one_line(capsys, tmp_path, monkeypat
     Path("t.csv").write_text("\n".join(rows) + "\n")
     line = one_error(capsys, "train", "t.csv", "--target", "y", "--no-impute", "--quiet", "--out", "R")
     assert line == "nnfit: error: t.csv: missing values in columns: a (1)", line
+
+
+def test_utc_offsets_in_text_dates_give_the_instant_pandas_reads():
+    text = np.array(["2024-01-01T00:30:00+01:00", "2024-06-30T23:00:00-02:00", "2024-03-10T12:00:00Z"] * 10,
+                    dtype=object)
+    utc = pd.to_datetime(pd.Series(text), utc=True).dt.tz_localize(None).to_numpy()
+    schema = fit_schema(Columns("t", {"when": text}))
+    as_text, _ = schema.encode(Columns("t", {"when": text}))
+    as_dates, _ = schema.encode(Columns("t", {"when": utc}))
+    assert schema.columns[0].role == "datetime" and "hour" in schema.columns[0].parts
+    np.testing.assert_array_equal(as_text, as_dates)

@@ -145,7 +145,10 @@ def read_columns(path: str | Path, *, allow_missing: bool = False, exclude: str 
         else:
             from pyarrow import csv
 
-            parse = csv.ParseOptions(delimiter=delimiter)
+            # newlines_in_values: without it pyarrow's chunker may split a quoted value that
+            # holds a line break into two rows without any error (the fast reader sends such
+            # files here).
+            parse = csv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
             read = csv.ReadOptions(autogenerate_column_names=False)
             # Empty cells of text columns are missing values too, not the label "".
             convert = csv.ConvertOptions(strings_can_be_null=True)

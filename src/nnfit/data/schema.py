@@ -558,8 +558,7 @@ def _as_datetime(cols: Columns, name: str, source: str, coerce: bool = False) ->
     bad = np.zeros(len(levels) + 1, dtype=bool)
     for k, text in enumerate(levels):
         try:
-            iso = re.sub(r"(Z|[+-]\d{2}:?\d{2})$", "", text.strip()).replace(" ", "T")
-            parsed[k] = np.datetime64(iso, "s")
+            parsed[k] = _utc(text)
         except ValueError:
             parsed[k], bad[k] = np.datetime64("NaT"), text.strip().lower() not in GAP_TOKENS
     index = np.where(codes < 0, len(levels), codes)
@@ -569,6 +568,27 @@ def _as_datetime(cols: Columns, name: str, source: str, coerce: bool = False) ->
             raise DataError(f"{source}: column {name!r} holds dates, but row {cols.row(i)} is not one: "
                             f"{levels[index[i]]!r}")
     return parsed[index]
+
+
+_OFFSET = re.compile(r"(.*?)(?:Z|([+-])(\d{2}):?(\d{2}))")
+
+
+def _utc(text: str) -> np.datetime64:
+    """ISO 8601 text as a datetime64[s]; a UTC offset (``+01:00``, ``Z``) is applied, so the
+    instant is the one pyarrow and pandas read from the same text.
+
+    Raises:
+        ValueError: not an ISO date or date-time.
+    """
+    t = text.strip()
+    m = _OFFSET.fullmatch(t) if len(t) > 10 else None  # "2024-01-01" alone has no offset
+    if m is None:
+        return np.datetime64(t.replace(" ", "T"), "s")
+    local = np.datetime64(m.group(1).replace(" ", "T"), "s")
+    if m.group(2) is None:
+        return local
+    shift = (int(m.group(3)) * 60 + int(m.group(4))) * 60
+    return local - np.timedelta64(shift if m.group(2) == "+" else -shift, "s")
 
 
 def date_parts(cols: Columns, name: str, parts: Sequence[str], source: str,
