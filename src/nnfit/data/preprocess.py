@@ -136,7 +136,8 @@ class Preprocessor:
             fill = None
             if impute and t.is_floating_point() and t.ndim == 2:
                 fill = medians(t, features, source)
-                t = fill_missing(t, fill)
+                if bool(torch.isnan(t).any()):  # a copy only when there is something to fill
+                    t = fill_missing(t, fill)
             else:
                 refuse_missing(t, features, source)
             mean = std = None
@@ -166,9 +167,11 @@ class Preprocessor:
                 t = t.unsqueeze(1)  # (built-in models; models saved before codes kept (n,))
             t = _check_shape(s, t, features, source)
             t = t.float() if s.dtype == "float32" else t.long()
-            if s.fill is not None:  # a new tensor: the caller's data is never modified
-                holes.update(_gaps(t, s))
-                t = fill_missing(t, s.fill)
+            if s.fill is not None:
+                gaps = _gaps(t, s)
+                if gaps:  # a new tensor: the caller's data is never modified
+                    holes.update(gaps)
+                    t = fill_missing(t, s.fill)
             else:
                 refuse_missing(t, s.features, source)
             if s.mean is not None:
