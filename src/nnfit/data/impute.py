@@ -21,7 +21,7 @@ def missing_values(source: str, counts: dict[str, int]) -> DataError:
     return DataError(f"{source}: missing values in columns: {listed}")
 
 
-MEDIAN_ROWS = 100_000  # rows the medians are taken from: all of a smaller table, else evenly spaced
+MEDIAN_ROWS = 10_000  # rows the medians are taken from: all of a smaller table, else evenly spaced
 
 
 def medians(t: Tensor, features: list[str], source: str) -> list[float]:
