@@ -543,3 +543,13 @@ def test_utc_offsets_in_text_dates_give_the_instant_pandas_reads():
     as_dates, _ = schema.encode(Columns("t", {"when": utc}))
     assert schema.columns[0].role == "datetime" and "hour" in schema.columns[0].parts
     np.testing.assert_array_equal(as_text, as_dates)
+
+
+def test_text_none_and_na_markers_are_gaps_as_pandas_reads_them():
+    text = np.array(["a", "None", "b", "<NA>", " a "] * 8, dtype=object)
+    schema = fit_schema(Columns("t", {"c": text}))
+    col = schema.columns[0]
+    assert col.levels == ["a", "b"] and col.missing
+    with pytest.warns(NnfitWarning, match=r"filled missing values .*: c \(2\)$"):
+        _, codes = schema.encode(Columns("t", {"c": np.array(["None", "a", "<NA>"], dtype=object)}))
+    assert codes[:, 0].tolist() == [MISSING, 2, MISSING]

@@ -82,10 +82,16 @@ def factorize_text(a: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return strip_levels(codes, [str(s) for s in enc.dictionary.to_pylist()])
 
 
+# What pandas' readers also take for "no value" in text (pyarrow's markers, "NA", "null" and
+# the like, are gaps already when a file is read).
+NO_VALUE = frozenset({"None", "<NA>"})
+
+
 def strip_levels(codes: np.ndarray, levels: list[str]) -> tuple[np.ndarray, list[str]]:
     """Levels without surrounding spaces (``", "``-separated exports such as UCI Adult's write
-    " Private"), codes merged where two levels then read the same; an empty level is a gap."""
-    stripped = [lvl.strip() for lvl in levels]
+    " Private"), codes merged where two levels then read the same; an empty level and the
+    :data:`NO_VALUE` markers are gaps."""
+    stripped = ["" if lvl.strip() in NO_VALUE else lvl.strip() for lvl in levels]
     if stripped == levels and "" not in levels:
         return codes, levels
     uniq, inverse = np.unique(np.array(stripped, dtype=object), return_inverse=True)
