@@ -25,7 +25,7 @@ from nnfit.io.resume import read_resume
 from nnfit.run import CHECKPOINTS, committed
 from nnfit.tasks import make_task
 from nnfit.trainer import Trainer
-from test_validation import read_checkpoint, tamper_model, write_checkpoint
+from test_validation import newest, read_checkpoint, tamper_checkpoint, tamper_model
 
 SPEC = {"name": "mlp", "hidden": [6], "batchnorm": True}
 # 96 rows, 80 trained on: 5 batches of 16, accumulate 2 -> 3 optimizer steps an epoch.
@@ -56,21 +56,6 @@ def run(finished, tmp_path) -> Path:
             shutil.rmtree(d / CHECKPOINTS / name)
     assert committed(d)[-1] == "step-000000004", committed(d)
     return d
-
-
-def _newest(run: Path) -> Path:
-    return run / CHECKPOINTS / committed(run)[-1]
-
-
-def _tamper(run: Path, tensors_fn=None, meta_fn=None, meta_bytes: bytes | None = None) -> Path:
-    ck = _newest(run)
-    tensors, meta = read_checkpoint(ck)
-    if tensors_fn is not None:
-        tensors_fn(tensors)
-    if meta_fn is not None:
-        meta_fn(meta)
-    write_checkpoint(ck, tensors, meta, meta_bytes=meta_bytes)
-    return ck
 
 
 def _resume(run: Path) -> None:
@@ -107,19 +92,19 @@ def test_a_legit_mid_epoch_checkpoint_with_accumulation_resumes(run) -> None:
     ("best_checkpoint", "step-000000003-epoch-00002", "best_checkpoint"),  # not best_epoch's
 ])
 def test_loop_counters_and_records_are_cross_checked(run, key, value, named) -> None:
-    _tamper(run, meta_fn=_set(key, value))
+    tamper_checkpoint(run, meta_fn=_set(key, value))
     with pytest.raises(CheckpointError, match=rf"state.json: {named.replace('[', '.').replace(']', '.')}"):
         _resume(run)
 
 
 def test_the_running_loss_cannot_be_below_the_least_possible(run) -> None:
-    _tamper(run, tensors_fn=lambda t: t.__setitem__("loop/loss_sum", torch.tensor(-1e30)))
+    tamper_checkpoint(run, tensors_fn=lambda t: t.__setitem__("loop/loss_sum", torch.tensor(-1e30)))
     with pytest.raises(CheckpointError, match="loop/loss_sum is below 0"):
         _resume(run)
 
 
 def test_the_checkpoint_directory_name_must_match_its_counters(run) -> None:
-    ck = _newest(run)
+    ck = newest(run)
     ck.rename(ck.parent / "step-000000009")  # sorts last, but holds step 4
     with pytest.raises(CheckpointError, match=r"step-000000009/state.json: step: 4"):
         _resume(run)
@@ -127,7 +112,7 @@ def test_the_checkpoint_directory_name_must_match_its_counters(run) -> None:
 
 @pytest.mark.parametrize("value", [0.0, 1.0])
 def test_per_parameter_optimizer_steps_equal_the_loop_steps(run, value) -> None:
-    _tamper(run, tensors_fn=lambda t: t.__setitem__("optimizer/0/step", torch.tensor(value)))
+    tamper_checkpoint(run, tensors_fn=lambda t: t.__setitem__("optimizer/0/step", torch.tensor(value)))
     with pytest.raises(CheckpointError, match=r"optimizer/0/step is .* expected 4"):
         _resume(run)
 
@@ -138,7 +123,7 @@ def test_an_all_zero_mt19937_state_is_refused(run, key) -> None:
         s = t[key].clone()
         s[0 if key == "rng/numpy" else 1:][:624] = 0
         t[key] = s
-    _tamper(run, tensors_fn=zero)
+    tamper_checkpoint(run, tensors_fn=zero)
     with pytest.raises(CheckpointError, match=f"{key} is not a valid"):
         _resume(run)
 
@@ -163,7 +148,7 @@ def cli_run(cli_finished, tmp_path) -> Path:
 
 def test_learner_target_must_be_the_configured_target(cli_run) -> None:
     out = cli_run
-    _tamper(out, meta_fn=_set("learner.target", "a"))
+    tamper_checkpoint(out, meta_fn=_set("learner.target", "a"))
     with pytest.raises(CheckpointError, match="learner.target: 'a' but config.target is 'yy'"):
         read_resume(out)
 
@@ -175,14 +160,14 @@ def test_learner_target_must_be_the_configured_target(cli_run) -> None:
     ("model/bn1.running_var", math.nan, "NaN"),
 ])
 def test_batchnorm_buffers_in_a_checkpoint_are_checked_at_load(run, key, value, problem) -> None:
-    tensors, _ = read_checkpoint(_newest(run))
+    tensors, _ = read_checkpoint(newest(run))
     assert key in tensors, sorted(tensors)
 
     def put(t: dict) -> None:
         v = t[key].clone().reshape(-1)
         v[0] = value
         t[key] = v.reshape(t[key].shape)
-    _tamper(run, tensors_fn=put)
+    tamper_checkpoint(run, tensors_fn=put)
     with pytest.raises(CheckpointError, match=f"tensor {key} holds {problem}"):
         _resume(run)
 
@@ -232,14 +217,14 @@ def test_classes_that_print_alike_are_refused(finished, tmp_path, classes) -> No
 # ---------------------------------------------------- finding 8: invalid content is refused
 @pytest.mark.parametrize("content", [b"null", b"[]", b"7", b"[" * 5000 + b"]" * 5000])
 def test_a_verified_state_json_that_is_no_checkpoint_is_refused_not_skipped(run, content) -> None:
-    ck = _tamper(run, meta_bytes=content)
+    ck = tamper_checkpoint(run, meta_bytes=content)
     with pytest.raises(CheckpointError, match="state.json: not"):
         _resume(run)
     assert ck.is_dir() and not list(ck.parent.glob("damaged-*"))  # nothing set aside
 
 
 def test_the_cli_refuses_it_with_exit_2(cli_run, capsys) -> None:
-    _tamper(cli_run, meta_bytes=b"null")
+    tamper_checkpoint(cli_run, meta_bytes=b"null")
     capsys.readouterr()
     assert main(["train", "--resume", str(cli_run), "--epochs", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -70,15 +70,16 @@ def write_bundle_files(d: Path, kind: str, files: dict[str, bytes]) -> None:
     (d / MANIFEST).write_bytes(manifest_bytes(kind, files))
 
 
-def tamper_checkpoint(run: Path, tensors_fn=None, meta_fn=None) -> Path:
-    """Rewrite the newest checkpoint of ``run`` through the given functions (in place)."""
+def tamper_checkpoint(run: Path, tensors_fn=None, meta_fn=None, meta_bytes: bytes | None = None) -> Path:
+    """Rewrite the newest checkpoint of ``run`` through the given functions (in place);
+    ``meta_bytes`` replaces state.json's text outright."""
     ck = newest(run)
     tensors, meta = read_checkpoint(ck)
     if tensors_fn is not None:
         tensors_fn(tensors)
     if meta_fn is not None:
         meta_fn(meta)
-    write_checkpoint(ck, tensors, meta)
+    write_checkpoint(ck, tensors, meta, meta_bytes=meta_bytes)
     return ck
 
 

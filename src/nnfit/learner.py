@@ -311,12 +311,14 @@ def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None)
     if spec.get("in_features") != width:
         raise DataError(f"model {spec['name']!r} takes {spec.get('in_features')} features per row, "
                         f"the data has {width}")
-    cats = [] if pre.table is None else pre.table.categorical
-    if pre.table is not None and [e[0] for e in spec.get("embeddings", [])] != [c.cardinality for c in cats]:
+    if pre.table is None:
+        return
+    sizes, cats = [e[0] for e in spec.get("embeddings", [])], pre.table.categorical
+    if sizes != [c.cardinality for c in cats]:
         want = ", ".join(f"{c.name} ({c.cardinality})" for c in cats) or "none"
-        raise DataError(f"model {spec['name']!r} embeds categorical columns of sizes "
-                        f"{[e[0] for e in spec.get('embeddings', [])]}; the data's are: {want}: build it "
-                        "with embeddings=[(cardinality, width), ...] in that order")
+        raise DataError(f"model {spec['name']!r} embeds categorical columns of sizes {sizes}; the "
+                        f"data's are: {want}: build it with embeddings=[(cardinality, width), ...] in "
+                        "that order")
 
 
 def _table_width(pre: Preprocessor, name: str) -> int:

@@ -80,7 +80,7 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
     raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute, cols)
     if numeric:
         raw = raw.as_float()
-    return _prepare_arrays(raw, y_arr, val, target, task, cfg, resumed, sources)
+    return _prepare_arrays(raw, y_arr, val, target, task, cfg, resumed, pre, sources)
 
 
 def _is_stream(x: Any) -> bool:
@@ -110,11 +110,10 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
     y_arr, y_source = _table_target(cols, y, target)
     if not cols.arrays:
         raise DataError(f"{cols.source}: no feature columns besides the target")
-    fitted, va_cols, y_va, va_source = None, None, None, f"{cols.source}: target column {target!r}"
+    va_cols, y_va, va_source = None, None, f"{cols.source}: target column {target!r}"
     rows, whole = np.arange(len(cols)), cols
     if val is None and cfg.val_split > 0:
-        name = task if isinstance(task, str) else task.name
-        rows, va_idx = split_indices(len(cols), cfg.val_split, cfg.seed, stratify_labels(y_arr, name))
+        rows, va_idx = split_indices(len(cols), cfg.val_split, cfg.seed, stratify_labels(y_arr, task))
         va_cols, y_va = cols.take(va_idx), y_arr[va_idx]
         cols, y_arr = cols.take(rows), y_arr[rows]
     elif val is not None:
@@ -123,11 +122,7 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
         if va_cols is None:
             raise DataError("validation data: pass a table (DataFrame or file) like the training data")
         y_va, va_source = _table_target(va_cols, vy, target)
-    if resumed is not None:
-        fitted = task_from_dict(resumed["task"])
-    else:
-        fitted = task if not isinstance(task, str) else make_task(
-            task, y_arr, loss=cfg.loss, scale_target=cfg.scale_target, source=y_source)
+    fitted = _fitted_task(task, y_arr, cfg, resumed, y_source)
     filled: dict[str, int] = {}
     if pre is None:
         table = fit_schema(cols, rows, categorical=cfg.categorical, numeric=cfg.numeric, drop=cfg.drop,
@@ -277,29 +272,26 @@ def target_array(y: Any, source: str = "target") -> np.ndarray:
 
 
 def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,
-                    cfg: TrainConfig, resumed: dict | None, sources: list[str]) -> Prepared:
-    """Arrays and tensors: split, fit the task and preprocessing on the training part, build
-    tensors. ``sources`` name the inputs and the target in error messages."""
+                    cfg: TrainConfig, resumed: dict | None, pre: Preprocessor | None,
+                    sources: list[str]) -> Prepared:
+    """Arrays and tensors: split, fit the task and preprocessing on the training part (or keep
+    a resumed run's ``pre``), build tensors. ``sources`` name the inputs and the target in
+    error messages."""
     x_source, y_source = sources
-    name = task if isinstance(task, str) else task.name
     if len(raw) == 0:
         raise DataError("training data has no rows")
     va_source = y_source
     check_target(y, y_source)
     if val is None and cfg.val_split > 0:
-        tr_idx, va_idx = split_indices(len(raw), cfg.val_split, cfg.seed, stratify_labels(y, name))
+        tr_idx, va_idx = split_indices(len(raw), cfg.val_split, cfg.seed, stratify_labels(y, task))
         raw_tr, y_tr, raw_va, y_va = raw.take(tr_idx), y[tr_idx], raw.take(va_idx), y[va_idx]
     else:
         raw_tr, y_tr, raw_va, y_va = raw, y, None, None
         if val is not None:
             vx, vy = (val if isinstance(val, tuple) and len(val) == 2 else (val, None))
             raw_va, y_va, _, va_source = _xy(vx, vy, target, "validation data", cfg.impute)
-    if resumed is not None:  # a resumed run keeps the task and preprocessing it started with
-        fitted: Task = task_from_dict(resumed["task"])
-        pre = Preprocessor.from_dict(resumed["preprocess"])
-    else:
-        fitted = task if not isinstance(task, str) else make_task(
-            task, y_tr, loss=cfg.loss, scale_target=cfg.scale_target, source=y_source)
+    fitted = _fitted_task(task, y_tr, cfg, resumed, y_source)
+    if pre is None:
         pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize, impute=cfg.impute, source=x_source)
     filled: dict[str, int] = {}
     train = TensorData(pre.transform(raw_tr, x_source, filled), fitted.encode_target(y_tr, y_source))
@@ -310,6 +302,17 @@ def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None,
     if filled:  # one line for both splits
         warn_filled(x_source, filled)
     return Prepared(fitted, pre, train, val_src, target)
+
+
+def _fitted_task(task: str | Task, y: np.ndarray, cfg: TrainConfig, resumed: dict | None,
+                 source: str) -> Task:
+    """The task to train: a resumed run's own, a fitted Task as given, or one fitted on the
+    training split's targets ``y``."""
+    if resumed is not None:  # a resumed run keeps the task (and preprocessing) it started with
+        return task_from_dict(resumed["task"])
+    if not isinstance(task, str):
+        return task
+    return make_task(task, y, loss=cfg.loss, scale_target=cfg.scale_target, source=source)
 
 
 def _loader_task(name: str | Task, data: DataSource, loss: str) -> Task:

@@ -211,7 +211,7 @@ class TableSchema:
                     v = _quantile_scores(v, c.quantiles)
                 values.append(v)
             else:
-                parts, missing = date_parts(cols, c.name, c.parts or [], source, c.coerce)
+                parts, missing = date_parts(as_datetime(cols, c.name, source, c.coerce), c.parts or [])
                 if missing.any():
                     parts = np.where(missing[:, None], np.asarray(c.fill), parts)
                 values += list(parts.T)
@@ -301,15 +301,14 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
     for name in names:
         if name in dropped:
             continue
-        role, why = _role(cols, name, rows, name in categorical, name in numeric, source)
+        role, why, words = _role(cols, name, rows, name in categorical, name in numeric, source)
         if role is None:
             dropped[name] = why
             ids.append(f"{name} ({why})")  # drop= and features= were the user's own choice
             continue
-        col = _fit_column(cols, name, role, numeric_transform, source, coerce=why.startswith("text"))
-        if why.startswith("text:"):
-            strays.append(f"{name} ({why[6:]})")
-        out.append(col)
+        out.append(_fit_column(cols, name, role, numeric_transform, source, coerce=words is not None))
+        if words:
+            strays.append(f"{name} ({', '.join(repr(w) for w in words)} read as missing)")
     if strays:
         warn(f"{source}: columns of numbers or dates holding some other text: {'; '.join(strays)}")
     if ids:
@@ -331,42 +330,43 @@ def _check_named(names: list[str], source: str, target: str | None = None, **lis
 
 
 def _role(cols: Columns, name: str, rows: np.ndarray, cat: bool, num: bool,
-          source: str) -> tuple[str | None, str]:
-    """The role of a column (None: dropped) and, for a dropped one, why."""
+          source: str) -> tuple[str | None, str, list[str] | None]:
+    """The role of a column (None: dropped); for a dropped one, why; for numbers or dates
+    read from text, the other values found among them (read as gaps), else None."""
     kind = cols.kind(name)
     a = cols.arrays[name]
     if cat:
-        return "categorical", ""
+        return "categorical", "", None
     if num:
         if kind == "datetime":
             raise DataError(f"{source}: column {name!r} holds dates; it cannot be numeric=")
         numeric_values(cols, name, source)  # refuses text, naming the row
-        return "numeric", ""
+        return "numeric", "", None
     present = has_value(cols, name)
     if not present.any():
-        return None, "no values in the training split"
+        return None, "no values in the training split", None
     if kind == "datetime":
-        return "datetime", ""
+        return "datetime", "", None
     if kind == "bool":
-        return "categorical", ""
+        return "categorical", "", None
     if kind == "int":
         if present.all() and len(a) >= ID_MIN_ROWS and np.array_equal(np.diff(a), np.diff(rows)):
-            return None, "counts the rows"
+            return None, "counts the rows", None
         if present.all() and len(a) >= ID_MIN_ROWS and _ID_NAME.search(name) and len(np.unique(a)) == len(a):
-            return None, "id-like: a distinct integer on every row, named as an id"
-        return "numeric", ""
+            return None, "id-like: a distinct integer on every row, named as an id", None
+        return "numeric", "", None
     if kind == "float":
-        return "numeric", ""
+        return "numeric", "", None
     for role, test in (("datetime", is_date), ("numeric", is_number)):
         share, words = text_share(cols, name, test)
         if share >= NUMERIC_TEXT:  # ISO dates or numbers as text; "?"-style values are gaps
-            return role, "text" + (f": {', '.join(repr(w) for w in words)} read as missing" if words else "")
+            return role, "", words
     # Rows, not filled values: a column that is mostly empty (a cabin number) says something by
     # being there, and is kept as a categorical with its own "missing" index.
     distinct, m = distinct_count(cols, name), len(a)
     if m >= ID_MIN_ROWS and distinct >= ID_DISTINCT * m:
-        return None, f"id-like: {distinct} distinct values in {m} training rows"
-    return "categorical", ""
+        return None, f"id-like: {distinct} distinct values in {m} training rows", None
+    return "categorical", "", None
 
 
 def _fit_column(cols: Columns, name: str, role: str, transform: str, source: str,
@@ -394,7 +394,7 @@ def _fit_column(cols: Columns, name: str, role: str, transform: str, source: str
     t = as_datetime(cols, name, source, coerce)
     hours = t[~np.isnat(t)].astype("datetime64[h]").astype(np.int64) % 24
     parts = list(DATE_PARTS) + (["hour"] if (hours != 0).any() else [])
-    values, missing = date_parts(cols, name, parts, source, coerce)
+    values, missing = date_parts(t, parts)  # parsed once, above
     fill = np.median(values[~missing], axis=0) if (~missing).any() else np.zeros(len(parts))
     return Column(name, role, fill=[float(f) for f in fill], indicator=bool(missing.any()), parts=parts,
                   coerce=coerce)

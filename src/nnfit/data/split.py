@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -43,11 +45,13 @@ def split_indices(
     return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
-def stratify_labels(y: np.ndarray, task: str) -> np.ndarray | None:
-    """The labels to stratify a split by: ``y`` for a classification task (named, or "auto"
-    inferring one), None for regression. The one rule for the validation and test splits."""
+def stratify_labels(y: np.ndarray, task: Any) -> np.ndarray | None:
+    """The labels to stratify a split by: ``y`` for a classification task (by name, a fitted
+    Task, or "auto" inferring one), None for regression. The one rule for the validation and
+    test splits."""
     from ..tasks import infer_task
 
+    task = task if isinstance(task, str) else task.name
     if task in ("binary", "multiclass") or (task == "auto" and infer_task(np.asarray(y)) != "regression"):
         return y
     return None

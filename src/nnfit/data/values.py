@@ -222,10 +222,9 @@ def parse_utc(text: str) -> np.datetime64:
     return local - np.timedelta64(shift if m.group(2) == "+" else -shift, "s")
 
 
-def date_parts(cols: Columns, name: str, parts: Sequence[str], source: str,
-               coerce: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The numeric parts of a date column, (n, len(parts)) float64, and which rows are missing."""
-    t = as_datetime(cols, name, source, coerce)
+def date_parts(t: np.ndarray, parts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The numeric parts of datetime64[s] values (:func:`as_datetime`), (n, len(parts))
+    float64, and which rows are missing (NaT)."""
     missing = np.isnat(t)
     days = t.astype("datetime64[D]")
     filled = np.where(missing, np.datetime64("1970-01-01", "D"), days)
