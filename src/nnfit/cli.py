@@ -65,11 +65,19 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add("--target", default=S, help="target column of DATA")
     add("--dataset", default=S, help="bundled dataset when no DATA is given (default breast_cancer)")
     add("--task", default=S, choices=["auto", "binary", "multiclass", "regression"])
-    add("--model", default=S, help="mlp or resmlp (default mlp)")
+    add("--model", default=S,
+        help="mlp or resmlp for tables (default mlp), cnn for images, lstm or gru for sequences")
     add("--hidden", default=S, help="hidden sizes, comma separated (default 64,64)")
     add("--activation", default=S, help="relu, gelu, tanh, sigmoid, leaky_relu, silu")
     add("--dropout", default=S, type=float, help="dropout probability (default 0)")
-    add("--batchnorm", default=S, action="store_true", help="batch normalisation in hidden layers")
+    add("--batchnorm", default=S, action="store_true",
+        help="batch normalisation in hidden layers (on by default for cnn)")
+    add("--no-batchnorm", dest="batchnorm", default=S, action="store_false", help="no batch normalisation")
+    add("--channels", default=S, metavar="C,...", help="cnn channels per stage (default 32,64)")
+    add("--residual", default=S, action="store_true", help="cnn stages as residual blocks")
+    add("--bidirectional", default=S, action="store_true", help="lstm/gru: read both directions")
+    add("--readout", default=S, choices=["last", "mean"],
+        help="lstm/gru output: the last state (default) or the mean over time")
     add("--optimizer", default=S, help="sgd, adam, adamw or rmsprop (default adam)")
     add("--lr", default=S, type=float, help="learning rate (default 1e-3)")
     add("--momentum", default=S, type=float, help="momentum for sgd/rmsprop (default 0)")
@@ -96,6 +104,20 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add("--features", default=S, metavar="COL,...", help="use only these columns")
     add("--numeric-transform", dest="numeric_transform", default=S, choices=["standard", "quantile"],
         help="numeric columns: standardise (default), or quantile-map to normal scores first")
+    add("--image-size", dest="image_size", default=S, metavar="H,W",
+        help="resize every image to H,W (default: all images must have one size)")
+    add("--augment", default=S, choices=["auto", "none", "crop", "flip", "crop,flip"],
+        help="training-only image augmentation (default auto: crop; flips too for colour images)")
+    add("--image-cache", dest="image_cache", default=S, action="store_true",
+        help="cache decoded images next to the image folder, keyed by content")
+    add("--sequence-id", dest="sequence_id", default=S, metavar="COL",
+        help="long-format sequences: the column naming each row's sequence (one label per sequence)")
+    add("--time", default=S, metavar="COL", help="the column ordering rows in time")
+    add("--window", default=S, type=int, metavar="W",
+        help="forecast each row from the W rows before it (with --time)")
+    add("--horizon", default=S, type=int, metavar="H", help="forecast H rows ahead (default 1)")
+    add("--season", default=S, type=int, metavar="P",
+        help="seasonal-naive baseline period in rows (default: from the time column's frequency)")
     add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
     add("--config", default=None, help="YAML or TOML config file; flags override it")
     add("--out", default=None, help="run directory (default runs/NAME-N)")

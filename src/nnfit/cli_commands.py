@@ -6,15 +6,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .callbacks import Callback
 from .checkpoint import atomic_write_text, read_json
 from .cli import dumps, flag_values, release_warnings, split_items
-from .config import RunConfig, check_names, make_run_config, read_config_file
+from .config import ModelConfig, RunConfig, check_names, make_run_config, read_config_file
 from .confusion import MAX_SHOWN_CLASSES, split_confusion
 from .data.columns import Columns
+from .data.layouts import is_image_path, layout_kind
+from .data.layouts import module as layout_module
 from .data.read import read_table
 from .data.split import split_indices, stratify_labels
 from .errors import ConfigError, DataError, Stopped, printable
@@ -22,7 +25,7 @@ from .io.layout import check_run_target, new_run_dir, run_name
 from .io.lock import hold_run_dir
 from .io.model_dir import resume_config
 from .learner import Learner, fit, load
-from .models import BUILT_IN_STACKS
+from .models import BUILT_IN_STACKS, CLI_MODELS
 from .run import jsonable_metrics, write_metrics
 
 
@@ -46,12 +49,17 @@ def _config(args: argparse.Namespace) -> RunConfig:
         values["data"] = data_arg
     cfg = make_run_config(values)
     check_names(cfg)
+    if cfg.model.batchnorm is None:  # recorded as the family's default: on for cnn only
+        cfg = replace(cfg, model=replace(cfg.model, batchnorm=cfg.model.model == "cnn"))
     return cfg
 
 
-def _training_columns(cfg: RunConfig) -> tuple[Columns, str, str, str]:
-    """Columns, target name, task name and a short run name for the configured data."""
+def _training_columns(cfg: RunConfig) -> tuple[Columns | str, str | None, str, str]:
+    """Columns (the data path for an image folder or image files), target name (None for
+    images: the folders are the labels), task name and a short run name for the data."""
     d = cfg.data
+    if d.data is not None and is_image_path(d.data):
+        return d.data, d.target, d.task, Path(d.data).resolve().name or "images"
     if d.data is not None:
         if d.target is None:
             raise ConfigError("--target is required with a data file")
@@ -110,19 +118,44 @@ class _InputsChecked(Callback):
         release_warnings()
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    if cfg.model.model not in BUILT_IN_STACKS:
-        raise ConfigError(f"--model must be mlp or resmlp for table data, got {cfg.model.model!r}")
-    cols, target, task, name = _training_columns(cfg)
+def _model_spec(m: ModelConfig) -> dict[str, Any]:
+    """The spec of the built-in model the flags describe (sizes from the data come later)."""
+    spec: dict[str, Any] = {"name": m.model, "activation": m.activation, "dropout": m.dropout}
+    if m.model in BUILT_IN_STACKS:
+        spec["hidden"] = list(m.hidden)
+    elif m.model == "cnn":
+        spec.update(channels=list(m.channels), residual=m.residual)
+    else:  # lstm, gru: one recurrent layer per --hidden entry
+        spec.update(hidden=list(m.hidden), bidirectional=m.bidirectional, readout=m.readout)
+        spec.pop("activation")
+    if m.model not in ("lstm", "gru"):
+        spec["batchnorm"] = bool(m.batchnorm)
+    return spec
+
+
+def _hold_out(cfg: RunConfig, data: Columns | str, target: str | None,
+              task: str) -> tuple[Any, Any, int]:
+    """The training part and the test part (``--test-split``) of the data, and the test size:
+    rows of a table (stratified), whole sequences, the last part of a series, or image files,
+    as the data's layout holds out."""
     test_split = cfg.data.test_split if cfg.data.test_split is not None else (
         0.2 if cfg.data.data is None else 0.0)
-    train_idx, test_idx = split_indices(len(cols), test_split, cfg.train.seed,
-                                        stratify_labels(cols.arrays[target], task))
-    train_cols, test_cols = cols.take(train_idx), cols.take(test_idx)
-    m = cfg.model
-    spec = {"name": m.model, "hidden": list(m.hidden), "activation": m.activation,
-            "dropout": m.dropout, "batchnorm": m.batchnorm}
+    kind = layout_kind(data, cfg.train, cfg.model.model)
+    if kind is not None:
+        return layout_module(kind).hold_out(data, test_split, cfg.train, target, task)
+    assert isinstance(data, Columns) and target is not None
+    train_idx, test_idx = split_indices(len(data), test_split, cfg.train.seed,
+                                        stratify_labels(data.arrays[target], task))
+    return data.take(train_idx), data.take(test_idx), len(test_idx)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if cfg.model.model not in CLI_MODELS:
+        raise ConfigError(f"--model must be one of {', '.join(CLI_MODELS)}, got {cfg.model.model!r}")
+    cols, target, task, name = _training_columns(cfg)
+    train_cols, test_cols, n_test = _hold_out(cfg, cols, target, task)
+    spec = _model_spec(cfg.model)
     record = cfg.to_dict()
     if record["data"] is not None:  # absolute, so `--resume` works from any directory
         record["data"] = str(Path(record["data"]).resolve())
@@ -140,7 +173,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise Stopped(f"{e}; resume with: nnfit train --resume {out}", e.exit_code - 128) from None
         val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
         test = None
-        if len(test_idx):
+        kind = layout_kind(cols, cfg.train, cfg.model.model)
+        if n_test and kind is not None:  # the layout writes its own test.csv (paths, whole sequences)
+            test_file = layout_module(kind).write_test(out / "test.csv", test_cols, cfg.train, target)
+            test = learner.evaluate(str(test_file), target=target)
+            test.pop("loss", None)
+            test = write_metrics(out, "test", test, learner.classes)
+        elif n_test:
             write_columns_csv(out / "test.csv", test_cols)
             test_cols.source = str(out / "test.csv")  # its rows, as errors number them
             test_cols.rows = None
@@ -201,10 +240,14 @@ def _fmt(v: Any) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     learner = load(args.run, device=args.device)
     target = args.target or learner.target_name
-    if target is None:
-        raise ConfigError("name the target column with --target")
-    metrics = learner.evaluate(read_table(args.data, exclude=target, allow_missing=_lenient(learner)),
-                               target=target)
+    pre = learner.preprocessor
+    if pre is not None and pre.layout is not None:  # the layout reads its own data (a folder...)
+        metrics = learner.evaluate(args.data, target=target)
+    else:
+        if target is None:
+            raise ConfigError("name the target column with --target")
+        metrics = learner.evaluate(read_table(args.data, exclude=target, allow_missing=_lenient(learner)),
+                                   target=target)
     metrics.pop("loss", None)
     metrics, _ = split_confusion(metrics, learner.classes)  # no file: readers never write a run
     if args.json:
@@ -222,10 +265,14 @@ def _lenient(learner: Learner) -> bool:
     return learner.imputes or (pre is not None and pre.table is not None)
 
 
-def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list[str], list[list]]:
-    if learner.target_name in cols.arrays:
-        cols.pop(learner.target_name)
-    out = learner.outputs(cols)  # once, for labels and probabilities alike; refuses NaN/inf
+def _prediction_rows(learner: Learner, data: Columns | str, proba: bool) -> tuple[list[str], list[list]]:
+    """The header and rows of a prediction file: the columns naming each row (an image's
+    path, a sequence id, a forecast's time) when the data has a layout, then the prediction
+    (named after the target, or ``prediction``) and, with ``proba``, the class probabilities."""
+    if isinstance(data, Columns) and learner.target_name in data.arrays:
+        data.pop(learner.target_name)
+    # once, for labels and probabilities alike; refuses NaN/inf
+    out, keys = learner.prediction_keys(data)
     pred = learner.task.decode(out)
     name = learner.target_name or "prediction"
     if pred.ndim == 2:
@@ -233,6 +280,10 @@ def _prediction_rows(learner: Learner, cols: Columns, proba: bool) -> tuple[list
         rows = pred.tolist()
     else:
         header, rows = [name], [[v] for v in pred.tolist()]
+    if keys:
+        header = [*keys, *header]
+        key_rows = zip(*[v.tolist() for v in keys.values()], strict=True)
+        rows = [[*k, *r] for k, r in zip(key_rows, rows, strict=True)]
     if proba:
         p = learner.task.proba(out).double().numpy()
         header += [f"proba_{c}" for c in learner.classes]
@@ -266,8 +317,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     learner = load(args.run, device=args.device)
     if args.proba and learner.classes is None:
         raise ConfigError("--proba needs a classification model")
-    cols = read_table(args.data, exclude=learner.target_name, allow_missing=_lenient(learner))
-    header, rows = _prediction_rows(learner, cols, args.proba)
+    pre = learner.preprocessor
+    if pre is not None and pre.layout is not None:  # the layout reads its own data (a folder...)
+        data: Columns | str = args.data
+    else:
+        data = read_table(args.data, exclude=learner.target_name, allow_missing=_lenient(learner))
+    header, rows = _prediction_rows(learner, data, args.proba)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)

@@ -34,22 +34,40 @@ class ModelConfig:
     """A built-in model: which family and its shape (the input/output sizes come from the data).
 
     Args:
-        model: registered model name (``nnfit ls`` lists them): "mlp" or "resmlp".
-        hidden: hidden layer sizes (for "resmlp", one residual block per entry). Default (64, 64).
+        model: registered model name (``nnfit ls`` lists them): "mlp" or "resmlp" for tables,
+            "cnn" for images, "lstm" or "gru" for sequences and forecasting.
+        hidden: hidden layer sizes (for "resmlp", one residual block per entry; for "lstm" and
+            "gru", one recurrent layer per entry, all of one size). Default (64, 64).
         activation: activation name (relu, gelu, tanh, sigmoid, leaky_relu, silu). Default relu.
-        dropout: dropout probability after each hidden activation. Default 0.0.
-        batchnorm: batch normalisation after each hidden linear layer. Default False.
+        dropout: dropout probability after each hidden activation (between recurrent layers
+            for "lstm"/"gru"). Default 0.0.
+        batchnorm: batch normalisation after each hidden linear or conv layer. Default None:
+            the family's own default (off for "mlp"/"resmlp", on for "cnn").
+        channels: "cnn" output channels per stage (each stage: conv blocks, then pooling).
+            Default (32, 64).
+        residual: "cnn" stages as residual blocks (two convs and a skip connection). Default False.
+        bidirectional: "lstm"/"gru" read each sequence in both directions. Default False.
+        readout: "lstm"/"gru" output from the "last" state (default) or the "mean" over time.
     """
 
     model: str = "mlp"
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "relu"
     dropout: float = 0.0
-    batchnorm: bool = False
+    batchnorm: bool | None = None
+    channels: tuple[int, ...] = (32, 64)
+    residual: bool = False
+    bidirectional: bool = False
+    readout: str = "last"
 
     def __post_init__(self) -> None:
         _check(all(h > 0 for h in self.hidden), f"hidden sizes must be positive, got {self.hidden}")
+        _check(all(c > 0 for c in self.channels), f"channels must be positive, got {self.channels}")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        _check(self.readout in ("last", "mean"), f"readout must be last or mean, got {self.readout!r}")
+
+
+AUGMENTS = ("auto", "none", "crop", "flip", "crop,flip")
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,21 @@ class TrainConfig:
             compilation) is reported as ``compile_time`` in the first epoch's logs.
         cuda_graphs: on CUDA, replay full-size training steps as a CUDA graph when the run
             allows it (in-memory data, constant lr, no accumulation or clipping). Default True.
+        image_size: (H, W) every image is resized to; empty (the default) refuses images of
+            another size than the first, naming the file.
+        augment: training-only augmentation of images, on whole batches: "auto" (random crop
+            with padding; horizontal flips too for colour images), "none", "crop", "flip" or
+            "crop,flip".
+        image_cache: keep decoded images in a cache file next to the image folder, keyed by the
+            files' content, so the next run skips decoding. Default False.
+        sequence_id: the column naming the sequence of each row of a long-format table (one
+            row per time step); one label per sequence.
+        time: the column ordering the rows of a sequence, or of a series to forecast.
+        window: forecast from the ``window`` rows before each row (0: no forecasting).
+        horizon: forecast ``horizon`` rows ahead: row i from rows i-horizon-window+1 ...
+            i-horizon. Default 1.
+        season: the seasonal-naive baseline's period in rows; 0 (the default) infers it from
+            the time column's frequency (7 for daily data, 24 hourly, 12 monthly...).
     """
 
     epochs: int = 100
@@ -164,8 +197,23 @@ class TrainConfig:
     threads: int = 0
     compile: bool = False
     cuda_graphs: bool = True
+    image_size: tuple[int, ...] = ()
+    augment: str = "auto"
+    image_cache: bool = False
+    sequence_id: str | None = None
+    time: str | None = None
+    window: int = 0
+    horizon: int = 1
+    season: int = 0
 
     def __post_init__(self) -> None:
+        _check(len(self.image_size) in (0, 2) and all(0 < v <= 65536 for v in self.image_size),
+               f"image_size must be two positive sizes H,W, got {self.image_size}")
+        _check(self.augment in AUGMENTS,
+               f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        _check(self.window >= 0, f"window must be >= 0, got {self.window}")
+        _check(self.horizon >= 1, f"horizon must be >= 1, got {self.horizon}")
+        _check(self.season >= 0, f"season must be >= 0, got {self.season}")
         _check(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         _check(self.numeric_transform in ("standard", "quantile"),
                f"numeric_transform must be standard or quantile, got {self.numeric_transform!r}")
@@ -226,7 +274,10 @@ SECTIONS: tuple[type, ...] = (ModelConfig, TrainConfig, DataConfig)
 # Settings added after runs were first saved, with their defaults: a config.json written before
 # one existed lacks it, and reads (and resumes) as if it held the default.
 LATER_SETTINGS: dict[str, Any] = {"numeric_transform": "standard", "categorical": [], "numeric": [],
-                                  "drop": [], "features": []}
+                                  "drop": [], "features": [], "channels": [32, 64], "residual": False,
+                                  "bidirectional": False, "readout": "last", "image_size": [],
+                                  "augment": "auto", "image_cache": False, "sequence_id": None,
+                                  "time": None, "window": 0, "horizon": 1, "season": 0}
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,25 @@ class Learner:
             return LoaderData(x), source
         if self.preprocessor is None:
             raise ConfigError("this model was trained from a DataLoader: pass a Dataset or DataLoader")
+        if self.preprocessor.layout is not None:  # images, sequences, forecasting windows
+            data, source, _ = self.preprocessor.layout.inputs(self.preprocessor, x, source, self.target_name)
+            return data, source
         inputs, source = model_inputs(self.preprocessor, x, source, self.target_name)
         return TensorData(inputs), source
+
+    def prediction_keys(self, x: Any) -> tuple[Tensor, dict[str, np.ndarray]]:
+        """Raw outputs for ``x`` (as :meth:`outputs`) and the columns that name each output row
+        in a prediction file: the image ``path``, the sequence id, the forecast's time column;
+        empty for rows of features (one output per input row, in order)."""
+        keys: dict[str, np.ndarray] = {}
+        pre = self.preprocessor
+        if pre is not None and pre.layout is not None and not isinstance(x, (Dataset, DataLoader)):
+            data, source, keys = pre.layout.inputs(pre, x, "input", self.target_name)
+        else:
+            data, source = self._inputs(x)
+        out = self.trainer.predict_outputs(self.model, data)
+        check_finite_outputs(out, source)
+        return out, keys
 
     @property
     def imputes(self) -> bool:
@@ -149,6 +166,9 @@ class Learner:
             return LoaderData(x), source
         if self.preprocessor is None:
             raise ConfigError("this model was trained from a DataLoader: pass a Dataset or DataLoader")
+        if self.preprocessor.layout is not None:  # images, sequences, forecasting windows
+            return self.preprocessor.layout.labelled(self.preprocessor, self.task, x, y,
+                                                     column_name(target) or self.target_name, source)
         return labelled_inputs(self.preprocessor, self.task, x, y, column_name(target) or self.target_name,
                                source)
 
@@ -270,7 +290,11 @@ def _spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | None:
     if not isinstance(model, Mapping):
         raise ConfigError(f"model must be an nn.Module or a spec dict, got {type(model).__name__}")
     spec = dict(model)
-    if spec.get("name") in BUILT_IN_STACKS:
+    if pre is not None and pre.layout is not None:  # cnn, lstm, gru...: sizes from the layout
+        for key, value in pre.layout.model_defaults(spec.get("name")).items():
+            spec.setdefault(key, value)
+        spec.setdefault("out_features", task.out_features)
+    elif spec.get("name") in BUILT_IN_STACKS:
         spec.setdefault("hidden", [64, 64])
         if pre is None:  # a DataLoader: its shapes are not known before training
             if "in_features" not in spec:
@@ -338,6 +362,15 @@ def _table_width(pre: Preprocessor, name: str) -> int:
         raise DataError(f"model {name!r} takes (rows, features) input, got per-sample shape "
                         f"{tuple(shape)}: flatten it (x.reshape(len(x), -1)) or pass a model of your own")
     return shape[0]
+
+
+def _family(model: Any) -> str | None:
+    """The built-in family ``model`` names or is (a spec dict or name, or an nnfit model
+    instance), None for a user's module."""
+    if isinstance(model, nn.Module):
+        model = model_spec(model) or {}
+    name = model if isinstance(model, str) else model.get("name") if isinstance(model, Mapping) else None
+    return name if isinstance(name, str) else None
 
 
 def _built_in(model: Any) -> bool:
@@ -414,7 +447,8 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
         target = column_name(target)
         data = prepare(x, y, target=target, val=val, task=task, config=cfg,
-                       resumed=None if ckpt is None else ckpt[1]["learner"], numeric=_built_in(model))
+                       resumed=None if ckpt is None else ckpt[1]["learner"], numeric=_built_in(model),
+                       family=_family(model))
         fitted_task, pre, train_src, val_src = data.task, data.preprocessor, data.train, data.val
         if pre is not None and pre.table is not None and not cfg.quiet:
             _say(pre.table.summary())

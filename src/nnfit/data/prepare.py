@@ -20,9 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError, warn
 from ..tasks import Task, check_target, make_task, task_from_dict
+from . import layouts
 from .columns import Columns, column_name, columns_from_frame, is_frame, names_list
 from .impute import missing_values
 from .inputs import RawInputs, check_plain_tensor, raw_inputs
+from .layouts import layout_kind
 from .preprocess import Preprocessor
 from .read import read_table
 from .schema import fit_schema, warn_filled
@@ -50,7 +52,8 @@ class Prepared:
 
 def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None,
             task: str | Task = "auto", config: TrainConfig | None = None,
-            resumed: dict[str, Any] | None = None, numeric: bool = False) -> Prepared:
+            resumed: dict[str, Any] | None = None, numeric: bool = False,
+            family: str | None = None) -> Prepared:
     """Read, give columns roles, split, fit the task and preprocessing, and build sources.
 
     Args:
@@ -62,6 +65,8 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
         config: the TrainConfig (split, seed, impute, column roles...).
         resumed: the ``learner`` part of a checkpoint: its task and preprocessing are kept.
         numeric: integer and boolean array inputs become float features (built-in models).
+        family: the built-in model family to train ("mlp", "cnn", "lstm"...), None for a
+            user's module: it tells images and sequences from rows where arrays look alike.
 
     Raises:
         DataError, ConfigError: bad data or arguments, in one line.
@@ -72,6 +77,13 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
         return Prepared(_loader_task(task, src, cfg.loss), None, src,
                         None if val is None else as_source(val), None)
     target = column_name(target)
+    if resumed is not None:  # a resumed run keeps its layout (none: rows of features)
+        kind = ((resumed.get("preprocess") or {}).get("layout") or {}).get("kind")
+    else:
+        kind = layout_kind(x, cfg, family)
+    if kind is not None:  # images, sequences, forecasting windows: their own module
+        return layouts.module(kind).prepare(x, y, target=target, val=val, task=task, config=cfg,
+                                            resumed=resumed)
     pre = None if resumed is None else Preprocessor.from_dict(resumed["preprocess"])
     cols = as_columns(x, "training data", target, allow_missing=pre is None or pre.table is not None
                       or pre.imputes)

@@ -81,12 +81,16 @@ class Preprocessor:
     (``model(*xs)``) or "named" (``model(**xs)``). ``table`` is the column-role schema of a
     model trained on a table (:mod:`nnfit.data.schema`): it turns a table into the inputs
     ``x`` (numeric features) and, with categorical columns, ``codes`` (named style); None for
-    arrays and tensors, and for models saved before column roles existed.
+    arrays and tensors, and for models saved before column roles existed. ``layout`` is the
+    fitted :mod:`~nnfit.data.layouts` of images, sequences or forecasting windows (their
+    per-row or per-step features go through ``table`` and ``inputs`` where they have them),
+    None for rows of features.
     """
 
     style: str
     inputs: list[InputSchema] = field(default_factory=list)
     table: TableSchema | None = None
+    layout: Any = None
 
     @classmethod
     def fit_table(cls, cols: Columns, table: TableSchema, *, standardize: bool = True,
@@ -226,12 +230,17 @@ class Preprocessor:
         out = {"style": self.style, "inputs": inputs}
         if self.table is not None:  # only then: a model of arrays reads in older nnfit too
             out["table"] = self.table.to_dict()
+        if self.layout is not None:
+            out["layout"] = self.layout.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessor:
+        from .layouts import from_dict as layout_from_dict
+
         table = TableSchema.from_dict(d["table"]) if d.get("table") is not None else None
-        return cls(d["style"], [InputSchema(**s) for s in d["inputs"]], table)
+        layout = layout_from_dict(d["layout"]) if d.get("layout") is not None else None
+        return cls(d["style"], [InputSchema(**s) for s in d["inputs"]], table, layout)
 
 
 class Standardize(nn.Module):

@@ -274,8 +274,13 @@ def _table_inputs_rule(d: dict) -> tuple[str, str] | None:
     return None
 
 
+# The fitted layout of images, sequences or forecasting windows (nnfit.data.layouts), by kind.
+LAYOUT = Tagged("kind", {
+})
+
 PREPROCESS = Obj({"style": Str(("single", "positional", "named")), "inputs": Seq(INPUT, 1, 1000),
-                  "table": TABLE}, optional=frozenset({"table"}), rules=(_inputs_rule, _table_inputs_rule))
+                  "table": TABLE, "layout": LAYOUT}, optional=frozenset({"table", "layout"}),
+                 rules=(_inputs_rule, _table_inputs_rule))
 
 
 # ------------------------------------------------------------------ model.json / learner
@@ -325,7 +330,7 @@ LEARNER = Obj({"format": Int(1, FORMAT_VERSION), "nnfit_version": Str(max_len=10
 def _setting(name: str, annotation: Any) -> Field:
     """The field of one config setting, from its dataclass annotation (names from registries)."""
     from ..datasets import DATASETS
-    from ..models import ACTIVATIONS, BUILT_IN_STACKS
+    from ..models import ACTIVATIONS, CLI_MODELS
     from ..optim import OPTIMIZERS, SCHEDULERS
     from ..tasks import LOSSES, TASKS
 
@@ -336,7 +341,7 @@ def _setting(name: str, annotation: Any) -> Field:
     if name == "task":
         return Str(TASKS)
     if name == "model":
-        return Str(BUILT_IN_STACKS)  # what `nnfit train` builds from a table
+        return Str(CLI_MODELS)  # what `nnfit train` builds from its data
     args = typing.get_args(annotation)
     if type(None) in args:
         return Maybe(_setting(name, next(a for a in args if a is not type(None))))
@@ -390,10 +395,15 @@ def config_spec_mismatch(config: Mapping[str, Any], spec: Mapping[str, Any] | No
         return None if config["model"] == spec else "model"
     if spec is None:
         return "model"
-    for key, value in (("model", spec["name"]), ("hidden", spec.get("hidden")),
-                       ("activation", spec.get("activation")), ("dropout", spec.get("dropout")),
-                       ("batchnorm", spec.get("batchnorm"))):
-        if config[key] != value:
+    if config["model"] != spec["name"]:
+        return "model"
+    # the settings of config.json that the family's spec holds (an older config.json lacks
+    # the later ones: nnfit.config.LATER_SETTINGS)
+    keys = {"cnn": ("activation", "dropout", "batchnorm", "channels", "residual"),
+            "lstm": ("hidden", "dropout", "bidirectional", "readout")}.get(
+        "lstm" if spec["name"] == "gru" else spec["name"], ("hidden", "activation", "dropout", "batchnorm"))
+    for key in keys:
+        if key in config and config[key] is not None and config[key] != spec.get(key):
             return key
     return None
 

@@ -28,6 +28,7 @@ from .tabular import Embeddings, embedding_dim
 __all__ = [
     "ACTIVATIONS",
     "BUILT_IN_STACKS",
+    "CLI_MODELS",
     "MLP",
     "Embeddings",
     "MODELS",
@@ -52,6 +53,8 @@ MODELS.register("embeddings", Embeddings, "one nn.Embedding per categorical colu
 # The models of one (rows, features) input: what `nnfit train` builds from a table, and the
 # specs fit completes from the data (in_features, out_features).
 BUILT_IN_STACKS: tuple[str, ...] = ("mlp", "resmlp")
+# The families `nnfit train` builds from its data: rows (the stacks), images, sequences.
+CLI_MODELS: tuple[str, ...] = (*BUILT_IN_STACKS, "cnn", "lstm", "gru")
 
 
 def _check_keys(cls: type, name: str, kwargs: Mapping[str, Any], where: str) -> None:
