@@ -337,7 +337,7 @@ def test_model_spec() -> None:
 
 
 def test_models_registry() -> None:
-    assert MODELS.names() == ["mlp", "resmlp", "multi_input", "embeddings"]
+    assert MODELS.names() == ["mlp", "resmlp", "multi_input", "embeddings", "cnn", "lstm", "gru"]
     assert MODELS.get("resmlp") is ResidualMLP
     assert all(entry.help for entry in MODELS.entries())
 
@@ -350,7 +350,8 @@ MLP_KEYS = "name, in_features, hidden, out_features, activation, dropout, batchn
     [
         (
             {"name": "mlpp"},
-            "model spec: unknown model 'mlpp' (choose from: mlp, resmlp, multi_input, embeddings)",
+            "model spec: unknown model 'mlpp' (choose from: mlp, resmlp, multi_input, embeddings, "
+            "cnn, lstm, gru)",
         ),
         (
             {"name": "mlp", "in_features": 4, "hiden": [8], "out_features": 2},
@@ -374,7 +375,8 @@ MLP_KEYS = "name, in_features, hidden, out_features, activation, dropout, batchn
         ),
         (
             {"in_features": 4},
-            "model spec: missing key 'name' (choose from: mlp, resmlp, multi_input, embeddings)",
+            "model spec: missing key 'name' (choose from: mlp, resmlp, multi_input, embeddings, "
+            "cnn, lstm, gru)",
         ),
         (["mlp"], "model spec: expected a mapping with a 'name' key, got ['mlp']"),
         (
@@ -398,9 +400,10 @@ MLP_KEYS = "name, in_features, hidden, out_features, activation, dropout, batchn
                 "branches": {
                     "a": {"name": "mlp", "in_features": 3, "hidden": [], "out_features": 2},
                 },
-                "head": {"name": "gru"},
+                "head": {"name": "transformer"},
             },
-            "model spec at head: unknown model 'gru' (choose from: mlp, resmlp, multi_input, embeddings)",
+            "model spec at head: unknown model 'transformer' (choose from: mlp, resmlp, "
+            "multi_input, embeddings, cnn, lstm, gru)",
         ),
     ],
 )

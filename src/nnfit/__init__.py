@@ -31,11 +31,11 @@ _SOURCES = {
     "Learner": "learner", "fit": "learner", "load": "learner",
     "ClassificationMetrics": "metrics", "Metric": "metrics", "RegressionMetrics": "metrics",
     "MLP": "models", "MultiInput": "models", "ResidualBlock": "models", "ResidualMLP": "models",
-    "build_model": "models",
+    "CNN": "models", "LSTM": "models", "GRU": "models", "build_model": "models",
     "Runtime": "runtime", "make_runtime": "runtime",
     "capture_activations": "summary", "count_parameters": "summary", "parameter_shapes": "summary",
     "summarize": "summary",
-    "FitState": "state", "Trainer": "trainer",
+    "FitState": "state", "Trainer": "trainer", "CustomTask": "tasks",
 }
 
 
@@ -70,18 +70,19 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .errors import CheckpointError, ConfigError, DataError, NnfitError
     from .learner import Learner, fit, load
     from .metrics import ClassificationMetrics, Metric, RegressionMetrics
-    from .models import MLP, MultiInput, ResidualBlock, ResidualMLP, build_model
+    from .models import CNN, GRU, LSTM, MLP, MultiInput, ResidualBlock, ResidualMLP, build_model
     from .runtime import Runtime, make_runtime
     from .summary import capture_activations, count_parameters, parameter_shapes, summarize
+    from .tasks import CustomTask
     from .trainer import FitState, Trainer
 
 __all__ = [
     "__version__", "models",
     "fit", "load", "Learner", "Trainer", "FitState", "History",
     "TrainConfig", "ModelConfig", "DataConfig", "RunConfig",
-    "MLP", "ResidualMLP", "ResidualBlock", "MultiInput", "build_model",
+    "MLP", "ResidualMLP", "ResidualBlock", "MultiInput", "CNN", "LSTM", "GRU", "build_model",
     "Callback", "ProgressBar", "CSVLogger", "LambdaCallback",
-    "Metric", "ClassificationMetrics", "RegressionMetrics",
+    "Metric", "ClassificationMetrics", "RegressionMetrics", "CustomTask",
     "DataSource", "TensorData", "LoaderData", "StreamData",
     "save_weights", "load_weights",
     "summarize", "count_parameters", "parameter_shapes", "capture_activations",

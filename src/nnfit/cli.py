@@ -79,7 +79,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add("--readout", default=S, choices=["last", "mean"],
         help="lstm/gru output: the last state (default) or the mean over time")
     add("--optimizer", default=S, help="sgd, adam, adamw or rmsprop (default adam)")
-    add("--lr", default=S, type=float, help="learning rate (default 1e-3)")
+    add("--lr", default=S, type=float, help="learning rate (default 1e-3; 3e-3 for cnn)")
     add("--momentum", default=S, type=float, help="momentum for sgd/rmsprop (default 0)")
     add("--weight-decay", dest="weight_decay", default=S, type=float, help="weight decay (default 0)")
     add("--scheduler", default=S,
@@ -152,9 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     p = sub.add_parser("predict", help="write predictions for DATA",
-                       description="Predict every row of DATA, in order.")
+                       description="Predict every row of DATA, in order (every image of a folder "
+                                   "or of the image files given, for a model trained on images).")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("data", metavar="DATA", nargs="+", help="a table, or image files or a folder")
     p.add_argument("-o", "--output", default=None, help="output CSV (default, or -: standard output)")
     p.add_argument("--proba", action="store_true", help="add one probability column per class")
     p.add_argument("--overwrite", action="store_true", help="allow -o to name DATA itself")

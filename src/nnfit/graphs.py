@@ -5,7 +5,8 @@ always has the same shapes, so its whole step (forward, loss, backward, optimize
 captured once as a CUDA graph and replayed with the next batch copied into the captured input
 buffers. The epoch's shorter last batch, and everything outside the step, run eagerly.
 
-Used when training on CUDA with ``cuda_graphs=True`` (the default) for in-memory data, a
+Used when training on CUDA with ``cuda_graphs=True`` (the default) for in-memory data whose
+batches keep their shapes (not sequences trimmed per batch: ``TensorData.fixed_shapes``), a
 constant learning rate, no gradient accumulation or clipping, no ``compile`` and the stock
 step methods; anything else trains eagerly as before.
 """
@@ -31,6 +32,7 @@ def graphs_wanted(trainer: Trainer, train: object) -> bool:
 
     c, cls = trainer.config, type(trainer)
     return (trainer.runtime.is_cuda and c.cuda_graphs and isinstance(train, TensorData)
+            and train.fixed_shapes  # sequences trimmed per batch vary in shape
             and c.accumulate == 1 and c.grad_clip == 0 and c.scheduler == "none" and not c.compile
             and cls.train_step is Trainer.train_step and cls.optimizer_step is Trainer.optimizer_step
             and cls.forward is Trainer.forward and cls.compute_loss is Trainer.compute_loss)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +35,8 @@ from .guards import check_finite_outputs
 from .io.model_dir import META_FILE, MODEL_FILE, read_model_dir
 from .models import BUILT_IN_STACKS, build_model, model_spec
 from .summary import ModelSummary, summarize
-from .tasks import ClassificationTask, Task, task_from_dict
+from .tasks import ClassificationTask, CustomTask, Task, task_from_dict
+from .tasks.custom import check_resumed, training_task
 from .trainer import Trainer
 
 
@@ -150,9 +151,12 @@ class Learner:
         """Loss and metrics on labelled data (arrays + ``y``, or a table/file + ``target``).
 
         Raises:
+            ConfigError: a custom-loss model loaded without its loss function (``loss=``).
             DataError: bad data, or a model output that is not finite (naming the first such
                 row) rather than NaN metrics.
         """
+        if isinstance(self.task, CustomTask) and self.task.fn is None:  # before reading any data
+            raise self.task.missing()
         data, source = self._labelled(x, y, target, "evaluation data")
         return self.trainer.evaluate(self.model, data, task=self.task, finite_outputs=source)
 
@@ -175,6 +179,9 @@ class Learner:
     def summary(self, sample_input: Any = None) -> ModelSummary:
         """Layer table with output shapes from a forward pass on ``sample_input`` (default: a
         batch of zeros shaped like the training inputs)."""
+        layout = None if self.preprocessor is None else self.preprocessor.layout
+        if sample_input is None and hasattr(layout, "sample_inputs"):  # forecasting: windows of rows
+            sample_input = layout.sample_inputs(self.preprocessor)
         if sample_input is None and self.preprocessor is not None:
             zeros = [torch.zeros([2, *s.shape], dtype=torch.float32 if s.dtype == "float32"
                                  else torch.long) for s in self.preprocessor.inputs]
@@ -219,7 +226,7 @@ class Learner:
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None, *,
-             device: str = "auto") -> Learner:
+             device: str = "auto", loss: Callable | None = None) -> Learner:
         """Load a saved model or run directory.
 
         Args:
@@ -227,8 +234,11 @@ class Learner:
             model: an instance of your own module class, for models without a spec; the
                 weights are loaded into it strictly.
             device: where the model runs predictions.
+            loss: the loss function of a model trained with one (``fit(..., loss=fn)``): it is
+                never saved, and :meth:`evaluate` needs it; prediction does not.
 
         Raises:
+            ConfigError: ``loss`` given for a model trained with a built-in task.
             CheckpointError: missing or damaged files, a newer format, a field of
                 ``model.json`` or ``config.json`` that is not valid, or weights that do not fit
                 the model (missing/unexpected tensors, shapes, dtypes, NaN), all named. Every
@@ -237,7 +247,7 @@ class Learner:
         # model.json was checked whole against io.validate.LEARNER: task and preprocessing rebuild
         model, meta = read_model_dir(Path(path), model)
         pre = meta["preprocess"]
-        task = task_from_dict(meta["task"])
+        task = task_from_dict(meta["task"], loss)
         preprocessor = None if pre is None else Preprocessor.from_dict(pre)
         learner = cls(model, task=task, preprocessor=preprocessor,
                       spec=meta.get("spec"), config=TrainConfig(device=device, quiet=True),
@@ -311,6 +321,9 @@ def _spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | None:
                 spec.setdefault("embeddings", [[c.cardinality, embedding_dim(c.cardinality)]
                                                for c in pre.table.categorical])
         spec.setdefault("out_features", task.out_features)
+    if "out_features" in spec and spec["out_features"] is None:  # a custom loss on unknown targets
+        raise ConfigError(f"model spec: give out_features (the output width of {spec.get('name')!r}): "
+                          "the targets do not tell it")
     # On the meta device a model holds no data and draws no random numbers: this fills in the
     # defaults (what a resume compares) whatever its size.
     with torch.device("meta"):
@@ -400,7 +413,8 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         target: the target column of a DataFrame or file.
         val: validation data: ``(x_val, y_val)``, a DataFrame/file with the target column, or
             a Dataset/DataLoader. When omitted, ``val_split`` of the training data is held out.
-        task: "auto", "binary", "multiclass", "regression", or a fitted task.
+        task: "auto", "binary", "multiclass", "regression", or a task object
+            (:class:`~nnfit.tasks.CustomTask` for a loss function of your own).
         callbacks: extra callbacks.
         config: a TrainConfig; ``overrides`` are applied on top of it.
         run_dir: when given, checkpoints, history.csv and the final model are written there.
@@ -416,6 +430,10 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
             ``val`` is a file of the run that would be removed (``nnfit.io.layout.check_overwrite``).
         force_resume: resume even when settings or data differ (a warning lists the changes).
         **overrides: TrainConfig fields, e.g. ``epochs=20, lr=3e-4, optimizer="adamw"``.
+            ``loss`` may also be a function ``fn(output, target) -> scalar tensor``: the
+            model then trains on that loss with targets as given (``task=CustomTask(fn)``;
+            a built-in model's ``out_features`` defaults to the values per target row),
+            and the run records loss "custom". Resuming such a run needs ``loss=fn`` again.
 
     Returns:
         The trained :class:`Learner`; ``learner.history`` holds the per-epoch records.
@@ -440,6 +458,9 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         _check_run_dir(run_dir, resume, overwrite, (x, val))
         # checked whole (the task, preprocessing and model it describes too) before any use
         ckpt = read_resume(resume) if resume is not None else None
+        task, overrides = _custom_task(task, config, overrides)
+        if ckpt is not None:  # a custom run goes on with its function, a built-in task without one
+            check_resumed(ckpt[1]["learner"]["task"], task, force_resume)
         if ckpt is not None and config is None and "impute" not in overrides:
             # impute's default became True in 0.2: a run keeps what it was started with
             overrides = {**overrides, "impute": ckpt[1]["config"].get("impute", True)}
@@ -450,6 +471,8 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
                        resumed=None if ckpt is None else ckpt[1]["learner"], numeric=_built_in(model),
                        family=_family(model))
         fitted_task, pre, train_src, val_src = data.task, data.preprocessor, data.train, data.val
+        if isinstance(task, CustomTask):  # a resumed run's task comes back without its function
+            fitted_task = training_task(fitted_task, task.fn, train_src, val_src)
         if pre is not None and pre.table is not None and not cfg.quiet:
             _say(pre.table.summary())
         spec = _spec(model, pre, fitted_task)  # whole and counted, nothing built yet
@@ -474,6 +497,27 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         if writer is not None:
             writer.finish(trainer, val_src)
     return learner
+
+
+def _custom_task(task: str | Task, config: TrainConfig | None,
+                 overrides: dict[str, Any]) -> tuple[str | Task, dict[str, Any]]:
+    """``loss=fn`` as a CustomTask, and loss "custom" in the config of a fit with one (what the
+    run records; no name a user can pass makes it).
+
+    Raises:
+        ConfigError: a loss function together with a task, or a loss name with a CustomTask.
+    """
+    loss = overrides.get("loss", None if config is None else config.loss)
+    if callable(loss):
+        if not (isinstance(task, str) and task == "auto"):
+            given = repr(task) if isinstance(task, str) else type(task).__name__
+            raise ConfigError(f"loss=<function> trains a custom task: drop task={given}")
+        task = CustomTask(loss)
+    elif isinstance(task, CustomTask) and loss not in (None, "auto", "custom"):
+        raise ConfigError(f"loss {loss!r}: a CustomTask trains with its own loss function; drop loss=")
+    if isinstance(task, CustomTask):
+        overrides = {**overrides, "loss": "custom"}
+    return task, overrides
 
 
 def _say(text: str) -> None:
@@ -529,14 +573,16 @@ def _check_resume(ckpt: Any, spec: dict | None, record: dict[str, Any] | None,
         check_resume(ckpt[1], record, fingerprint, force, fits)
 
 
-def load(path: str | Path, model: nn.Module | None = None, *, device: str = "auto") -> Learner:
-    """Load a model saved by :meth:`Learner.save` or a ``nnfit train`` run directory.
+def load(path: str | Path, model: nn.Module | None = None, *, device: str = "auto",
+         loss: Callable | None = None) -> Learner:
+    """Load a model saved by :meth:`Learner.save` or a ``nnfit train`` run directory
+    (arguments as :meth:`Learner.load`; ``loss``: a custom-loss model's function, to evaluate it).
 
     Example:
         >>> learner = nnfit.load("runs/breast_cancer-1")  # doctest: +SKIP
         >>> learner.predict(x)  # doctest: +SKIP
     """
-    return Learner.load(path, model, device=device)
+    return Learner.load(path, model, device=device, loss=loss)
 
 
 __all__ = ["Learner", "fit", "load"]

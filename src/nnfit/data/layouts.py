@@ -107,10 +107,16 @@ def layout_kind(x: Any, config: TrainConfig, model: str | None) -> str | None:
     if config.window:
         if config.time is None:
             raise ConfigError("--window needs --time COL, the column that orders the rows")
+        if model is not None and model not in SEQUENCE_MODELS:  # before any data is read
+            raise ConfigError(f"--window makes windows of {config.window} rows, which model {model!r} cannot "
+                              "read: use --model lstm or gru, or a module of your own")
         return "forecast"
     if config.sequence_id is not None:
         if config.time is None:
             raise ConfigError("--sequence-id needs --time COL, the column that orders each sequence's rows")
+        if model is not None and model not in SEQUENCE_MODELS:  # before any data is read
+            raise ConfigError(f"--sequence-id makes sequences, which model {model!r} cannot read: use "
+                              "--model lstm or gru, or a module of your own")
         return "sequence"
     if config.time is not None:
         raise ConfigError("--time needs --window W (forecasting) or --sequence-id COL (sequences)")

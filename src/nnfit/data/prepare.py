@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError, warn
-from ..tasks import Task, check_target, make_task, task_from_dict
+from ..tasks import CustomTask, Task, check_target, make_task, task_from_dict
 from . import layouts
 from .columns import Columns, column_name, columns_from_frame, is_frame, names_list
 from .impute import missing_values
@@ -28,7 +28,7 @@ from .layouts import layout_kind
 from .preprocess import Preprocessor
 from .read import read_table
 from .schema import fit_schema, warn_filled
-from .sources import DataSource, LoaderData, StreamData, TensorData, as_source
+from .sources import DataSource, Inputs, LoaderData, StreamData, TensorData, as_source
 from .split import split_indices, stratify_labels
 
 
@@ -89,7 +89,8 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
                       or pre.imputes)
     if cols is not None and (pre is None or pre.table is not None):
         return _prepare_table(cols, y, target, val, task, cfg, resumed, pre)
-    raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute, cols)
+    raw, y_arr, *sources = _xy(x, y, target, "training data", cfg.impute, cols,
+                               keep_shape=isinstance(task, CustomTask))
     if numeric:
         raw = raw.as_float()
     return _prepare_arrays(raw, y_arr, val, target, task, cfg, resumed, pre, sources)
@@ -136,16 +137,7 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
         y_va, va_source = _table_target(va_cols, vy, target)
     fitted = _fitted_task(task, y_arr, cfg, resumed, y_source)
     filled: dict[str, int] = {}
-    if pre is None:
-        table = fit_schema(cols, rows, categorical=cfg.categorical, numeric=cfg.numeric, drop=cfg.drop,
-                           features=cfg.features, numeric_transform=cfg.numeric_transform,
-                           impute=cfg.impute, target=target)
-        gaps = {} if cfg.impute else table.count_missing(whole)
-        if gaps:  # counted over the whole table, not only the training split
-            raise missing_values(whole.source, gaps)
-        pre, inputs = Preprocessor.fit_table(cols, table, standardize=cfg.standardize, filled=filled)
-    else:
-        inputs = pre.transform_table(cols, filled=filled)
+    pre, inputs = table_inputs(cols, rows, whole, cfg, target, pre, filled)
     train = TensorData(inputs, fitted.encode_target(y_arr, y_source))
     val_src = None
     if va_cols is not None:
@@ -155,6 +147,37 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
     if filled:  # one line for the training and validation splits, in column order
         warn_filled(cols.source, {n: filled[n] for n in pre.table.used if n in filled})
     return Prepared(fitted, pre, train, val_src, target)
+
+
+def table_inputs(cols: Columns, rows: np.ndarray, whole: Columns, cfg: TrainConfig, target: str | None,
+                 pre: Preprocessor | None, filled: dict[str, int]) -> tuple[Preprocessor, Inputs]:
+    """The training split ``cols`` as model inputs, through column roles and standardisation
+    fitted on it (or a resumed run's ``pre``): the one fit of a table's preprocessing, for
+    rows of features and for the steps of sequences alike.
+
+    Args:
+        cols: the training split (target removed).
+        rows: its rows' positions in ``whole`` (to recognise a column that counts the rows).
+        whole: every row (training and validation): gaps are refused over all of it when
+            the config does not ``impute``.
+        cfg: the column-role settings (categorical, numeric, drop, features, impute...).
+        target: the target's name, refused in the column lists.
+        pre: a resumed run's preprocessing, applied as it is; None: fit one.
+        filled: gaps filled are counted into it (column -> count).
+
+    Raises:
+        DataError: a column list naming what does not exist, nothing left to train on, or
+            gaps without ``impute``.
+    """
+    if pre is not None:
+        return pre, pre.transform_table(cols, filled=filled)
+    table = fit_schema(cols, rows, categorical=cfg.categorical, numeric=cfg.numeric, drop=cfg.drop,
+                       features=cfg.features, numeric_transform=cfg.numeric_transform,
+                       impute=cfg.impute, target=target)
+    gaps = {} if cfg.impute else table.count_missing(whole)
+    if gaps:  # counted over the whole table, not only the training split
+        raise missing_values(whole.source, gaps)
+    return Preprocessor.fit_table(cols, table, standardize=cfg.standardize, filled=filled)
 
 
 def _table_target(cols: Columns, y: Any, target: str | None) -> tuple[np.ndarray, str]:
@@ -215,7 +238,8 @@ def labelled_inputs(pre: Preprocessor, task: Task, x: Any, y: Any, target: str |
         _warn_unused(pre, cols, target)
         inputs = pre.transform_table(cols, new_levels=True)
         return TensorData(inputs, task.encode_target(y_arr, y_source)), cols.source
-    raw, y_arr, source, y_source = _xy(x, y, target, source, pre.imputes)
+    raw, y_arr, source, y_source = _xy(x, y, target, source, pre.imputes,
+                                       keep_shape=isinstance(task, CustomTask))
     return TensorData(pre.transform(raw, source), task.encode_target(y_arr, y_source)), source
 
 
@@ -240,9 +264,10 @@ def _table_of(pre: Preprocessor, x: Any, source: str, target: str | None) -> Col
 
 # ------------------------------------------------------------------------------ arrays
 def _xy(x: Any, y: Any, target: str | None, source: str, allow_missing: bool = False,
-        cols: Columns | None = None) -> tuple[RawInputs, np.ndarray, str, str]:
+        cols: Columns | None = None, keep_shape: bool = False) -> tuple[RawInputs, np.ndarray, str, str]:
     """Split user data into raw inputs and a target array (arrays, or a table for a model
-    saved before column roles: every column a numeric feature).
+    saved before column roles: every column a numeric feature). ``keep_shape``: as
+    :func:`target_array`.
 
     Returns:
         (inputs, target array, the inputs' name for errors, the target's name for errors).
@@ -264,21 +289,22 @@ def _xy(x: Any, y: Any, target: str | None, source: str, allow_missing: bool = F
         if y is None:
             raise DataError(f"{source}: targets are missing (pass y)")
         raw = raw_inputs(x, source, allow_missing)
-    y_arr = target_array(y, y_source)
+    y_arr = target_array(y, y_source, keep_shape)
     if len(y_arr) != len(raw):
         raise DataError(f"{source}: {len(raw)} rows of inputs but {len(y_arr)} targets")
     return raw, y_arr, source, y_source
 
 
-def target_array(y: Any, source: str = "target") -> np.ndarray:
-    """Targets as a NumPy array (a column vector as 1-D)."""
+def target_array(y: Any, source: str = "target", keep_shape: bool = False) -> np.ndarray:
+    """Targets as a NumPy array (a column vector as 1-D, unless ``keep_shape``: a custom
+    loss gets the targets as given)."""
     if isinstance(y, Tensor):
         check_plain_tensor(y, source)
         return y.detach().cpu().numpy()
     if hasattr(y, "to_numpy"):
         y = y.to_numpy()
     a = np.asarray(y)
-    if a.ndim == 2 and a.shape[1] == 1:
+    if a.ndim == 2 and a.shape[1] == 1 and not keep_shape:
         a = a[:, 0]
     return a
 
@@ -301,7 +327,8 @@ def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None,
         raw_tr, y_tr, raw_va, y_va = raw, y, None, None
         if val is not None:
             vx, vy = (val if isinstance(val, tuple) and len(val) == 2 else (val, None))
-            raw_va, y_va, _, va_source = _xy(vx, vy, target, "validation data", cfg.impute)
+            raw_va, y_va, _, va_source = _xy(vx, vy, target, "validation data", cfg.impute,
+                                             keep_shape=isinstance(task, CustomTask))
     fitted = _fitted_task(task, y_tr, cfg, resumed, y_source)
     if pre is None:
         pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize, impute=cfg.impute, source=x_source)

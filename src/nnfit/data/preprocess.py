@@ -188,15 +188,22 @@ class Preprocessor:
             warn_filled(source, holes)
         return out if self.style == "named" else tuple(out.values())
 
-    def as_module(self) -> Standardize:
+    def as_module(self) -> nn.Module:
         """The fitted fill and standardisation of a model's one numeric input, as a module
-        (for :meth:`nnfit.Learner.as_module`).
+        (for :meth:`nnfit.Learner.as_module`); a layout's own module where it has one (the
+        per-channel normalisation of images).
 
         Raises:
             ConfigError: several inputs (text categoricals reach a model as a second input of
-                codes), or a table column that raw numbers cannot give (datetime parts,
-                quantile scores, a missing-value indicator), named.
+                codes), a table column that raw numbers cannot give (datetime parts,
+                quantile scores, a missing-value indicator), named, or a layout without one.
         """
+        if self.layout is not None:
+            make = getattr(self.layout, "as_module", None)
+            if make is None:
+                raise ConfigError(f"as_module: a model of {self.layout.kind} data reads it through its "
+                                  "layout: use learner.predict or learner.outputs, which take the raw data")
+            return make()
         if self.style != "single":
             cats = [c.name for c in self.table.categorical] if self.table is not None else []
             why = (f"text categorical columns ({names_list(cats)}) reach it as codes" if cats else

@@ -81,6 +81,10 @@ class TensorData:
         [4, 4, 2]
     """
 
+    # Every full batch has the same shapes, so a training step may be captured once as a CUDA
+    # graph and replayed (nnfit.graphs); a subclass whose batch shapes vary says False.
+    fixed_shapes = True
+
     def __init__(self, inputs: Tensor | Sequence[Tensor] | Mapping[str, Tensor],
                  target: Tensor | None = None) -> None:
         if isinstance(inputs, Tensor):

@@ -19,9 +19,11 @@ from ..errors import ConfigError
 from ..registry import Registry
 from . import state as model_state
 from .activations import ACTIVATIONS, make_activation
+from .cnn import CNN
 from .mlp import MLP
 from .multi_input import MultiInput, check_branch_name
 from .residual import ResidualBlock, ResidualMLP
+from .rnn import GRU, LSTM, Recurrent
 from .state import Slot, param_count, prefixed
 from .tabular import Embeddings, embedding_dim
 
@@ -29,10 +31,14 @@ __all__ = [
     "ACTIVATIONS",
     "BUILT_IN_STACKS",
     "CLI_MODELS",
+    "CNN",
+    "GRU",
+    "LSTM",
     "MLP",
     "Embeddings",
     "MODELS",
     "MultiInput",
+    "Recurrent",
     "ResidualBlock",
     "ResidualMLP",
     "build_model",
@@ -50,6 +56,9 @@ MODELS.register("mlp", MLP, "multilayer perceptron: Linear layers with optional 
 MODELS.register("resmlp", ResidualMLP, "residual MLP: two-layer skip-connection blocks + head")
 MODELS.register("multi_input", MultiInput, "one branch per named input, concatenated into a head")
 MODELS.register("embeddings", Embeddings, "one nn.Embedding per categorical column, concatenated")
+MODELS.register("cnn", CNN, "convolutional network: conv-batchnorm-activation stages, pooling, head")
+MODELS.register("lstm", LSTM, "stacked LSTM layers over sequences, last-step or mean readout + head")
+MODELS.register("gru", GRU, "stacked GRU layers over sequences, last-step or mean readout + head")
 # The models of one (rows, features) input: what `nnfit train` builds from a table, and the
 # specs fit completes from the data (in_features, out_features).
 BUILT_IN_STACKS: tuple[str, ...] = ("mlp", "resmlp")

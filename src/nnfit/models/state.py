@@ -48,11 +48,28 @@ def linear(prefix: str, n_in: int, n_out: int, bias: bool = True) -> dict[str, S
 
 
 def batchnorm(prefix: str, n: int) -> dict[str, Slot]:
-    """The state of ``nn.BatchNorm1d(n)`` registered as ``prefix``."""
+    """The state of ``nn.BatchNorm1d(n)`` (or ``BatchNorm2d(n)``) registered as ``prefix``."""
     return {f"{prefix}.weight": Slot((n,)), f"{prefix}.bias": Slot((n,)),
             f"{prefix}.running_mean": Slot((n,), parameter=False),
             f"{prefix}.running_var": Slot((n,), parameter=False),
             f"{prefix}.num_batches_tracked": Slot((), torch.int64, parameter=False)}
+
+
+def conv2d(prefix: str, c_in: int, c_out: int, kernel_size: int, bias: bool = True) -> dict[str, Slot]:
+    """The state of ``nn.Conv2d(c_in, c_out, kernel_size, bias=bias)`` registered as ``prefix``."""
+    out = {f"{prefix}.weight": Slot((c_out, c_in, kernel_size, kernel_size))}
+    if bias:
+        out[f"{prefix}.bias"] = Slot((c_out,))
+    return out
+
+
+def recurrent(prefix: str, gates: int, n_in: int, hidden: int) -> dict[str, Slot]:
+    """The state of a one-layer, one-direction ``nn.LSTM`` (``gates=4``) or ``nn.GRU``
+    (``gates=3``) of ``n_in`` inputs and ``hidden`` units, registered as ``prefix``."""
+    return {f"{prefix}.weight_ih_l0": Slot((gates * hidden, n_in)),
+            f"{prefix}.weight_hh_l0": Slot((gates * hidden, hidden)),
+            f"{prefix}.bias_ih_l0": Slot((gates * hidden,)),
+            f"{prefix}.bias_hh_l0": Slot((gates * hidden,))}
 
 
 def prefixed(prefix: str, state: dict[str, Slot]) -> dict[str, Slot]:

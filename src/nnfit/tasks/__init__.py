@@ -3,26 +3,27 @@
 A task is fitted state saved with the model: the label vocabulary of a classifier (labels of any
 type mapped to indices 0..C-1) and the target scaling of a regressor. It owns three conversions:
 raw targets -> training tensors, (outputs, targets) -> loss, and outputs -> probabilities or
-predictions in the user's label space.
+predictions in the user's label space. :class:`Task` is the protocol they implement;
+:class:`CustomTask` implements it with a user's loss function (any output, any target).
 """
 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .base import LOSSES, MAX_AUTO_CLASSES, TASKS, check_target, infer_task
+from .base import LOSSES, MAX_AUTO_CLASSES, TASKS, Task, check_target, infer_task
 from .classification import ClassificationTask, LabelMap
+from .custom import CustomTask
+from .forecasting import ForecastTask
 from .regression import RegressionTask
 
-__all__ = ["LOSSES", "MAX_AUTO_CLASSES", "TASKS", "ClassificationTask", "LabelMap", "RegressionTask", "Task",
-           "check_target", "infer_task", "make_task", "task_from_dict"]
-
-
-Task = ClassificationTask | RegressionTask
+__all__ = ["LOSSES", "MAX_AUTO_CLASSES", "TASKS", "ClassificationTask", "CustomTask", "ForecastTask",
+           "LabelMap", "RegressionTask", "Task", "check_target", "infer_task", "make_task", "task_from_dict"]
 
 
 def make_task(name: str, y: np.ndarray, *, loss: str = "auto", scale_target: bool = True,
@@ -64,8 +65,25 @@ def make_task(name: str, y: np.ndarray, *, loss: str = "auto", scale_target: boo
     return ClassificationTask(labels, loss)
 
 
-def task_from_dict(d: dict[str, Any]) -> Task:
-    """Rebuild a saved task (the inverse of ``to_dict``)."""
+def task_from_dict(d: dict[str, Any], loss: Callable | None = None) -> Task:
+    """Rebuild a saved task (the inverse of ``to_dict``).
+
+    Args:
+        loss: a custom task's loss function, which is never saved (None: the task predicts
+            but cannot evaluate or train). Refused for a built-in task.
+
+    Raises:
+        ConfigError: ``loss`` given for a model trained with a built-in task.
+    """
+    if d["name"] == "custom":
+        shape = d.get("target_shape")
+        return CustomTask(loss, d.get("loss", ""), None if shape is None else tuple(shape))
+    if loss is not None:
+        raise ConfigError(f"loss=: this model trains a built-in {d['name']} task (loss "
+                          f"{d.get('loss', 'auto')!r}), not a custom loss function")
     if d["name"] == "regression":
         return RegressionTask(d["n_targets"], d.get("loss", "auto"), d.get("mean"), d.get("std"))
+    if d["name"] == "forecast":
+        return ForecastTask(d["n_targets"], d.get("loss", "auto"), d.get("mean"), d.get("std"),
+                            season=d.get("season"))
     return ClassificationTask(LabelMap(tuple(d["classes"])), d.get("loss", "auto"))

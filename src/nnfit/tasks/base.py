@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import DataError
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ..metrics import Metric
 
 TASKS = ("auto", "binary", "multiclass", "regression")
 LOSSES: Registry[str] = Registry("loss")
@@ -20,6 +25,44 @@ LOSSES.register("huber", "huber", "Huber loss, delta 1 (HuberLoss)")
 
 # Integer targets with more distinct values than this are taken as a regression target.
 MAX_AUTO_CLASSES = 20
+
+
+class Task(Protocol):
+    """What a task gives the loop: targets as tensors, the loss, metrics and answers.
+
+    The built-in tasks (:class:`~nnfit.tasks.ClassificationTask`,
+    :class:`~nnfit.tasks.RegressionTask`) and :class:`~nnfit.tasks.CustomTask` (a user's loss
+    function) implement it; a classifier also has ``proba(out)``.
+
+    Attributes:
+        name: the saved task's tag ("binary", "multiclass", "regression", "custom").
+        out_features: the output width a built-in model gets for it; None when the data
+            does not say (a custom task before it has seen targets).
+    """
+
+    name: str
+
+    @property
+    def out_features(self) -> int | None: ...
+
+    def encode_target(self, y: np.ndarray, source: str = "target") -> Tensor:
+        """Raw targets (the rows of one split) as the training tensor; ``source`` names them
+        in errors."""
+
+    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+        """The batch's mean loss, a 0-d tensor. Shape: out (n, ...), target (n, ...)."""
+
+    def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """What the metrics see of a batch (probabilities, values in the original units)."""
+
+    def make_metrics(self) -> Metric:
+        """A fresh metric for one evaluation (its ``compute()`` names the logged values)."""
+
+    def decode(self, out: Tensor) -> np.ndarray:
+        """Outputs as answers: labels, values in the original units, raw outputs."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fitted state with ``"name"`` (checked by ``nnfit.io.validate.TASK``)."""
 
 
 def _py(v: Any) -> Any:
