@@ -53,6 +53,11 @@ def _config(args: argparse.Namespace) -> RunConfig:
     values.update(flag_values(args))
     if data_arg is not None:
         values["data"] = data_arg
+    if "model" not in values:  # the family the data asks for: a cnn for images, an lstm for sequences
+        if values.get("data") is not None and is_image_path(values["data"]):
+            values["model"] = "cnn"
+        elif values.get("sequence_id") is not None or values.get("window"):
+            values["model"] = "lstm"
     cfg = make_run_config(values)
     check_names(cfg)
     if cfg.model.batchnorm is None:  # recorded as the family's default: on for cnn only

@@ -342,6 +342,9 @@ def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None)
     if meta is not None:
         raise ConfigError(f"model: {meta!r} is on the meta device and holds no data: build the model on "
                           "a real device, or call model.to_empty(device='cpu') and initialise it")
+    if pre is not None and pre.layout is not None and spec is not None:
+        _check_layout_sizes(spec, pre)
+        return
     if pre is None or spec is None or spec.get("name") not in BUILT_IN_STACKS:
         return
     width = _table_width(pre, spec["name"])
@@ -356,6 +359,17 @@ def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None)
         raise DataError(f"model {spec['name']!r} embeds categorical columns of sizes {sizes}; the "
                         f"data's are: {want}: build it with embeddings=[(cardinality, width), ...] in "
                         "that order")
+
+
+def _check_layout_sizes(spec: dict, pre: Preprocessor) -> None:
+    """An nnfit CNN/LSTM/GRU built by hand must have the sizes the data's layout gives
+    (channels, features per step, vocabulary, embedded columns), named when it does not."""
+    want = json.loads(json.dumps(pre.layout.model_defaults(spec["name"])))  # tuples as lists
+    bad = [k for k, v in want.items() if json.loads(json.dumps(spec.get(k))) != v]
+    if bad:
+        has = ", ".join(f"{k}={spec.get(k)!r}" for k in bad)
+        need = ", ".join(f"{k}={want[k]!r}" for k in bad)
+        raise DataError(f"model {spec['name']!r} has {has}; the data needs {need}")
 
 
 def _table_width(pre: Preprocessor, name: str) -> int:

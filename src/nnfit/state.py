@@ -173,11 +173,12 @@ def _same_data(meta: dict[str, Any], data: tuple) -> bool:
 
 def _loss_floor(trainer: Trainer) -> float | None:
     """0 when the loop's loss is a built-in task's built-in loss (never negative), else None."""
-    from .tasks import ClassificationTask, RegressionTask
+    from .tasks import ClassificationTask, ForecastTask, RegressionTask
     from .trainer import Trainer
 
     built_in = type(trainer).compute_loss is Trainer.compute_loss
-    return 0.0 if built_in and type(trainer.task) in (ClassificationTask, RegressionTask) else None
+    tasks = (ClassificationTask, RegressionTask, ForecastTask)  # a subclass may change the loss
+    return 0.0 if built_in and type(trainer.task) in tasks else None
 
 
 def restore_model(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:

@@ -121,6 +121,9 @@ def layout_kind(x: Any, config: TrainConfig, model: str | None) -> str | None:
     if config.time is not None:
         raise ConfigError("--time needs --window W (forecasting) or --sequence-id COL (sequences)")
     if is_image_path(x) or model in IMAGE_MODELS:
+        if model is not None and model not in IMAGE_MODELS:  # before any image is decoded
+            raise ConfigError(f"model {model!r} cannot read images: use --model cnn (\"cnn\" in the "
+                              "API), or a module of your own")
         return "image"
     if is_ragged(x) or model in SEQUENCE_MODELS:
         return "sequence"
