@@ -10,6 +10,8 @@ rounds and reported as medians, with each contender's speed relative to nnfit. R
     python benchmarks/bench.py --smoke         # tiny sizes: checks that every contender runs
     python benchmarks/bench.py --skip training cli ingest --table-rows 0.5  # real tables only
     python benchmarks/bench.py --skip training cli tables --reps 5 --name cpu-issue9-ingest  # CSV reading
+    python benchmarks/bench.py --skip cli ingest tables --workloads cnn-32px lstm-T50 lstm-T10-50
+    python benchmarks/bench.py --skip training cli ingest tables  # PNG folder vs torchvision (images.py)
 
 Peer frameworks come from the ``bench`` extra (``make bench`` installs it); a peer that is not
 installed is skipped, and the results list it under ``skipped`` with the reason.
@@ -33,16 +35,35 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-PEERS = ["nnfit", "minimal_loop", "dataloader_loop", "lightning", "skorch", "keras"]
+PEERS = ["nnfit", "minimal_loop", "dataloader_loop", "lightning", "skorch", "keras", "torchvision"]
 # Contenders that need a package beyond nnfit's own dependencies: the module each imports.
-PEER_MODULES = {"lightning": "lightning", "skorch": "skorch", "keras": "keras"}
+PEER_MODULES = {"lightning": "lightning", "skorch": "skorch", "keras": "keras", "torchvision": "torchvision"}
+# torchvision is a peer of the image-folder suite only (ImageFolder + DataLoader, images.py).
+IMAGE_PEERS = ("torchvision",)
 WORKLOADS = {
     "mlp-b32": dict(rows=100_000, features=32, classes=10, batch=32, epochs=2),
     "mlp-b128": dict(rows=100_000, features=32, classes=10, batch=128, epochs=2),
     "mlp-b1024": dict(rows=100_000, features=32, classes=10, batch=1024, epochs=2),
     "wide-200x500k": dict(rows=500_000, features=200, classes=10, batch=256, epochs=1),
+    "cnn-32px": dict(model="cnn", rows=20_000, size=32, channels=[32, 64], classes=10, batch=128, epochs=1),
+    # sequences of one length, then lengths uniform in 10..50: nnfit batches them by length, the
+    # minimal loop pads every batch to 50
+    "lstm-T50": dict(model="lstm", rows=100_000, steps=50, min_len=50, features=16, hidden=64,
+                     classes=10, batch=128, epochs=2),
+    "lstm-T10-50": dict(model="lstm", rows=100_000, steps=50, min_len=10, features=16, hidden=64,
+                        classes=10, batch=128, epochs=2),
 }
+# The workloads of nnfit's own CNN and LSTM: the minimal loop is their one reference.
+MODEL_CONTENDERS = ("nnfit", "minimal_loop")
 SMOKE = dict(rows=2_000, features=8, classes=3, batch=64, epochs=1)
+# One thread (``threads``): steps this tiny only spin a second one, which on a busy machine
+# made each of these runs seconds longer.
+SMOKE_MODELS = {
+    "smoke-cnn": dict(model="cnn", rows=400, size=8, channels=[4, 8], classes=3, batch=64, epochs=1,
+                      threads=1),
+    "smoke-lstm": dict(model="lstm", rows=400, steps=12, min_len=3, features=4, hidden=8, classes=3,
+                       batch=64, epochs=1, threads=1),
+}
 
 
 def run(cmd: list[str], timeout: float = 900) -> tuple[dict | None, float, str]:
@@ -77,12 +98,17 @@ def not_installed(contenders: list[str]) -> dict[str, str]:
 
 def training_suite(args: argparse.Namespace) -> dict:
     out = {}
-    workloads = {"smoke": SMOKE} if args.smoke else {k: WORKLOADS[k] for k in args.workloads}
+    workloads = ({"smoke": SMOKE, **SMOKE_MODELS} if args.smoke
+                 else {k: WORKLOADS[k] for k in args.workloads})
     for wname, w in workloads.items():
         spec = {**w, "device": args.device}
-        runs: dict[str, list[dict]] = {c: [] for c in args.contenders}
+        contenders = [c for c in args.contenders if c not in IMAGE_PEERS
+                      and ("model" not in w or c in MODEL_CONTENDERS)]
+        if "model" in w and len(contenders) < 2:  # a CNN/LSTM row is a comparison or nothing
+            continue
+        runs: dict[str, list[dict]] = {c: [] for c in contenders}
         for rep in range(args.reps):
-            for c in args.contenders:  # interleaved: A B C ... then again
+            for c in contenders:  # interleaved: A B C ... then again
                 res, wall, err = run(contender(c, spec))
                 runs[c].append(res or {"error": err})
                 shown = (f"{res['samples_per_s']:,.0f} samples/s acc {res['val_acc']:.4f}" if res
@@ -184,6 +210,35 @@ def mixed_csv(path: Path, rows: int, ids: bool = False, seed: int = 0) -> None:
     pa_csv.write_csv(pa.table(cols), path, pa_csv.WriteOptions(quoting_style="needed"))
 
 
+def images_suite(args: argparse.Namespace, tmp: Path) -> dict:
+    """A PNG class-folder tree trained on by nnfit and by torchvision's ImageFolder + DataLoader
+    (``images.py``): per-epoch seconds and held-out accuracy, interleaved fresh processes."""
+    sys.path.insert(0, str(HERE))
+    import images
+
+    size = images.SMOKE if args.smoke else images.FULL
+    spec = {**size, **images.make_folder(tmp / "images", **size), "device": args.device}
+    # the peer's rows run with each of its DataLoader settings: torchvision_w0, torchvision_w2
+    contenders = [c for c in images.CONTENDERS if c.split("_w")[0] in args.contenders]
+    runs: dict[str, list[dict]] = {c: [] for c in contenders}
+    for rep in range(args.reps):
+        for c in contenders:
+            res, _, err = run([sys.executable, str(HERE / "images.py"), c, json.dumps(spec)])
+            runs[c].append(res or {"error": err})
+            shown = (f"first epoch {res['first_epoch_s']:.2f} s, then {res['steady_epoch_s']:.2f} s, "
+                     f"held-out acc {res['test_acc']:.4f}" if res else f"FAILED {err}")
+            print(f"images rep {rep + 1} {c}: {shown}", flush=True)
+    med = {c: median_row(r) for c, r in runs.items()}
+    ours = med.get("nnfit", {})
+    for m in med.values():
+        for which in ("first", "steady"):
+            if ours.get(f"{which}_epoch_s") and m.get(f"{which}_epoch_s"):
+                m[f"nnfit_speedup_{which}"] = m[f"{which}_epoch_s"] / ours[f"{which}_epoch_s"]
+    shim = any(r.get("op_schemas_defined") for c in contenders if c != "nnfit" for r in runs[c])
+    return {"spec": {k: v for k, v in spec.items() if k not in ("train", "test")}, "median": med,
+            "runs": runs, "torchvision_op_schemas_defined": shim}
+
+
 def tables_suite(args: argparse.Namespace, tmp: Path) -> dict:
     """Accuracy on generated real tables against scikit-learn's baselines: ``tables.py`` in a
     fresh process, its rows scaled by ``--table-rows`` (2% with ``--smoke``)."""
@@ -205,6 +260,40 @@ def _rows(medians: dict, cells: Callable[[dict], list[str]]) -> list[str]:
     return out
 
 
+def _workload(s: dict) -> str:
+    """A training workload's data and model, in words."""
+    if s.get("model") == "cnn":
+        return f"{s['rows']:,} random 3x{s['size']}x{s['size']} images, CNN channels {s['channels']}"
+    if s.get("model") == "lstm":
+        lengths = (f"T={s['steps']}" if s["min_len"] == s["steps"]
+                   else f"lengths {s['min_len']}..{s['steps']} (uniform)")
+        return (f"{s['rows']:,} sequences, {lengths}, {s['features']} features, LSTM hidden "
+                f"{s['hidden']}")
+    return f"{s['rows']:,} rows x {s['features']} features"
+
+
+def _images_markdown(res: dict) -> list[str]:
+    """The image-folder section: per-epoch seconds and held-out accuracy per contender."""
+    s = res["spec"]
+    lines = [f"## Image folder: {s['classes']} classes x {s['per_class']} PNGs of {s['size']}x{s['size']} "
+             f"RGB (held out: {s['test_per_class']} per class), CNN channels {s['channels']}, batch "
+             f"{s['batch']}, {s['epochs']} epochs, no augmentation", "",
+             "First epoch: nnfit's includes reading and decoding every image once; torchvision "
+             "decodes every image in every epoch. `nnfit speedup` = the contender's epoch time / "
+             "nnfit's. `loader only`: one pass of the DataLoader without the model.", ""]
+    if res.get("torchvision_op_schemas_defined"):
+        lines += ["torchvision's C extension (a CUDA build) does not load next to this CPU torch: the "
+                  "peer defined the schemas of `torchvision::nms`/`qnms` so its Python side imports; "
+                  "the timed path never calls them.", ""]
+    lines += ["| contender | first epoch (s) | steady epoch (s) | nnfit speedup first / steady "
+              "| loader only (s) | held-out accuracy |", "|---|---:|---:|---:|---:|---:|"]
+    lines += _rows(res["median"], lambda m: [
+        f"{m['first_epoch_s']:.2f}", f"{m['steady_epoch_s']:.2f}",
+        f"{m.get('nnfit_speedup_first', 1):.2f}x / {m.get('nnfit_speedup_steady', 1):.2f}x",
+        f"{m['loader_only_s']:.2f}" if "loader_only_s" in m else "", f"{m['test_acc']:.4f}"])
+    return [*lines, ""]
+
+
 def markdown(results: dict) -> str:
     lines = [f"# nnfit benchmarks ({results['device']}, {results['machine']})", "",
              f"Medians of {results['reps']} interleaved runs, each in a fresh process. "
@@ -214,14 +303,18 @@ def markdown(results: dict) -> str:
                   + "; `make bench` installs the peers (the `bench` extra).", ""]
     for wname, wres in results["training"].items():
         s = wres["spec"]
-        lines += [f"## {wname}: {s['rows']:,} rows x {s['features']} features, batch {s['batch']}, "
-                  f"{s['epochs']} epoch(s)", "",
-                  "| contender | samples/s | nnfit speedup | val accuracy | peak RSS MB |",
-                  "|---|---:|---:|---:|---:|"]
+        padded = s.get("model") == "lstm"
+        lines += [f"## {wname}: {_workload(s)}, batch {s['batch']}, {s['epochs']} epoch(s)", "",
+                  "| contender | samples/s | nnfit speedup | val accuracy | peak RSS MB |"
+                  + (" padding share |" if padded else ""),
+                  "|---|---:|---:|---:|---:|" + ("---:|" if padded else "")]
         lines += _rows(wres["median"], lambda m: [
             f"{m['samples_per_s']:,.0f}", f"{m.get('nnfit_speedup', 1):.2f}x",
-            f"{m['val_acc']:.4f}", f"{m['peak_rss_mb']:.0f}"])
+            f"{m['val_acc']:.4f}", f"{m['peak_rss_mb']:.0f}"]
+            + ([f"{m['padding_share']:.1%}"] if "padding_share" in m else []))
         lines.append("")
+    if "images" in results:
+        lines += _images_markdown(results["images"])
     if "cli" in results:
         m = results["cli"]["median"]
         lines += ["## CLI end to end (CSV read, 5 epochs, run directory written)", "",
@@ -260,7 +353,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--contenders", nargs="+", default=PEERS, choices=PEERS)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["training", "cli", "ingest", "tables"])
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["training", "cli", "ingest", "tables", "images"])
     ap.add_argument("--table-rows", type=float, default=1.0,
                     help="scale of the real-table suite's rows (tables.py --rows; default 1)")
     ap.add_argument("--ingest-rows", type=int, default=1_000_000,
@@ -288,6 +382,8 @@ def main() -> None:
             results["ingest"] = ingest_suite(args, Path(d))
         if "tables" not in args.skip:
             results["tables"] = tables_suite(args, Path(d))
+        if "images" not in args.skip and {"nnfit", *IMAGE_PEERS} & set(args.contenders):
+            results["images"] = images_suite(args, Path(d))
     results.setdefault("training", {})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

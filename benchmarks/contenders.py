@@ -1,10 +1,14 @@
 """One benchmark contender, run in a fresh process: ``python contenders.py NAME SPEC_JSON``.
 
-Every contender trains the same MLP (features-128-128-classes, Adam, lr 1e-3) on the same
-preloaded synthetic data for the same epochs and batch size, then scores the same validation
-rows. It prints one JSON line: training seconds (in process, after imports and a shared
-warm-up), samples/s, validation accuracy and peak memory. Imports of the peers happen inside
-their functions, so a missing peer only fails its own row.
+Every contender trains the same model (Adam, lr 1e-3) on the same preloaded synthetic data for
+the same epochs and batch size, then scores the same validation rows. The spec's ``model``
+picks the workload: ``mlp`` (features-128-128-classes, every contender), ``cnn``
+(``nnfit.models.CNN`` on random 3 x size x size float images) or ``lstm``
+(``nnfit.models.LSTM`` on (N, steps, features) sequences, lengths ``min_len``..``steps``):
+those two only nnfit and the minimal loop. It prints one JSON line: training seconds (in
+process, after imports and a shared warm-up), samples/s, validation accuracy and peak memory
+(sequences: also ``padding_share``, padded steps / all steps the model ran). Imports of the
+peers happen inside their functions, so a missing peer only fails its own row.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,26 +39,127 @@ def make_data(rows: int, features: int, classes: int, seed: int = 0):
     return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
 
 
+@dataclass(frozen=True)
+class Padded:
+    """Sequences zero-padded to one length ``x`` (N, T, F), with each one's own ``lengths`` (N,)."""
+
+    x: np.ndarray
+    lengths: np.ndarray
+
+    def for_nnfit(self) -> np.ndarray | list[np.ndarray]:
+        """The form a user hands nnfit: the array when every sequence is full length, else
+        a list of each sequence unpadded (nnfit batches them by length)."""
+        if (self.lengths == self.x.shape[1]).all():
+            return self.x
+        return [s[:n] for s, n in zip(self.x, self.lengths, strict=True)]
+
+
+def make_images(rows: int, classes: int, size: int, seed: int = 0):
+    """Random (rows, 3, size, size) float images labelled by a random linear teacher on each
+    channel's mean and mean square (standardised), plus noise: statistics a CNN's global
+    average pooling can read, wherever in the image they come from."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, 3, size, size), dtype=np.float32)
+    stats = np.concatenate([x.mean((2, 3)), (x ** 2).mean((2, 3))], axis=1)
+    stats = (stats - stats.mean(0)) / stats.std(0)
+    logits = stats @ rng.standard_normal((6, classes), dtype=np.float32)
+    logits += 0.5 * logits.std() * rng.standard_normal(logits.shape, dtype=np.float32)
+    y = logits.argmax(1).astype(np.int64)
+    n_val = rows // 10
+    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+
+
+def make_sequences(rows: int, steps: int, features: int, classes: int, min_len: int, seed: int = 0):
+    """Random (rows, steps, features) float sequences of lengths uniform in min_len..steps
+    (zero-padded), labelled by a random linear teacher on each one's last step, plus noise: a
+    model that reads a padding step instead scores near chance."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_len, steps + 1, rows)
+    x = rng.standard_normal((rows, steps, features), dtype=np.float32)
+    x[np.arange(steps) >= lengths[:, None]] = 0
+    logits = x[np.arange(rows), lengths - 1] @ rng.standard_normal((features, classes))
+    logits += 0.5 * logits.std() * rng.standard_normal(logits.shape)
+    y = logits.argmax(1).astype(np.int64)
+    n_val = rows // 10
+    return (Padded(x[n_val:], lengths[n_val:]), y[n_val:], Padded(x[:n_val], lengths[:n_val]),
+            y[:n_val])
+
+
+def workload_data(spec: dict):
+    """The workload's training and validation data: (x_train, y_train, x_val, y_val)."""
+    kind = spec.get("model", "mlp")
+    if kind == "cnn":
+        return make_images(spec["rows"], spec["classes"], spec["size"])
+    if kind == "lstm":
+        return make_sequences(spec["rows"], spec["steps"], spec["features"], spec["classes"],
+                              spec["min_len"])
+    return make_data(spec["rows"], spec["features"], spec["classes"])
+
+
 def mlp(features: int, classes: int) -> nn.Module:
     return nn.Sequential(nn.Linear(features, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN),
                          nn.ReLU(), nn.Linear(HIDDEN, classes))
 
 
-def warm_up(device: str) -> None:
-    """Pay torch's one-time costs (lazy imports of the optimizer machinery, first kernels)
-    before any contender's clock starts, so no contender is charged for them."""
-    m = mlp(4, 2).to(device)
+def build_model(spec: dict) -> nn.Module:
+    """The workload's model, freshly initialised from the global seed."""
+    kind = spec.get("model", "mlp")
+    if kind == "mlp":
+        return mlp(spec["features"], spec["classes"])
+    from nnfit.models import CNN, LSTM
+
+    if kind == "cnn":
+        return CNN(3, spec["classes"], channels=spec["channels"])
+    return LSTM(spec["features"], spec["classes"], hidden=[spec["hidden"]])
+
+
+def model_inputs(x) -> list[np.ndarray]:
+    """The arrays a model is called with: the inputs, and the lengths of padded sequences."""
+    return [x.x, x.lengths] if isinstance(x, Padded) else [x]
+
+
+def warm_up(spec: dict) -> None:
+    """Pay torch's one-time costs (lazy imports of the optimizer machinery, first kernels of
+    the workload's model) before any contender's clock starts, so no contender is charged
+    for them."""
+    device, kind = spec["device"], spec.get("model", "mlp")
+    if kind == "cnn":
+        shape = (3, spec["size"], spec["size"])
+    elif kind == "lstm":
+        shape = (spec["steps"], spec["features"])
+    else:
+        shape = (spec["features"],)
+    m = build_model(spec).to(device)
     opt = torch.optim.Adam(m.parameters())
-    F.cross_entropy(m(torch.zeros(2, 4, device=device)), torch.zeros(2, dtype=torch.long,
-                                                                     device=device)).backward()
+    F.cross_entropy(m(torch.zeros(2, *shape, device=device)),
+                    torch.zeros(2, dtype=torch.long, device=device)).backward()
     opt.step()
 
 
 @torch.inference_mode()
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str) -> float:
+def accuracy(model: nn.Module, x, y: np.ndarray, device: str) -> float:
     model.eval()
-    pred = model(torch.from_numpy(x).to(device)).argmax(1).cpu().numpy()
-    return float((pred == y).mean())
+    ins = [torch.from_numpy(a) for a in model_inputs(x)]
+    pred = torch.cat([model(*(t[i:i + 4096].to(device) for t in ins)).argmax(1).cpu()
+                      for i in range(0, len(y), 4096)])
+    return float((pred.numpy() == y).mean())
+
+
+def padding_share(model: nn.Module):
+    """Count the steps ``model`` runs while training (a forward pre-hook); returns a function
+    giving padded steps / all steps. The lengths are kept and summed at the end: no host
+    sync per step."""
+    cells, real = [0], []
+
+    def hook(module, args, kwargs):
+        if module.training:
+            x = kwargs["x"] if "x" in kwargs else args[0]
+            lengths = kwargs.get("lengths", args[1] if len(args) > 1 else None)
+            cells[0] += x.shape[0] * x.shape[1]
+            real.append(x.shape[0] * x.shape[1] if lengths is None else lengths)
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    return lambda: 1 - sum(int(v.sum()) if torch.is_tensor(v) else v for v in real) / max(cells[0], 1)
 
 
 def _sync(device: str) -> None:
@@ -68,39 +174,47 @@ def run_nnfit(spec, xtr, ytr, xva, yva):
     from nnfit import fit
 
     torch.manual_seed(0)
-    model = mlp(xtr.shape[1], spec["classes"])
+    model = build_model(spec)
+    # "auto" augmentation flips colour images; the loops it is compared with do not augment
+    more = {"augment": "none"} if spec.get("model") == "cnn" else {}
+    padding = padding_share(model) if isinstance(xtr, Padded) else None
+    if isinstance(xtr, Padded):
+        xtr, xva = xtr.for_nnfit(), xva.for_nnfit()
     t0 = time.perf_counter()
     learner = fit(model, xtr, ytr, epochs=spec["epochs"], batch_size=spec["batch"],
-                        val_split=0, patience=0, quiet=True, device=spec["device"])
+                  val_split=0, patience=0, quiet=True, device=spec["device"], **more)
     _sync(spec["device"])
     seconds = time.perf_counter() - t0
-    return seconds, float((learner.predict(xva) == yva).mean())
+    acc = float((learner.predict(xva) == yva).mean())
+    return (seconds, acc) if padding is None else (seconds, acc, {"padding_share": padding()})
 
 
 def _minimal(spec, xtr, ytr, loader: bool):
     dev, bs = spec["device"], spec["batch"]
     torch.manual_seed(0)
-    model = mlp(xtr.shape[1], spec["classes"]).to(dev)
+    model = build_model(spec).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     t0 = time.perf_counter()
-    x, y = torch.from_numpy(xtr).to(dev), torch.from_numpy(ytr).to(dev)
+    # Padded sequences: every batch is run at the full length, the model given the lengths.
+    arrays = [*model_inputs(xtr), ytr]
+    tensors = [torch.from_numpy(a).to(dev) for a in arrays]
     # The same data order as nnfit's (a generator seeded with the run's seed), so final
     # accuracies are comparable run for run.
     g = torch.Generator().manual_seed(0)
     if loader:
         from torch.utils.data import DataLoader, TensorDataset
 
-        dl = DataLoader(TensorDataset(torch.from_numpy(xtr), torch.from_numpy(ytr)),
+        dl = DataLoader(TensorDataset(*(torch.from_numpy(a) for a in arrays)),
                         batch_size=bs, shuffle=True, generator=g)
     model.train()
     for _ in range(spec["epochs"]):
         if loader:
-            batches = ((xb.to(dev), yb.to(dev)) for xb, yb in dl)
+            batches = ([t.to(dev) for t in b] for b in dl)
         else:
-            perm = torch.randperm(len(x), generator=g).to(dev)
-            batches = ((x[perm[i:i + bs]], y[perm[i:i + bs]]) for i in range(0, len(x), bs))
-        for xb, yb in batches:
-            loss = F.cross_entropy(model(xb), yb)
+            perm = torch.randperm(len(ytr), generator=g).to(dev)
+            batches = ([t[perm[i:i + bs]] for t in tensors] for i in range(0, len(ytr), bs))
+        for *xb, yb in batches:
+            loss = F.cross_entropy(model(*xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -110,7 +224,11 @@ def _minimal(spec, xtr, ytr, loader: bool):
 
 def run_minimal(spec, xtr, ytr, xva, yva):
     seconds, model = _minimal(spec, xtr, ytr, loader=False)
-    return seconds, accuracy(model, xva, yva, spec["device"])
+    acc = accuracy(model, xva, yva, spec["device"])
+    if not isinstance(xtr, Padded):
+        return seconds, acc
+    # every batch runs all its sequences at the full length
+    return seconds, acc, {"padding_share": 1 - float(xtr.lengths.sum()) / (len(ytr) * xtr.x.shape[1])}
 
 
 def run_dataloader(spec, xtr, ytr, xva, yva):
@@ -238,15 +356,17 @@ def main() -> None:
     name, spec = sys.argv[1], json.loads(sys.argv[2])
     if name.endswith("_ingest"):
         return ingest(name, spec["path"])
-    xtr, ytr, xva, yva = make_data(spec["rows"], spec["features"], spec["classes"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    xtr, ytr, xva, yva = workload_data(spec)
     if not spec.get("no_warm_up"):
-        warm_up(spec["device"])
+        warm_up(spec)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    seconds, acc = CONTENDERS[name](spec, xtr, ytr, xva, yva)
+    seconds, acc, *more = CONTENDERS[name](spec, xtr, ytr, xva, yva)
     out = {
-        "seconds": seconds, "samples_per_s": len(xtr) * spec["epochs"] / seconds, "val_acc": acc,
+        "seconds": seconds, "samples_per_s": len(ytr) * spec["epochs"] / seconds, "val_acc": acc,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_before_mb": base_rss / 1024,
+        "rss_before_mb": base_rss / 1024, **(more[0] if more else {}),
     }
     if spec["device"] == "cuda":
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -2,7 +2,8 @@
 
 Only that each contender runs and the JSON has its fields: no timing is asserted here. The
 peer frameworks are optional (``make bench`` installs them): those installed run, the others
-are listed as skipped.
+are listed as skipped. The quick tests below check the pieces the CNN, LSTM and image-folder
+rows are built from.
 """
 
 from __future__ import annotations
@@ -13,13 +14,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 
-pytestmark = pytest.mark.slow
+
+def _load(name: str):
+    """A module of benchmarks/ by path (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"nnfit_bench_{name}", BENCH.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
+@pytest.mark.slow
 def test_bench_smoke(tmp_path):
     p = subprocess.run([sys.executable, str(BENCH), "--smoke", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=900)
@@ -27,7 +37,7 @@ def test_bench_smoke(tmp_path):
     results = json.loads((tmp_path / "smoke-cpu.json").read_text())
     med = results["training"]["smoke"]["median"]
     peers = {"lightning", "skorch", "keras"}
-    missing = {p for p in peers if importlib.util.find_spec(p) is None}
+    missing = {p for p in peers | {"torchvision"} if importlib.util.find_spec(p) is None}
     assert set(med) == {"nnfit", "minimal_loop", "dataloader_loop"} | (peers - missing)
     assert results["skipped"] == {p: "not installed" for p in missing}
     for name in missing:
@@ -39,4 +49,95 @@ def test_bench_smoke(tmp_path):
     assert cli["cli_s"] > 0 and cli["api_fit_s"] > 0 and cli["import_torch_s"] > 0
     ingest = results["ingest"]["median"]
     assert ingest["nnfit_ingest"]["tensor_mb"] == pytest.approx(ingest["pandas_ingest"]["tensor_mb"])
-    assert "| nnfit |" in (tmp_path / "smoke-cpu.md").read_text()
+    md = (tmp_path / "smoke-cpu.md").read_text()
+    assert "| nnfit |" in md
+    _check_model_rows(results, md)
+
+
+def _check_model_rows(results: dict, md: str) -> None:
+    """The CNN and LSTM rows (nnfit against the minimal loop) and the image-folder suite."""
+    for wname in ("smoke-cnn", "smoke-lstm"):
+        med = results["training"][wname]["median"]
+        assert set(med) == {"nnfit", "minimal_loop"}, wname
+        for name, row in med.items():
+            assert "error" not in row, (wname, name, row)
+            assert row["samples_per_s"] > 0 and 0.0 <= row["val_acc"] <= 1.0
+    lstm, spec = results["training"]["smoke-lstm"]["median"], results["training"]["smoke-lstm"]["spec"]
+    # lengths uniform in 3..12: padding every batch to 12 wastes about 3/8 of the steps; nnfit's
+    # length buckets far less
+    xtr = _load("contenders").make_sequences(spec["rows"], spec["steps"], spec["features"],
+                                             spec["classes"], spec["min_len"])[0]
+    assert lstm["minimal_loop"]["padding_share"] == pytest.approx(1 - xtr.lengths.mean() / spec["steps"])
+    assert lstm["nnfit"]["padding_share"] < 0.15
+    images = results["images"]["median"]
+    peer = importlib.util.find_spec("torchvision") is not None
+    assert set(images) == {"nnfit"} | ({"torchvision_w0", "torchvision_w2"} if peer else set())
+    for name, row in images.items():
+        assert "error" not in row, (name, row)
+        assert row["first_epoch_s"] > 0 and row["steady_epoch_s"] > 0 and 0.0 <= row["test_acc"] <= 1.0
+        assert len(results["images"]["runs"][name][0]["epoch_s"]) == results["images"]["spec"]["epochs"]
+    assert images["nnfit"]["decode_and_setup_s"] > 0
+    assert "padding share |" in md and "## Image folder:" in md
+
+
+def test_padding_share_counts_the_steps_a_model_runs():
+    from nnfit.models import LSTM
+
+    contenders = _load("contenders")
+    model = LSTM(2, 3, hidden=[4])
+    share = contenders.padding_share(model)
+    model(torch.zeros(4, 10, 2), torch.tensor([10, 5, 5, 10]))  # 40 steps run, 30 of them real
+    model(x=torch.zeros(2, 6, 2))  # no lengths: every step is real
+    model.eval()
+    model(torch.zeros(3, 10, 2), lengths=torch.tensor([1, 1, 1]))  # evaluation is not counted
+    assert share() == pytest.approx(10 / 52)
+
+
+def test_sequences_reach_nnfit_unpadded_and_the_loop_padded():
+    contenders = _load("contenders")
+    xtr, ytr, xva, yva = contenders.make_sequences(200, 8, 3, 4, min_len=2)
+    assert xtr.x.shape == (180, 8, 3) and xva.x.shape == (20, 8, 3) and len(ytr) == 180
+    assert xtr.lengths.min() >= 2 and xtr.lengths.max() <= 8
+    pad = np.arange(8) >= xtr.lengths[:, None]
+    assert (xtr.x[pad] == 0).all() and (xtr.x[~pad] != 0).all()
+    seqs = xtr.for_nnfit()
+    assert [len(s) for s in seqs] == xtr.lengths.tolist()
+    full, _, _, _ = contenders.make_sequences(20, 8, 3, 4, min_len=8)
+    assert full.for_nnfit() is full.x  # every sequence full length: the plain (N, T, F) array
+
+
+def test_the_image_folder_is_a_balanced_class_tree(tmp_path):
+    from PIL import Image
+
+    images = _load("images")
+    folder = images.make_folder(tmp_path, classes=2, per_class=3, test_per_class=1, size=8)
+    for split, count in (("train", 3), ("test", 1)):
+        for c in ("class0", "class1"):
+            files = sorted((tmp_path / split / c).glob("*.png"))
+            assert len(files) == count
+            with Image.open(files[0]) as im:
+                assert im.size == (8, 8) and im.mode == "RGB"
+    assert folder["train"] == str(tmp_path / "train") and len(folder["mean"]) == 3
+    assert all(0 < m < 1 for m in folder["mean"]) and all(0 < s < 0.5 for s in folder["std"])
+
+
+def test_the_markdown_shows_padding_and_the_image_folder():
+    bench = _load("bench")
+    row = {"samples_per_s": 1000.0, "val_acc": 0.5, "peak_rss_mb": 300.0}
+    spec = dict(model="lstm", rows=100, steps=50, min_len=10, features=16, hidden=64, classes=10,
+                batch=128, epochs=2)
+    epoch = {"first_epoch_s": 2.0, "steady_epoch_s": 1.0, "test_acc": 0.9}
+    results = {"device": "cpu", "machine": "m", "reps": 1, "skipped": {"torchvision": "not installed"},
+               "training": {"lstm-T10-50": {"spec": spec, "median": {
+                   "nnfit": {**row, "padding_share": 0.05}, "minimal_loop": {**row, "padding_share": 0.4}}}},
+               "images": {"spec": dict(_load("images").FULL), "torchvision_op_schemas_defined": True,
+                          "median": {"nnfit": epoch, "torchvision_w0": {
+                              **epoch, "first_epoch_s": 3.0, "steady_epoch_s": 3.0, "loader_only_s": 1.5,
+                              "nnfit_speedup_first": 1.5, "nnfit_speedup_steady": 3.0}}}}
+    md = bench.markdown(results)
+    assert "lengths 10..50 (uniform), 16 features, LSTM hidden 64, batch 128" in md
+    assert "| nnfit | 1,000 | 1.00x | 0.5000 | 300 | 5.0% |" in md
+    assert "| minimal_loop | 1,000 | 1.00x | 0.5000 | 300 | 40.0% |" in md
+    assert "| torchvision_w0 | 3.00 | 3.00 | 1.50x / 3.00x | 1.50 | 0.9000 |" in md
+    assert "| nnfit | 2.00 | 1.00 | 1.00x / 1.00x |  | 0.9000 |" in md
+    assert "`torchvision::nms`/`qnms`" in md and "Skipped: torchvision (not installed)" in md
