@@ -30,7 +30,6 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..config import TrainConfig
     from ..tasks import Task
-    from .preprocess import Preprocessor
     from .sources import DataSource
 
 # kind -> the module that implements it (imported on first use: Pillow only for images)
@@ -42,6 +41,9 @@ SEQUENCE_MODELS = ("lstm", "gru")
 
 class Layout(Protocol):
     """What a data layout does after training: rebuild later data the way it was fitted.
+
+    ``pre`` is the fitted :class:`~nnfit.data.preprocess.Preprocessor` that holds the layout
+    (it imports this module: the layout does not import it back).
 
     Each implementing module also has ``prepare(x, y, *, target, val, task, config, resumed)``
     returning a :class:`~nnfit.data.prepare.Prepared` whose preprocessor holds the layout,
@@ -57,12 +59,12 @@ class Layout(Protocol):
         """Spec keys a built-in model ``name`` takes from the data (``in_channels``,
         ``in_features``, ``embeddings``...); ConfigError for a family that cannot read it."""
 
-    def inputs(self, pre: Preprocessor, x: Any, source: str,
+    def inputs(self, pre: Any, x: Any, source: str,
                target: str | None) -> tuple[DataSource, str, dict[str, np.ndarray]]:
         """Unlabelled data as a source, its name for errors, and the columns that identify
         each output row in a prediction file (``path``, the sequence id, the time column)."""
 
-    def labelled(self, pre: Preprocessor, task: Task, x: Any, y: Any, target: str | None,
+    def labelled(self, pre: Any, task: Task, x: Any, y: Any, target: str | None,
                  source: str) -> tuple[DataSource, str]:
         """Labelled data as a source and its name for errors."""
 
