@@ -69,15 +69,20 @@ def _check_model_rows(results: dict, md: str) -> None:
                                              spec["classes"], spec["min_len"])[0]
     assert lstm["minimal_loop"]["padding_share"] == pytest.approx(1 - xtr.lengths.mean() / spec["steps"])
     assert lstm["nnfit"]["padding_share"] < 0.15
-    images = results["images"]["median"]
     peer = importlib.util.find_spec("torchvision") is not None
-    assert set(images) == {"nnfit"} | ({"torchvision_w0", "torchvision_w2"} if peer else set())
-    for name, row in images.items():
-        assert "error" not in row, (name, row)
-        assert row["first_epoch_s"] > 0 and row["steady_epoch_s"] > 0 and 0.0 <= row["test_acc"] <= 1.0
-        assert len(results["images"]["runs"][name][0]["epoch_s"]) == results["images"]["spec"]["epochs"]
-    assert images["nnfit"]["decode_and_setup_s"] > 0
-    assert "padding share |" in md and "## Image folder:" in md
+    assert list(results["images"]) == ["smoke-digits", "smoke-rgb"]  # greyscale digits first
+    for wname, res in results["images"].items():
+        images = res["median"]
+        assert set(images) == {"nnfit"} | ({"torchvision_w0", "torchvision_w2"} if peer else set())
+        for name, row in images.items():
+            assert "error" not in row, (wname, name, row)
+            assert row["first_epoch_s"] > 0 and row["steady_epoch_s"] > 0 and 0.0 <= row["test_acc"] <= 1.0
+            assert row["loader_only_s"] > 0 and 0 < row["loader_share"] <= 1
+            assert len(res["runs"][name][0]["epoch_s"]) == res["spec"]["epochs"]
+        assert images["nnfit"]["decode_and_setup_s"] > 0
+    assert results["images"]["smoke-digits"]["spec"]["in_channels"] == 1
+    assert results["images"]["smoke-rgb"]["spec"]["in_channels"] == 3
+    assert "padding share |" in md and "## Image folders:" in md and "### smoke-digits:" in md
 
 
 def test_padding_share_counts_the_steps_a_model_runs():
@@ -106,23 +111,33 @@ def test_sequences_reach_nnfit_unpadded_and_the_loop_padded():
     assert full.for_nnfit() is full.x  # every sequence full length: the plain (N, T, F) array
 
 
-def test_the_image_folder_is_a_balanced_class_tree(tmp_path):
+@pytest.mark.parametrize(("kind", "mode", "channels"), [("stripes", "RGB", 3), ("digits", "L", 1)])
+def test_the_image_folder_is_a_balanced_class_tree(tmp_path, kind, mode, channels):
     from PIL import Image
 
     images = _load("images")
-    folder = images.make_folder(tmp_path, classes=2, per_class=3, test_per_class=1, size=8)
+    folder = images.make_folder(tmp_path, classes=2, per_class=3, test_per_class=1, size=8, kind=kind)
     for split, count in (("train", 3), ("test", 1)):
         for c in ("class0", "class1"):
             files = sorted((tmp_path / split / c).glob("*.png"))
             assert len(files) == count
             with Image.open(files[0]) as im:
-                assert im.size == (8, 8) and im.mode == "RGB"
-    assert folder["train"] == str(tmp_path / "train") and len(folder["mean"]) == 3
+                assert im.size == (8, 8) and im.mode == mode
+    assert folder["train"] == str(tmp_path / "train") and folder["in_channels"] == channels
+    assert len(folder["mean"]) == len(folder["std"]) == channels
     assert all(0 < m < 1 for m in folder["mean"]) and all(0 < s < 0.5 for s in folder["std"])
 
 
+def test_held_out_digits_come_from_other_source_digits():
+    sources = _load("images").digit_sources(10, seed=0)
+    for c in range(10):
+        train, test = sources["train"][c], sources["test"][c]
+        assert len(train) > 3 * len(test) > 0
+        assert not any((t == s).all() for t in test for s in train[:50])  # no digit in both
+
+
 def test_the_markdown_shows_padding_and_the_image_folder():
-    bench = _load("bench")
+    bench, images = _load("bench"), _load("images")
     row = {"samples_per_s": 1000.0, "val_acc": 0.5, "peak_rss_mb": 300.0}
     spec = dict(model="lstm", rows=100, steps=50, min_len=10, features=16, hidden=64, classes=10,
                 batch=128, epochs=2)
@@ -130,14 +145,26 @@ def test_the_markdown_shows_padding_and_the_image_folder():
     results = {"device": "cpu", "machine": "m", "reps": 1, "skipped": {"torchvision": "not installed"},
                "training": {"lstm-T10-50": {"spec": spec, "median": {
                    "nnfit": {**row, "padding_share": 0.05}, "minimal_loop": {**row, "padding_share": 0.4}}}},
-               "images": {"spec": dict(_load("images").FULL), "torchvision_op_schemas_defined": True,
-                          "median": {"nnfit": epoch, "torchvision_w0": {
-                              **epoch, "first_epoch_s": 3.0, "steady_epoch_s": 3.0, "loader_only_s": 1.5,
-                              "nnfit_speedup_first": 1.5, "nnfit_speedup_steady": 3.0}}}}
+               "images": {"digits-16px-b32": {
+                   "spec": {**images.DATA["digits16"], **images.WORKLOADS["digits-16px-b32"]},
+                   "torchvision_op_schemas_defined": True,
+                   "median": {"nnfit": {**epoch, "decode_and_setup_s": 0.5, "loader_only_s": 0.1,
+                                        "loader_share": 0.1},
+                              "torchvision_w0": {
+                                  **epoch, "first_epoch_s": 3.0, "steady_epoch_s": 3.0, "loader_only_s": 1.5,
+                                  "loader_share": 0.5, "nnfit_speedup_first": 1.5,
+                                  "nnfit_speedup_steady": 3.0}}},
+                   "rgb-32px-b128": {
+                       "spec": {**images.DATA["stripes32"], **images.WORKLOADS["rgb-32px-b128"]},
+                       "median": {"nnfit": epoch}}}}
     md = bench.markdown(results)
     assert "lengths 10..50 (uniform), 16 features, LSTM hidden 64, batch 128" in md
     assert "| nnfit | 1,000 | 1.00x | 0.5000 | 300 | 5.0% |" in md
     assert "| minimal_loop | 1,000 | 1.00x | 0.5000 | 300 | 40.0% |" in md
-    assert "| torchvision_w0 | 3.00 | 3.00 | 1.50x / 3.00x | 1.50 | 0.9000 |" in md
-    assert "| nnfit | 2.00 | 1.00 | 1.00x / 1.00x |  | 0.9000 |" in md
+    assert "| digits-16px-b32 | 1.00 / 3.00 / - | 3.00x / - | 10% / 50% / - | 0.900 / 0.900 / - |" in md
+    assert "| torchvision_w0 | 3.00 |  | 3.00 | 1.50x / 3.00x | 1.50 | 50% | 0.9000 |" in md
+    assert "| nnfit | 2.00 | 0.50 | 1.00 | 1.00x / 1.00x | 0.10 | 10% | 0.9000 |" in md
+    assert "greyscale digit PNGs of 16x16 (held out: 100 per class), CNN channels [32, 64], batch 32, " \
+           "lr 0.003, 4 epochs" in md
+    assert md.count("Compute-bound on a CPU") == 1 and "### rgb-32px-b128: 10 classes x 500 RGB stripe" in md
     assert "`torchvision::nms`/`qnms`" in md and "Skipped: torchvision (not installed)" in md

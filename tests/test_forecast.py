@@ -194,7 +194,7 @@ def test_bad_series_are_one_line_and_nothing_is_written(tmp_path: Path, capsys, 
     assert "--sequence-id together with --window" in line
     df.to_csv("ok.csv", index=False)  # the default mlp is refused before anything is read
     line = one_error(capsys, "train", "ok.csv", "--target", "y", "--time", "date", "--window", 3,
-                     "--out", "out")
+                     "--model", "mlp", "--out", "out")
     assert "model 'mlp' cannot read: use --model lstm or gru" in line and not Path("out").exists()
     assert not Path("runs").exists()
 

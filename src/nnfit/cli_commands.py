@@ -15,7 +15,7 @@ from .checkpoint import atomic_write_text, read_json
 from .cli import dumps, flag_values, release_warnings, split_items
 from .config import ModelConfig, RunConfig, check_names, make_run_config, read_config_file
 from .confusion import MAX_SHOWN_CLASSES, split_confusion
-from .data.columns import Columns, read_columns
+from .data.columns import Columns, read_columns, write_csv
 from .data.layouts import IMAGE_MODELS, is_image_path, layout_kind
 from .data.layouts import module as layout_module
 from .data.read import read_table
@@ -128,15 +128,6 @@ def _check_out(out: Path, args: argparse.Namespace, inputs: list[str | None]) ->
     check_run_target(out, args.overwrite, inputs, "choose another --out or pass --overwrite")
 
 
-def write_columns_csv(path: Path, cols: Columns) -> None:
-    """Write columns as CSV atomically."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols.names)
-    w.writerows(zip(*[a.tolist() for a in cols.arrays.values()], strict=False))
-    atomic_write_text(path, buf.getvalue())
-
-
 class _InputsChecked(Callback):
     """Shows the warnings the CLI held while the data was checked, once training starts."""
 
@@ -206,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             test.pop("loss", None)
             test = write_metrics(out, "test", test, learner.classes)
         elif n_test:
-            write_columns_csv(out / "test.csv", test_cols)
+            write_csv(out / "test.csv", test_cols)
             test_cols.source = str(out / "test.csv")  # its rows, as errors number them
             test_cols.rows = None
             test = learner.evaluate(test_cols, target=target)

@@ -9,6 +9,8 @@ Files are read with pyarrow (multi-threaded, typed columns). Every problem is a
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..files import atomic_write_text
 from .impute import missing_values
 from .kinds import Codes, arrow_column, missing_mask, series_column
 
@@ -416,3 +419,37 @@ def _is_number(v: Any) -> bool:
             return False
         return True
     return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+
+
+DAY_SECONDS = 86400
+
+
+def date_text(a: np.ndarray) -> np.ndarray:
+    """Times as a file shows them: datetimes as ISO text (the date alone when every one is at
+    midnight; NaT as "NaT"), numbers and text as they are."""
+    if a.dtype.kind != "M":
+        return a
+    t = a.astype("datetime64[s]")
+    seconds = t[~np.isnat(t)].astype(np.int64)
+    return np.datetime_as_string(t, unit="D" if (seconds % DAY_SECONDS == 0).all() else "s")
+
+
+def csv_cells(a: np.ndarray) -> list[Any]:
+    """A column's values as CSV cells that read back as the same values: gaps empty, dates in
+    ISO 8601, floats with every digit (``repr``)."""
+    if a.dtype.kind == "M":
+        return ["" if t == "NaT" else t for t in date_text(a).tolist()]
+    if a.dtype.kind == "f":
+        return ["" if v != v else repr(v) for v in a.tolist()]
+    return ["" if v is None or (isinstance(v, float) and v != v) else v for v in a.tolist()]
+
+
+def write_csv(path: str | Path, cols: Columns) -> Path:
+    """Write ``cols`` as a CSV file (a header, then one line per row), atomically: a run's
+    ``test.csv``, read back by ``nnfit evaluate`` like the file it came from."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols.names)
+    w.writerows(zip(*[csv_cells(a) for a in cols.arrays.values()], strict=True))
+    atomic_write_text(path, buf.getvalue())
+    return Path(path)

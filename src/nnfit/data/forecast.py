@@ -24,8 +24,6 @@ every evaluation reports both baselines beside the model.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,10 +35,9 @@ from torch import Tensor
 
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError
-from ..files import atomic_write_text
 from ..tasks import ForecastTask, Task, task_from_dict
 from ..tasks.forecasting import seasonal_lag
-from .columns import Columns, names_list, read_columns
+from .columns import Columns, date_text, names_list, read_columns, write_csv
 from .layouts import SEQUENCE_MODELS
 from .prepare import Prepared, _warn_unused, as_columns, table_inputs
 from .preprocess import Preprocessor
@@ -136,7 +133,7 @@ class ForecastLayout:
         s = self.series(x, source, labelled=False)
         rows = self.forecast_rows(len(s.y), s.source)
         data = WindowData(self.row_inputs(pre, s, new_levels=True), rows - self.horizon, self.window)
-        return data, s.source, {self.time: time_text(s.times[rows])}
+        return data, s.source, {self.time: date_text(s.times[rows])}
 
     def labelled(self, pre: Preprocessor, task: Task, x: Any, y: Any, target: str | None,
                  source: str) -> tuple[WindowData, str]:
@@ -411,30 +408,8 @@ def hold_out(data: Any, fraction: float, config: TrainConfig, target: str | None
 
 
 def write_test(path: str | Path, test_part: Columns, config: TrainConfig, target: str | None) -> Path:
-    """Write the test part as CSV (every column as read; dates as ISO text), atomically."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(test_part.names)
-    w.writerows(zip(*[_cells(a) for a in test_part.arrays.values()], strict=True))
-    atomic_write_text(path, buf.getvalue())
-    return Path(path)
-
-
-def _cells(a: np.ndarray) -> list[Any]:
-    """A column's CSV cells: ISO dates, numbers as Python writes them, empty for a gap."""
-    if a.dtype.kind == "M":
-        return ["" if v == "NaT" else v for v in time_text(a).tolist()]
-    return ["" if v is None or (isinstance(v, float) and v != v) else v for v in a.tolist()]
-
-
-def time_text(a: np.ndarray) -> np.ndarray:
-    """Times as a file shows them: datetimes as ISO text (the date alone when every one is
-    at midnight), numbers and text as they are."""
-    if a.dtype.kind != "M":
-        return a
-    t = a.astype("datetime64[s]")
-    seconds = t[~np.isnat(t)].astype(np.int64)
-    return np.datetime_as_string(t, unit="D" if (seconds % DAY == 0).all() else "s")
+    """Write the test part (its rows and the context before them) as CSV, atomically."""
+    return write_csv(path, test_part)
 
 
 def _read(x: Any, source: str, exclude: str | None) -> Columns:
@@ -469,7 +444,7 @@ def _moments(cols: Columns, time: str, source: str) -> np.ndarray:
     bad = np.flatnonzero(steps <= 0)
     if len(bad):
         j = int(bad[0])
-        before, at = (str(v) for v in time_text(cols.arrays[time][j:j + 2]).tolist())
+        before, at = (str(v) for v in date_text(cols.arrays[time][j:j + 2]).tolist())
         if steps[j] == 0:
             raise DataError(f"{source}: time column {time!r} repeats {at} (rows {cols.row(j)} and "
                             f"{cols.row(j + 1)}): one row per time step")

@@ -21,8 +21,6 @@ names them in a prediction file), in the input order for arrays.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -32,9 +30,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
-from ..files import atomic_write_text
 from .buckets import SequenceData, pad_steps
-from .columns import Columns
+from .columns import Columns, write_csv
 from .inputs import RawInputs
 from .preprocess import Preprocessor
 from .schema import warn_filled
@@ -300,19 +297,4 @@ def hold_out(data: Any, fraction: float, config: TrainConfig, target: str | None
 def write_test(path: Path, test_part: Columns, config: TrainConfig, target: str | None) -> Path:
     """Write the test sequences' rows as a long-format CSV (the table's own columns), which
     ``nnfit evaluate RUN RUN/test.csv`` reads like the training file."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(test_part.names)
-    w.writerows(zip(*[_cells(a) for a in test_part.arrays.values()], strict=True))
-    atomic_write_text(path, buf.getvalue())
-    return Path(path)
-
-
-def _cells(a: np.ndarray) -> list[Any]:
-    """A column's values as CSV cells: gaps empty, dates in ISO 8601, floats exact."""
-    if a.dtype.kind == "M":
-        text = np.datetime_as_string(a)
-        return ["" if t == "NaT" else t for t in text.tolist()]
-    if a.dtype.kind == "f":
-        return ["" if v != v else repr(v) for v in a.tolist()]
-    return ["" if v is None or (isinstance(v, float) and v != v) else v for v in a.tolist()]
+    return write_csv(path, test_part)
