@@ -70,3 +70,9 @@ def test_the_conv2d_and_lstm_examples_run(script, expected, tmp_path) -> None:
     assert proc.stderr == "" and list(tmp_path.iterdir()) == []
     accuracies = [float(line.rsplit(" ", 1)[1]) for line in proc.stdout.splitlines() if "accuracy" in line]
     assert min(accuracies) >= (0.97 if script.startswith("conv") else 0.85), proc.stdout
+
+
+def test_a_nan_metric_shows_as_a_dash_like_a_null() -> None:
+    from nnfit.cli_commands import _fmt
+
+    assert [_fmt(v) for v in (float("nan"), None, 0.5, 3)] == ["-", "-", "0.5000", "3"]

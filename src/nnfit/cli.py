@@ -60,8 +60,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS  # absent flags stay absent, so a config file's values survive
     add = p.add_argument
     add("items", nargs="*", metavar="DATA | key=value",
-        help="a CSV/Parquet file to train on (omit for a bundled dataset) and any "
-             "key=value config overrides (e.g. eval_batch_size=2048)")
+        help="a CSV/TSV/Parquet file, or a folder of class folders of images, to train on (omit "
+             "for a bundled dataset) and any key=value config overrides (e.g. eval_batch_size=2048)")
     add("--target", default=S, help="target column of DATA")
     add("--dataset", default=S, help="bundled dataset when no DATA is given (default breast_cancer)")
     add("--task", default=S, choices=["auto", "binary", "multiclass", "regression"])
@@ -139,12 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nnfit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a model on a CSV/Parquet file or a bundled dataset",
+    p = sub.add_parser("train", help="train a model on a table, an image folder, sequences, a time "
+                       "series or a bundled dataset",
                        description="Train a model and write a run directory.", epilog=EPILOG)
     _add_train_flags(p)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on labelled data",
-                       description="Print the metrics of RUN on DATA (which holds the target column).")
+                       description="Print the metrics of RUN on DATA: a table holding the target column (the "
+                                   "run's sequence id and time columns too, for sequences and forecasts), "
+                                   "or a folder of class folders for an image model.")
     p.add_argument("run", metavar="RUN")
     p.add_argument("data", metavar="DATA")
     p.add_argument("--target", default=None, help="target column (default: the one trained on)")
@@ -152,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     p = sub.add_parser("predict", help="write predictions for DATA",
-                       description="Predict every row of DATA, in order (every image of a folder "
-                                   "or of the image files given, for a model trained on images).")
+                       description="Predict every row of DATA, in order; for a model trained on "
+                                   "images every image of a folder or of the image files given (a path "
+                                   "column first), on sequences one row per sequence id, on a time series "
+                                   "every row with enough rows before it (the time column first).")
     p.add_argument("run", metavar="RUN")
     p.add_argument("data", metavar="DATA", nargs="+", help="a table, or image files or a folder")
     p.add_argument("-o", "--output", default=None, help="output CSV (default, or -: standard output)")

@@ -251,7 +251,10 @@ def _per_class_summary(name: str, v: dict[str, Any]) -> str:
 
 
 def _fmt(v: Any) -> str:
-    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+    """A metric as the table shows it: "-" for none (null in --json), as for NaN."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
