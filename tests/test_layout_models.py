@@ -76,3 +76,16 @@ def test_a_nan_metric_shows_as_a_dash_like_a_null() -> None:
     from nnfit.cli_commands import _fmt
 
     assert [_fmt(v) for v in (float("nan"), None, 0.5, 3)] == ["-", "-", "0.5000", "3"]
+
+
+def test_predict_never_writes_over_an_image_it_read(tmp_path, capsys) -> None:
+    root = write_folder(tmp_path / "imgs")
+    assert cli(capsys, "train", root, "--epochs", "1", "--quiet", "--out", tmp_path / "r")[0] == 0
+    victim = sorted((root / "0").iterdir())[0]
+    before = victim.read_bytes()
+    line = one_error(capsys, "predict", tmp_path / "r", root, "-o", victim)
+    assert "is the input image" in line and victim.read_bytes() == before
+    line = one_error(capsys, "predict", tmp_path / "r", victim, "-o", victim)
+    assert victim.read_bytes() == before
+    status, _, _ = cli(capsys, "predict", tmp_path / "r", root, "-o", tmp_path / "p.csv")
+    assert status == 0 and (tmp_path / "p.csv").read_text().startswith("path,prediction")

@@ -332,6 +332,19 @@ def _check_output(output: str, data: str, run: str, overwrite: bool) -> None:
                           "--overwrite to replace the input with the predictions")
 
 
+def _check_not_read(output: str, paths: list[str], overwrite: bool) -> None:
+    """Refuse ``-o`` naming one of the image files just read (unless ``overwrite``): the
+    predictions would replace an input image with CSV text."""
+    try:
+        target = Path(output).resolve(strict=True)
+    except OSError:  # -o does not exist yet: it is none of the inputs
+        return
+    hit = next((p for p in paths if Path(p).resolve() == target), None)
+    if hit is not None and not overwrite:
+        raise ConfigError(f"-o {output} is the input image {hit}: choose another output, or pass "
+                          "--overwrite to replace it with the predictions")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     output = None if args.output == "-" else args.output  # "-": standard output, as for most tools
     items = args.data if isinstance(args.data, list) else [args.data]
@@ -350,6 +363,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         data = read_table(items[0], exclude=learner.target_name, allow_missing=_lenient(learner))
     header, rows = _prediction_rows(learner, data, args.proba)
+    if output and header[0] == "path":  # the images read: -o must not replace one of them
+        _check_not_read(output, [r[0] for r in rows], args.overwrite)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
