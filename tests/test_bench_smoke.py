@@ -50,7 +50,7 @@ def test_bench_smoke(tmp_path):
     ingest = results["ingest"]["median"]
     assert ingest["nnfit_ingest"]["tensor_mb"] == pytest.approx(ingest["pandas_ingest"]["tensor_mb"])
     md = (tmp_path / "smoke-cpu.md").read_text()
-    assert "| nnfit |" in md
+    assert "| nnfit |" in md and results["load_1min"]["max"] >= 0
     _check_model_rows(results, md)
 
 
@@ -78,6 +78,7 @@ def _check_model_rows(results: dict, md: str) -> None:
             assert "error" not in row, (wname, name, row)
             assert row["first_epoch_s"] > 0 and row["steady_epoch_s"] > 0 and 0.0 <= row["test_acc"] <= 1.0
             assert row["loader_only_s"] > 0 and 0 < row["loader_share"] <= 1
+            assert 0 < row["best_epoch_s"] <= row["steady_epoch_s"]
             assert len(res["runs"][name][0]["epoch_s"]) == res["spec"]["epochs"]
         assert images["nnfit"]["decode_and_setup_s"] > 0
     assert results["images"]["smoke-digits"]["spec"]["in_channels"] == 1
@@ -141,8 +142,9 @@ def test_the_markdown_shows_padding_and_the_image_folder():
     row = {"samples_per_s": 1000.0, "val_acc": 0.5, "peak_rss_mb": 300.0}
     spec = dict(model="lstm", rows=100, steps=50, min_len=10, features=16, hidden=64, classes=10,
                 batch=128, epochs=2)
-    epoch = {"first_epoch_s": 2.0, "steady_epoch_s": 1.0, "test_acc": 0.9}
+    epoch = {"first_epoch_s": 2.0, "steady_epoch_s": 1.0, "best_epoch_s": 0.8, "test_acc": 0.9}
     results = {"device": "cpu", "machine": "m", "reps": 1, "skipped": {"torchvision": "not installed"},
+               "load_1min": {"start": 1.2, "max": 3.5, "end": 2.0},
                "training": {"lstm-T10-50": {"spec": spec, "median": {
                    "nnfit": {**row, "padding_share": 0.05}, "minimal_loop": {**row, "padding_share": 0.4}}}},
                "images": {"digits-16px-b32": {
@@ -151,9 +153,9 @@ def test_the_markdown_shows_padding_and_the_image_folder():
                    "median": {"nnfit": {**epoch, "decode_and_setup_s": 0.5, "loader_only_s": 0.1,
                                         "loader_share": 0.1},
                               "torchvision_w0": {
-                                  **epoch, "first_epoch_s": 3.0, "steady_epoch_s": 3.0, "loader_only_s": 1.5,
-                                  "loader_share": 0.5, "nnfit_speedup_first": 1.5,
-                                  "nnfit_speedup_steady": 3.0}}},
+                                  **epoch, "first_epoch_s": 3.0, "steady_epoch_s": 3.0, "best_epoch_s": 2.0,
+                                  "loader_only_s": 1.5, "loader_share": 0.75, "nnfit_speedup_first": 1.5,
+                                  "nnfit_speedup_steady": 3.0, "nnfit_speedup_best": 2.5}}},
                    "rgb-32px-b128": {
                        "spec": {**images.DATA["stripes32"], **images.WORKLOADS["rgb-32px-b128"]},
                        "median": {"nnfit": epoch}}}}
@@ -161,10 +163,12 @@ def test_the_markdown_shows_padding_and_the_image_folder():
     assert "lengths 10..50 (uniform), 16 features, LSTM hidden 64, batch 128" in md
     assert "| nnfit | 1,000 | 1.00x | 0.5000 | 300 | 5.0% |" in md
     assert "| minimal_loop | 1,000 | 1.00x | 0.5000 | 300 | 40.0% |" in md
-    assert "| digits-16px-b32 | 1.00 / 3.00 / - | 3.00x / - | 10% / 50% / - | 0.900 / 0.900 / - |" in md
-    assert "| torchvision_w0 | 3.00 |  | 3.00 | 1.50x / 3.00x | 1.50 | 50% | 0.9000 |" in md
-    assert "| nnfit | 2.00 | 0.50 | 1.00 | 1.00x / 1.00x | 0.10 | 10% | 0.9000 |" in md
+    assert ("| digits-16px-b32 | 1.00 / 3.00 / - | 3.00x / - | 0.80 / 2.00 / - | 2.50x / - | 10% / 75% / - "
+            "| 0.900 / 0.900 / - |") in md
+    assert "| torchvision_w0 | 3.00 |  | 3.00 / 2.00 | 1.50x / 3.00x / 2.50x | 1.50 | 75% | 0.9000 |" in md
+    assert "| nnfit | 2.00 | 0.50 | 1.00 / 0.80 | 1.00x / 1.00x / 1.00x | 0.10 | 10% | 0.9000 |" in md
     assert "greyscale digit PNGs of 16x16 (held out: 100 per class), CNN channels [32, 64], batch 32, " \
            "lr 0.003, 4 epochs" in md
     assert md.count("Compute-bound on a CPU") == 1 and "### rgb-32px-b128: 10 classes x 500 RGB stripe" in md
     assert "`torchvision::nms`/`qnms`" in md and "Skipped: torchvision (not installed)" in md
+    assert "load average before the runs: 1.20 at the start, up to 3.50, 2.00 at the end (a busy" in md

@@ -213,7 +213,7 @@ def test_state_shapes_are_the_built_models_and_specs_rebuild_it(spec) -> None:
     ({"name": "cnn", "out_features": 2}, "model spec: missing key 'in_channels' for 'cnn'"),
     ({"name": "gru", "in_features": 1, "out_features": 2, "layers": 2},
      "model spec: unknown key 'layers' for 'gru' (valid: name, in_features, out_features, hidden, "
-     "bidirectional, dropout, readout, vocab_size, embedding_dim, embeddings)"),
+     "bidirectional, dropout, readout, vocab_size, embedding_dim, embeddings, highway, naive_feature)"),
     ({"name": "lstm", "in_features": 1}, "model spec: missing key 'out_features' for 'lstm'"),
     ({"name": "lstm", "in_features": 1, "out_features": 2, "hidden": [8, 4]},
      "model spec: LSTM: hidden entries must all be equal"),

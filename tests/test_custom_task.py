@@ -4,6 +4,7 @@ hand-written loop, save and load without code, and every misuse is one line. CPU
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import shutil
@@ -286,3 +287,214 @@ def test_conflicting_arguments_are_one_line() -> None:
     with pytest.raises(DataError, match=r"validation data: target rows of shape \(3,\), the training "
                                         r"targets' are \(2,\)"):
         nnfit.fit({"name": "mlp"}, x, x[:, :2], val=(x, x), loss=F.mse_loss, **CPU)
+
+
+# --- structured outputs: a (mean, log-variance) pair, dicts, nestings ------------------------------
+
+
+def gaussian_nll(out: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Gaussian NLL of a (mean, log-variance) pair of (n, 3) outputs."""
+    mean, log_var = out
+    return (0.5 * (log_var + (target - mean) ** 2 / log_var.exp())).mean()
+
+
+class MeanAndVariance(nn.Module):
+    """Two heads returned as a tuple; ``poison`` puts NaN in the log-variance of a batch's row 3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.mean, self.log_var = nn.Linear(4, 3), nn.Linear(4, 3)
+        self.poison = False
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_var = self.log_var(x)
+        if self.poison and len(log_var) > 2:  # row 3 of every batch that has one
+            log_var = log_var.clone()
+            log_var[2, 1] = float("nan")
+        return self.mean(x), log_var
+
+
+def _pairs() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    return x, (x[:, :3] * 2 + 0.1 * rng.normal(size=(50, 3))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def pair_run(tmp_path_factory):
+    """A run of a two-headed model trained with a loss of the (mean, log-variance) pair."""
+    x, y = _pairs()
+    run = tmp_path_factory.mktemp("pair") / "run"
+    learner = nnfit.fit(MeanAndVariance(), x, y, loss=gaussian_nll, epochs=2, batch_size=16,
+                        eval_batch_size=16, standardize=False, run_dir=run, **CPU)
+    return run, learner, x, y
+
+
+def test_a_pair_of_outputs_predicts_and_evaluates_batch_by_batch(pair_run) -> None:
+    run, learner, x, y = pair_run
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    with torch.no_grad():
+        mean, log_var = learner.model(xt)  # the whole data at once; predict runs 4 batches of 16
+    out = learner.outputs(x)
+    assert type(out) is tuple and [t.shape for t in out] == [(50, 3), (50, 3)]
+    assert torch.allclose(out[0], mean) and torch.allclose(out[1], log_var)
+    pred = learner.predict(x)
+    assert type(pred) is tuple and all(isinstance(p, np.ndarray) for p in pred)
+    assert np.array_equal(pred[0], out[0].numpy()) and np.array_equal(pred[1], out[1].numpy())
+    # the loss gets the pair as the model returns it; the batch means are weighted by their rows
+    batches = [gaussian_nll(learner.model(xt[i:i + 16]), yt[i:i + 16]).item() * len(xt[i:i + 16])
+               for i in range(0, 50, 16)]
+    assert learner.evaluate(x, y)["loss"] == pytest.approx(sum(batches) / 50, rel=1e-6)
+
+
+def test_a_loaded_pair_model_predicts_and_evaluates_with_its_loss(pair_run) -> None:
+    run, learner, x, y = pair_run
+    loaded = nnfit.load(run, model=MeanAndVariance())
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.predict(x), learner.predict(x), strict=True))
+    with pytest.raises(ConfigError, match="custom loss function 'gaussian_nll', which is not saved"):
+        loaded.evaluate(x, y)
+    again = nnfit.load(run, model=MeanAndVariance(), loss=gaussian_nll).evaluate(x, y)
+    assert again["loss"] == pytest.approx(learner.evaluate(x, y)["loss"], rel=1e-6)  # other batch sizes
+
+
+def test_a_non_finite_leaf_is_refused_naming_it_and_its_row(pair_run) -> None:
+    _, learner, x, y = pair_run
+    learner.model.poison = True
+    try:
+        with pytest.raises(DataError,
+                           match=r"input: the model's output\[1\] for row 3 is not finite \(nan\)"):
+            learner.predict(x)
+        with pytest.raises(DataError, match=r"evaluation data: the model's output\[1\] for row 3 is not "):
+            learner.evaluate(x, y)
+        assert torch.isnan(learner.outputs(x, check_finite=False)[1][2, 1])
+    finally:
+        learner.model.poison = False
+
+
+Heads = collections.namedtuple("Heads", "mean extra")
+
+
+class Nested(nn.Module):
+    """Any nesting: a dict holding a tensor, a list and a named tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(8)
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        a, b = self.a(x), self.b(x)
+        return {"m": a, "parts": [b, Heads(a.sum(1), (b > 0).long())]}
+
+
+def nested_loss(out: dict, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(out["m"], target) + out["parts"][1].mean.mean() * 0 + out["parts"][0].pow(2).mean()
+
+
+def test_any_nesting_of_outputs_keeps_its_structure() -> None:
+    x, y = _pairs()
+    learner = nnfit.fit(Nested(), x, y, loss=nested_loss, epochs=1, eval_batch_size=7, standardize=False,
+                        **CPU)
+    out = learner.outputs(x)  # 8 batches of 7 rows or fewer, concatenated leaf by leaf
+    with torch.no_grad():
+        whole = learner.model(torch.from_numpy(x))
+    assert list(out) == ["m", "parts"] and type(out["parts"]) is list
+    assert type(out["parts"][1]) is Heads and out["parts"][1].extra.dtype == torch.int64
+    assert out["m"].shape == (50, 3) and out["parts"][1].mean.shape == (50,)
+    assert torch.allclose(out["parts"][1].mean, out["m"].sum(1))
+    assert torch.allclose(whole["m"], out["m"])
+    assert torch.equal(whole["parts"][1].extra, out["parts"][1].extra)
+    pred = learner.predict(x)
+    assert isinstance(pred["parts"][1].extra, np.ndarray) and pred["parts"][0].shape == (50, 2)
+    assert set(learner.evaluate(x, y)) == {"loss"}
+
+
+class WithExtra(nn.Module):
+    """A model returning its output beside something that is not one row per input."""
+
+    def __init__(self, extra: str) -> None:
+        super().__init__()
+        self.lin, self.extra = nn.Linear(4, 3), extra
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        out = self.lin(x)
+        return out, (None if self.extra == "none" else out.pow(2).mean())
+
+
+def first_mse(out: tuple, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(out[0], target)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("none", r"the model's output\[1\] is a NoneType, not a tensor: return a tensor, or tuples"),
+    ("scalar", r"the model's output\[1\] is a single value \(a 0-d tensor\), not one row per input row"),
+])
+def test_an_output_leaf_without_rows_is_one_line_when_predicting(extra, message) -> None:
+    x, y = _pairs()
+    learner = nnfit.fit(WithExtra(extra), x, y, loss=first_mse, epochs=1, **CPU)  # trains
+    with pytest.raises(ConfigError, match=message):
+        learner.predict(x)
+
+
+def test_built_in_tasks_keep_the_one_tensor_path(monkeypatch) -> None:
+    def never(*_):
+        raise AssertionError("a structured-output helper ran for a one-tensor output")
+
+    x, y = _pairs()
+    learner = nnfit.fit({"name": "mlp", "hidden": [4]}, x, y[:, 0], epochs=1, **CPU)
+    monkeypatch.setattr(nnfit.trainer, "cat_outputs", never)
+    monkeypatch.setattr(nnfit.trainer, "all_finite", never)
+    monkeypatch.setattr(nnfit.guards, "leaves", never)
+    assert isinstance(learner.outputs(x), torch.Tensor) and learner.predict(x).shape == (50,)
+    assert set(learner.evaluate(x, y[:, 0])) >= {"loss"}
+
+
+# --- a loss that backward cannot use, ragged targets: one line each ---------------------------------
+
+
+def per_element(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (out - target) ** 2
+
+
+def python_float(out: torch.Tensor, target: torch.Tensor) -> float:
+    return float(((out - target) ** 2).mean().detach())
+
+
+def constant(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (target ** 2).mean()
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    (per_element, r"loss function 'per_element' returned a tensor of shape \(16, 3\), not one value: "
+                  r"reduce it to the batch's mean"),
+    (python_float, r"loss function 'python_float' returned a float \(\d\.\d+\), not a tensor: compute it "
+                   "from the output with torch operations"),
+    (constant, "loss function 'constant' returned a tensor without a gradient: compute it from the "
+               "model's output"),
+])
+def test_a_loss_backward_cannot_use_is_one_line(fn, message) -> None:
+    x, y = _pairs()
+    with pytest.raises(ConfigError, match=message) as caught:
+        nnfit.fit(nn.Linear(4, 3), x, y, loss=fn, epochs=1, batch_size=16, **CPU)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_float_loss_is_one_line_in_evaluation_too(pair_run) -> None:
+    run, _, x, y = pair_run
+    def nll_value(out, target):
+        return float(gaussian_nll(out, target))
+
+    learner = nnfit.load(run, model=MeanAndVariance(), loss=nll_value)
+    with pytest.raises(ConfigError, match=r"loss function '\S+nll_value' returned a float"):
+        learner.evaluate(x, y)
+
+
+def test_a_ragged_target_is_one_line() -> None:
+    x = np.zeros((6, 4), dtype=np.float32)
+    ragged = [np.zeros(i % 3 + 1) for i in range(6)]
+    with pytest.raises(DataError, match=r"training data target: row 2 has shape \(2,\), row 1 \(1,\): every "
+                                        "target row needs the same shape"):
+        nnfit.fit(nn.Linear(4, 3), x, ragged, loss=F.mse_loss, epochs=1, **CPU)
+    with pytest.raises(DataError, match=r"target: row 2 has shape \(2,\)"):  # a built-in task alike
+        nnfit.fit({"name": "mlp"}, x, ragged, epochs=1, **CPU)

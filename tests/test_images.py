@@ -231,12 +231,20 @@ def test_the_learner_reads_every_form_and_its_module_equals_its_outputs(folder, 
     assert keys["path"].tolist() == files
 
 
-def test_evaluating_an_unknown_class_folder_names_it(folder) -> None:
+def test_evaluating_an_unknown_class_folder_names_it_as_a_folder(folder, tmp_path) -> None:
     learner = nnfit.fit(SMALL, str(folder), epochs=1, **QUICK)
     (folder / "1").rename(folder / "seven")
-    with pytest.raises(DataError, match=r"digits: class folders has labels unseen at training: 'seven', "
-                                        r"first at row 25 \(known: '0', '1', '2'\)$"):
+    with pytest.raises(DataError, match=r"digits: class folder 'seven' is not a label the model knows "
+                                        r"\(known: '0', '1', '2'\)$"):
         learner.evaluate(str(folder))
+    (folder / "2").rename(folder / "tulip")
+    with pytest.raises(DataError, match=r"digits: class folders 'seven', 'tulip' are not labels the model"):
+        learner.evaluate(str(folder))
+    # a table of paths keeps the label column's own message
+    files = sorted(folder.glob("*/*.png"))
+    (tmp_path / "t.csv").write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in files))
+    with pytest.raises(DataError, match=r"column 'label' has labels unseen at training: 'seven'"):
+        learner.evaluate(str(tmp_path / "t.csv"))
 
 
 def test_a_table_model_cannot_take_images(folder) -> None:
@@ -407,3 +415,130 @@ def test_cli_bad_image_folders_are_one_line_and_leave_no_run(tmp_path, capsys, m
     assert __import__("re").search(message, line), line
     assert not (tmp_path / "runs").exists()
     assert not (root / CACHE_DIR).exists()
+
+
+# ------------------------------------------- pixel modes, nested folders, grey RGB, defaults
+def _mode(path: Path) -> str:
+    with Image.open(path) as im:
+        return im.mode
+
+
+def test_sixteen_bit_greyscale_is_scaled_by_its_high_byte_not_clipped(tmp_path) -> None:
+    values = np.array([[0, 255, 256, 1000], [20000, 30000, 60000, 65535]], dtype=np.uint16)
+    wide = tmp_path / "wide.png"
+    Image.fromarray(values).save(wide)
+    assert _mode(wide) == "I;16"
+    want = torch.from_numpy((values >> 8).astype(np.uint8))
+    for channels in (None, 1, 3):  # training; a trained greyscale or RGB model
+        pixels = decode([wide], channels=channels)
+        assert pixels.shape == (1, channels or 1, 2, 4) and all(torch.equal(p, want) for p in pixels[0])
+    # 32-bit ints ("I": how older Pillow opened a 16-bit PNG; here a TIFF named .png, as Pillow
+    # reads a file by its content) scale alike, and values past 16 bits are refused, named
+    ints = tmp_path / "ints.png"
+    Image.fromarray(values.astype(np.int32)).save(ints, format="TIFF")
+    assert _mode(ints) == "I" and torch.equal(decode([ints])[0, 0], want)
+    Image.fromarray(np.array([[-1, 70000]], np.int32)).save(ints, format="TIFF")
+    with pytest.raises(DataError, match=r"ints\.png: image mode 'I' with values -1\.\.70000, outside the "
+                                        r"16-bit range"):
+        decode([ints])
+
+
+def test_bilevel_alpha_palette_and_cmyk_images_map_to_grey_or_rgb_and_float_pixels_are_refused(
+        tmp_path) -> None:
+    def save(name: str, im: Image.Image, fmt: str | None = None) -> Path:
+        im.save(tmp_path / name, format=fmt)
+        return tmp_path / name
+
+    bilevel = Image.new("1", (2, 2))
+    bilevel.putpixel((0, 0), 1)
+    grey_palette, colour_palette = Image.new("P", (2, 2), 1), Image.new("P", (2, 2), 1)
+    grey_palette.putpalette([0, 0, 0, 90, 90, 90])
+    colour_palette.putpalette([0, 0, 0, 200, 30, 10])
+    assert decode([save("bin.png", bilevel)])[0, 0].tolist() == [[255, 0], [0, 0]]
+    assert decode([save("la.png", Image.new("LA", (2, 2), (40, 0)))]).unique().tolist() == [40]
+    grey = decode([save("grey.png", grey_palette)])
+    assert grey.shape == (1, 1, 2, 2) and grey.unique().tolist() == [90]
+    colour = decode([save("colour.png", colour_palette)])
+    assert colour.shape == (1, 3, 2, 2) and colour[0, :, 0, 0].tolist() == [200, 30, 10]
+    red = decode([save("cmyk.jpg", Image.new("CMYK", (8, 8), (0, 255, 255, 0)))])
+    assert red.shape == (1, 3, 8, 8) and red[0, 0].min() > 200 and red[0, 1:].max() < 50
+    floats = save("f.png", Image.fromarray(np.full((2, 2), 0.5, np.float32)), "TIFF")
+    with pytest.raises(DataError, match=r"f\.png: image mode 'F' \(32-bit float pixels\) has no fixed range"):
+        decode([tmp_path / "bin.png", floats])
+
+
+def test_class_folders_are_read_recursively_and_symlink_loops_end(tmp_path) -> None:
+    root = tmp_path / "imgs"
+    for rel in ["a/1.png", "a/sub/0.png", "a/sub/deeper/2.png", "a/sub2.png", "a/.hidden/3.png",
+                "b/x.png", "b/y/z.png", "elsewhere/m.png"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4), len(rel)).save(root / rel)
+    (root / "elsewhere").rename(tmp_path / "elsewhere")
+    (root / "a" / "loop").symlink_to(root)  # back to the tree's root: not followed
+    (root / "b" / "y" / "up").symlink_to(root / "b")  # back to its class folder: not followed
+    (root / "b" / "linked").symlink_to(tmp_path / "elsewhere")  # out of the tree: followed
+    files = list_folder(root, labelled=True)
+    assert [p.relative_to(root).as_posix() for p in files.paths] == [
+        "a/1.png", "a/sub/0.png", "a/sub/deeper/2.png", "a/sub2.png",
+        "b/linked/m.png", "b/x.png", "b/y/z.png"]
+    assert files.labels.tolist() == ["a"] * 4 + ["b"] * 3
+    assert len(list_folder(root, labelled=False)) == 7
+    # --test-split: both parts keep the class folders as labels (not "sub" or "deeper")
+    train, test, n = images.hold_out(str(root), 0.4, TrainConfig(**QUICK), None, "auto")
+    got = [images.read_images(part, None, None, "x", None, labelled=True).labels.tolist()
+           for part in (train, test)]
+    assert n == 3 and sorted(got[0] + got[1]) == ["a"] * 4 + ["b"] * 3
+
+
+def test_rgb_files_whose_channels_agree_within_3_are_a_greyscale_set(tmp_path) -> None:
+    base = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+
+    def rgb(name: str, spread: int) -> Path:
+        Image.fromarray(np.stack([base, base + spread, base], -1)).save(tmp_path / name)
+        return tmp_path / name
+
+    Image.fromarray(base).save(tmp_path / "l.png")
+    Image.fromarray(base).convert("RGB").save(tmp_path / "j.jpg", quality=80)
+    grey = [tmp_path / "l.png", rgb("near.png", 3), tmp_path / "j.jpg"]
+    pixels = decode(grey)
+    assert pixels.shape == (3, 1, 8, 8)
+    assert torch.equal(pixels, decode(grey, channels=1))  # as the greyscale model reads them later
+    small = decode(grey, shape=(5, 5), resize=True)
+    assert torch.equal(small, decode(grey, channels=1, shape=(5, 5), resize=True))
+    assert decode([*grey, rgb("far.png", 4)]).shape == (4, 3, 8, 8)
+    # digits saved as RGB JPEGs train as greyscale: one channel, and auto does not flip them
+    root = write_folder(tmp_path / "jpegs")
+    for path in list(root.glob("*/*.png")):
+        with Image.open(path) as im:
+            im.convert("RGB").save(path.with_suffix(".jpg"))
+        path.unlink()
+    cfg = TrainConfig(**QUICK)
+    p = images.prepare(str(root), target=None, val=None, task="auto", config=cfg, resumed=None)
+    assert p.preprocessor.layout.channels == 1 and p.preprocessor.layout.augment == "none"
+    # arrays keep their channels, but three equal ones are not flipped either
+    x = torch.from_numpy(base).expand(2, 3, 8, 8)
+    assert images.resolve_augment("auto", x) == images.resolve_augment("auto", x.float() / 255) == "none"
+    assert images.resolve_augment("auto", x[:, :1]) == "none"
+    tinted = x + torch.tensor([0, 4, 0], dtype=torch.uint8).view(1, 3, 1, 1)
+    assert images.resolve_augment("auto", tinted) == "crop,flip"
+    assert images.resolve_augment("flip", x) == "flip"
+
+
+def test_default_cnn_channels_follow_the_shorter_image_side(tmp_path, capsys, monkeypatch) -> None:
+    from nnfit.data.images import default_channels
+
+    sides = (4, 8, 16, 17, 28, 32, 33, 64, 512)
+    assert [len(default_channels(s, s)) for s in sides] == [2, 2, 2, 3, 3, 3, 4, 4, 4]
+    assert default_channels(100, 20) == [32, 64, 128] and default_channels(64, 64) == [32, 64, 128, 256]
+    root = write_folder(tmp_path / "d", n_per_class=4, classes=2, size=28)
+    assert nnfit.fit("cnn", str(root), epochs=1, **QUICK).spec["channels"] == [32, 64, 128]
+    assert nnfit.fit(SMALL, str(root), epochs=1, **QUICK).spec["channels"] == [8, 16]  # given: kept
+    own = nnfit.models.CNN(1, 2, channels=[4, 4])  # a hand-built CNN of other widths trains too
+    assert nnfit.fit(own, str(root), epochs=1, **QUICK).spec["channels"] == [4, 4]
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "train", root, "--epochs", "1", "--quiet", "--out", "run")[0] == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["channels"] == []  # from the data
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["spec"]["channels"] == [32, 64, 128]
+    assert cli(capsys, "evaluate", "run", root, "--json")[0] == 0  # config and spec agree on loading
+    assert cli(capsys, "train", root, "--channels", "8", "--epochs", "1", "--quiet", "--out", "r8")[0] == 0
+    assert json.loads((tmp_path / "r8" / "model.json").read_text())["spec"]["channels"] == [8]

@@ -89,3 +89,25 @@ def test_predict_never_writes_over_an_image_it_read(tmp_path, capsys) -> None:
     assert victim.read_bytes() == before
     status, _, _ = cli(capsys, "predict", tmp_path / "r", root, "-o", tmp_path / "p.csv")
     assert status == 0 and (tmp_path / "p.csv").read_text().startswith("path,prediction")
+
+
+def test_evaluation_batches_of_large_images_are_bounded_by_pixels() -> None:
+    import torch
+
+    from nnfit.data.augment import EVAL_VALUES, ImageData
+
+    big = ImageData(torch.zeros(300, 3, 224, 224, dtype=torch.uint8), mean=[0.0] * 3, std=[1.0] * 3)
+    sizes = [len(x[0]) for x, _ in big.batches(4096)]
+    assert sizes[0] == EVAL_VALUES // (3 * 224 * 224) == 111 and sum(sizes) == 300
+    assert [len(x[0]) for x, _ in big.batches(32, shuffle=True, generator=torch.Generator())][0] == 32
+    small = ImageData(torch.zeros(5000, 1, 8, 8, dtype=torch.uint8), mean=[0.0], std=[1.0])
+    assert [len(x[0]) for x, _ in small.batches(4096)] == [4096, 904]
+
+
+@pytest.mark.parametrize("flag", ["--window", "--horizon", "--season"])
+def test_forecast_sizes_past_what_a_run_can_reopen_are_refused_at_train(flag, tmp_path, capsys) -> None:
+    from nnfit.io.validate_fields import MAX_WINDOW
+
+    line = one_error(capsys, "train", tmp_path / "x.csv", "--target", "y", "--time", "t", "--window", 3,
+                     flag, MAX_WINDOW + 1, "--out", tmp_path / "r")
+    assert "1000000" in line and not (tmp_path / "r").exists()

@@ -83,12 +83,14 @@ def test_a_changed_hidden_size_names_the_settings_or_with_force_the_weights(cli_
 def test_api_resume_checks_the_spec_against_the_weights_before_building(cli_run, tmp_path,
                                                                        monkeypatch) -> None:
     import nnfit.learner
+    import nnfit.specs
 
     run = _copy(cli_run, tmp_path)
-    built = []  # the device of every model fit builds
+    built = []  # the device of every model fit builds (the spec's completion and the model itself)
     real = nnfit.learner.build_model
-    monkeypatch.setattr(nnfit.learner, "build_model",
-                        lambda spec, **kw: built.append(torch.empty(0).device.type) or real(spec, **kw))
+    for module in (nnfit.learner, nnfit.specs):
+        monkeypatch.setattr(module, "build_model",
+                            lambda spec, **kw: built.append(torch.empty(0).device.type) or real(spec, **kw))
     data = str(cli_run.parent / "d.csv")
     spec = {"name": "mlp", "hidden": [300]}
     with pytest.raises(ConfigError, match=r"changed settings: .*model"):

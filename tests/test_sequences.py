@@ -23,7 +23,7 @@ import nnfit
 from helpers import TermAt, cli, one_error
 from nnfit.config import TrainConfig
 from nnfit.data import TensorData
-from nnfit.data.buckets import SequenceData, pad_steps, padding_waste, plan_batches
+from nnfit.data.buckets import SequenceData, padding_waste, plan_batches
 from nnfit.data.sequences import hold_out, write_test
 from nnfit.errors import CheckpointError, ConfigError, DataError
 from nnfit.graphs import graphs_wanted
@@ -106,9 +106,8 @@ def test_training_batches_waste_at_most_ten_percent_of_cells(spread: str) -> Non
 
 def test_batches_are_trimmed_deterministic_and_resume_by_skipping() -> None:
     lengths = np.random.default_rng(1).integers(1, 30, 203)
-    data = SequenceData({"x": pad_steps(torch.arange(int(lengths.sum()), dtype=torch.float32)[:, None],
-                                        lengths),
-                         "lengths": torch.from_numpy(lengths)}, torch.arange(203))
+    data = SequenceData({"x": torch.arange(int(lengths.sum()), dtype=torch.float32)[:, None]}, lengths,
+                        torch.arange(203))
 
     def epoch(start: int = 0) -> list:
         return list(data.batches(16, shuffle=True, generator=torch.Generator().manual_seed(7), start=start))
@@ -133,9 +132,9 @@ def test_batches_are_trimmed_deterministic_and_resume_by_skipping() -> None:
 def test_sequences_are_never_captured_as_a_cuda_graph() -> None:
     trainer = nnfit.Trainer(TrainConfig(device="cpu", quiet=True))
     trainer.runtime = Runtime(torch.device("cuda"))  # judged as on a GPU: no GPU needed here
-    x = pad_steps(torch.zeros(5, 1), np.array([2, 3]))
-    assert graphs_wanted(trainer, TensorData(x, torch.zeros(2)))
-    assert not graphs_wanted(trainer, SequenceData({"x": x, "lengths": torch.tensor([2, 3])}, torch.zeros(2)))
+    assert graphs_wanted(trainer, TensorData(torch.zeros(2, 3, 1), torch.zeros(2)))
+    ragged_data = SequenceData({"x": torch.zeros(5, 1)}, np.array([2, 3]), torch.zeros(2))
+    assert not graphs_wanted(trainer, ragged_data)
 
 
 # ------------------------------------------------------------------------------ arrays
@@ -277,8 +276,7 @@ def test_validation_and_test_splits_hold_whole_sequences(tmp_path: Path) -> None
     s = prep.preprocessor.inputs[0]
 
     def seqs(src) -> set:
-        x, n = src.inputs["x"][..., 0] * s.std[0] + s.mean[0], src.inputs["lengths"]
-        return {round(float(x[i, k])) for i in range(len(n)) for k in range(int(n[i]))}
+        return {round(float(v)) for v in src.inputs["x"][:, 0] * s.std[0] + s.mean[0]}  # stored flat
 
     tr, va = seqs(prep.train), seqs(prep.val)
     assert not tr & va and tr | va == set(range(80)) and 20 <= len(va) <= 28
@@ -430,3 +428,127 @@ def test_a_spec_that_does_not_fit_the_layout_is_refused(table_run: Path, tmp_pat
     line = one_error(capsys, "predict", run, tmp_path / "x.csv", "-o", tmp_path / "p.csv")
     assert re.search(match, line), line
     assert not (tmp_path / "p.csv").exists()
+
+
+# ------------------------------------------------------------------------------ review fixes
+TWIN = 10**18  # ids TWIN + 1024 k and TWIN + 1024 k + 1 are one number in float64
+
+
+def twin_table(path: Path, n: int = 24, one_row: int | None = None) -> Path:
+    """A long-format CSV with integer ids past 2**53 in adjacent pairs (each pair reads as one
+    float64); sequence ``one_row`` (an index) has a single row."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(n):
+        steps = 1 if i == one_row else int(rng.integers(3, 7))
+        for k in range(steps):
+            rows.append([TWIN + 1024 * (i // 2) + i % 2, k, round(float(rng.normal()), 4), "ab"[i % 2]])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "t", "v", "y"])
+        w.writerows(rows[k] for k in rng.permutation(len(rows)))
+    return path
+
+
+def test_integer_ids_past_2_53_stay_exact_on_every_path(tmp_path: Path, capsys) -> None:
+    import pandas as pd
+
+    data = twin_table(tmp_path / "d.csv")
+    ids = [str(i) for i in dict.fromkeys(int(r["id"]) for r in read_rows(data))]
+    run = tmp_path / "run"
+    status, _, err = cli(capsys, "train", data, "--target", "y", "--sequence-id", "id", "--time", "t",
+                         "--model", "lstm", "--hidden", "4", "--epochs", "1", "--test-split", "0.25",
+                         "--out", run, "--quiet")
+    assert status == 0, err
+    held = {r["id"] for r in read_rows(run / "test.csv")}
+    assert len(held) == 6 and held <= set(ids)  # 6 of 24 sequences, ids exact
+    assert cli(capsys, "evaluate", run, run / "test.csv", "--json")[0] == 0
+    assert cli(capsys, "predict", run, data, "-o", tmp_path / "p.csv")[0] == 0
+    assert [r["id"] for r in read_rows(tmp_path / "p.csv")] == ids  # 24 rows, printed exactly
+    learner = nnfit.load(run)
+    df = pd.read_csv(data)
+    df.to_parquet(tmp_path / "d.parquet")
+    for x in (df, tmp_path / "d.parquet", str(data)):
+        out, keys = learner.prediction_keys(x)
+        assert [str(i) for i in keys["id"].tolist()] == ids and out.shape == (24, 1)
+    assert learner.evaluate(df, target="y")["accuracy"] == learner.evaluate(str(data), target="y")["accuracy"]
+    big = df.assign(id=df["id"].astype("uint64") + np.uint64(2**63))  # beyond int64 as well
+    assert [str(i) for i in learner.prediction_keys(big)[1]["id"].tolist()] == [
+        str(int(i) + 2**63) for i in ids]
+
+
+def test_a_one_row_sequence_is_scored_at_evaluate_and_predict(tmp_path: Path, capsys) -> None:
+    learner = nnfit.fit({"name": "lstm", "hidden": [4]}, str(twin_table(tmp_path / "d.csv")), target="y",
+                        epochs=1, **SEQ, **QUICK)
+    later = twin_table(tmp_path / "later.csv", n=10, one_row=3)
+    learner.save(tmp_path / "m")
+    assert cli(capsys, "predict", tmp_path / "m", later, "-o", tmp_path / "p.csv")[0] == 0
+    assert len(read_rows(tmp_path / "p.csv")) == 10
+    status, out, _ = cli(capsys, "evaluate", tmp_path / "m", later, "--json")
+    assert status == 0 and "accuracy" in json.loads(out)
+    # its output is the one of the sequence alone
+    lonely = [r for r in read_rows(later) if r["id"] == str(TWIN + 1024 + 1)]
+    (tmp_path / "one.csv").write_text("id,t,v,y\n" + "".join(f"{r['id']},{r['t']},{r['v']},{r['y']}\n"
+                                                             for r in lonely))
+    out, keys = learner.prediction_keys(str(later))
+    alone, _ = learner.prediction_keys(str(tmp_path / "one.csv"))
+    at = keys["id"].tolist().index(TWIN + 1024 + 1)
+    assert len(lonely) == 1
+    torch.testing.assert_close(out[at:at + 1], alone, atol=1e-6, rtol=0)
+    # training still refuses it (tests/test_sequences.py::test_bad_tables_are_one_line...)
+    with pytest.raises(DataError, match=r"sequence 1000000000000001025 has one row .* to train on$"):
+        nnfit.fit("lstm", str(later), target="y", epochs=1, **SEQ, **QUICK)
+
+
+class _Threads(nnfit.Callback):
+    def on_epoch_start(self, trainer) -> None:
+        self.seen = torch.get_num_threads()
+
+
+def test_recurrent_models_pick_cpu_threads_by_one_layer_per_step() -> None:
+    from nnfit.runtime import step_params
+
+    gru = nnfit.models.GRU(16, 1, hidden=[64, 64], bidirectional=True)
+    assert step_params(gru) == 3 * 64 * (128 + 64 + 2)  # one direction of the second layer
+    assert step_params(nn.LSTM(4, 8, num_layers=2, bidirectional=True)) == 4 * 8 * (16 + 8 + 2)
+    mlp = nnfit.models.MLP(32, [128, 128], 10)
+    assert step_params(mlp) == sum(p.numel() for p in mlp.parameters())
+    x, y = np.random.default_rng(0).normal(size=(40, 3, 16)).astype(np.float32), np.arange(40) % 2
+    spec = {"name": "gru", "hidden": [64, 64], "bidirectional": True}
+    torch.set_num_threads(2)  # the suite's fixture restores it
+    seen = []
+    # 106k parameters x 32 is past SMALL_STEP_WORK, yet each op multiplies one layer's 37k
+    for batch in (32, 128):
+        cb = _Threads()
+        nnfit.fit(spec, x, y, epochs=1, batch_size=batch, callbacks=[cb], **QUICK)
+        seen.append((cb.seen, torch.get_num_threads()))
+    assert seen == [(1, 2), (2, 2)]  # and restored after the fit
+
+
+class _Widths(Recorder):
+    """Records the width (padded steps) of each batch it is called with."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__(features)
+        self.widths: list[int] = []
+
+    def forward(self, x, lengths, codes=None):
+        self.widths.append(x.shape[1])
+        return super().forward(x, lengths, codes)
+
+
+def test_evaluation_batches_by_length_and_prediction_keeps_order() -> None:
+    xs, y = ragged(60)
+    model = _Widths(2)
+    learner = nnfit.fit(model, xs, y, epochs=1, eval_batch_size=8, val_split=0.0, **QUICK)
+    lengths = sorted(len(s) for s in xs)
+    model.widths = []
+    metrics = learner.evaluate(xs, y)
+    assert model.widths == [lengths[min(i + 7, 59)] for i in range(0, 60, 8)]
+    model.widths = []
+    out = learner.outputs(xs)
+    assert model.widths == [max(len(s) for s in xs[i:i + 8]) for i in range(0, 60, 8)]
+    # the metrics pair each output with its own target: as from the outputs in order
+    loss = nn.functional.binary_cross_entropy_with_logits(out[:, 0], torch.from_numpy(y).float())
+    assert metrics["loss"] == pytest.approx(float(loss), abs=1e-6)
+    assert metrics["accuracy"] == np.mean((out[:, 0].numpy() > 0) == y)

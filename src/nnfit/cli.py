@@ -73,7 +73,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add("--batchnorm", default=S, action="store_true",
         help="batch normalisation in hidden layers (on by default for cnn)")
     add("--no-batchnorm", dest="batchnorm", default=S, action="store_false", help="no batch normalisation")
-    add("--channels", default=S, metavar="C,...", help="cnn channels per stage (default 32,64)")
+    add("--channels", default=S, metavar="C,...",
+        help="cnn channels per stage (default by image size: 32,64 up to 16 px, 32,64,128 up to 32 px, "
+             "32,64,128,256 above)")
     add("--residual", default=S, action="store_true", help="cnn stages as residual blocks")
     add("--bidirectional", default=S, action="store_true", help="lstm/gru: read both directions")
     add("--readout", default=S, choices=["last", "mean"],
@@ -107,7 +109,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add("--image-size", dest="image_size", default=S, metavar="H,W",
         help="resize every image to H,W (default: all images must have one size)")
     add("--augment", default=S, choices=["auto", "none", "crop", "flip", "crop,flip"],
-        help="training-only image augmentation (default auto: crop; flips too for colour images)")
+        metavar="auto|none|crop|flip|crop,flip",
+        help="training-only image augmentation (default auto: random crops and horizontal flips for "
+             "colour images, none for greyscale ones)")
     add("--image-cache", dest="image_cache", default=S, action="store_true",
         help="cache decoded images next to the image folder, keyed by content")
     add("--sequence-id", dest="sequence_id", default=S, metavar="COL",

@@ -141,7 +141,9 @@ def _model_spec(m: ModelConfig) -> dict[str, Any]:
     if m.model in BUILT_IN_STACKS:
         spec["hidden"] = list(m.hidden)
     elif m.model == "cnn":
-        spec.update(channels=list(m.channels), residual=m.residual)
+        spec["residual"] = m.residual
+        if m.channels:  # none: the image layout's default by image size
+            spec["channels"] = list(m.channels)
     else:  # lstm, gru: one recurrent layer per --hidden entry
         spec.update(hidden=list(m.hidden), bidirectional=m.bidirectional, readout=m.readout)
         spec.pop("activation")

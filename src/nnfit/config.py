@@ -44,7 +44,8 @@ class ModelConfig:
         batchnorm: batch normalisation after each hidden linear or conv layer. Default None:
             the family's own default (off for "mlp"/"resmlp", on for "cnn").
         channels: "cnn" output channels per stage (each stage: conv blocks, then pooling).
-            Default (32, 64).
+            Default (): from the images' shorter side s, 32, 64, 128, 256 for
+            ``clamp(ceil(log2(s / 4)), 2, 4)`` stages (32,64 up to 16 px, 32,64,128 up to 32 px).
         residual: "cnn" stages as residual blocks (two convs and a skip connection). Default False.
         bidirectional: "lstm"/"gru" read each sequence in both directions. Default False.
         readout: "lstm"/"gru" output from the "last" state (default) or the "mean" over time.
@@ -55,7 +56,7 @@ class ModelConfig:
     activation: str = "relu"
     dropout: float = 0.0
     batchnorm: bool | None = None
-    channels: tuple[int, ...] = (32, 64)
+    channels: tuple[int, ...] = ()
     residual: bool = False
     bidirectional: bool = False
     readout: str = "last"
@@ -140,9 +141,9 @@ class TrainConfig:
             allows it (in-memory data, constant lr, no accumulation or clipping). Default True.
         image_size: (H, W) every image is resized to; empty (the default) refuses images of
             another size than the first, naming the file.
-        augment: training-only augmentation of images, on whole batches: "auto" (random crop
-            with padding; horizontal flips too for colour images), "none", "crop", "flip" or
-            "crop,flip".
+        augment: training-only augmentation of images, on whole batches: "auto" (random crops
+            with padding and horizontal flips for colour images, none for greyscale ones),
+            "none", "crop", "flip" or "crop,flip".
         image_cache: keep decoded images in a cache file next to the image folder, keyed by the
             files' content, so the next run skips decoding. Default False.
         sequence_id: the column naming the sequence of each row of a long-format table (one
@@ -211,9 +212,11 @@ class TrainConfig:
                f"image_size must be two positive sizes H,W, got {self.image_size}")
         _check(self.augment in AUGMENTS,
                f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
-        _check(self.window >= 0, f"window must be >= 0, got {self.window}")
-        _check(self.horizon >= 1, f"horizon must be >= 1, got {self.horizon}")
-        _check(self.season >= 0, f"season must be >= 0, got {self.season}")
+        # the bounds a saved run's layout and task are checked against (nnfit.io.validate_fields
+        # MAX_WINDOW): a run trained past them could not be opened again
+        _check(0 <= self.window <= 10**6, f"window must be in [0, 1000000], got {self.window}")
+        _check(1 <= self.horizon <= 10**6, f"horizon must be in [1, 1000000], got {self.horizon}")
+        _check(0 <= self.season <= 10**6, f"season must be in [0, 1000000], got {self.season}")
         _check(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         _check(self.numeric_transform in ("standard", "quantile"),
                f"numeric_transform must be standard or quantile, got {self.numeric_transform!r}")
@@ -274,7 +277,7 @@ SECTIONS: tuple[type, ...] = (ModelConfig, TrainConfig, DataConfig)
 # Settings added after runs were first saved, with their defaults: a config.json written before
 # one existed lacks it, and reads (and resumes) as if it held the default.
 LATER_SETTINGS: dict[str, Any] = {"numeric_transform": "standard", "categorical": [], "numeric": [],
-                                  "drop": [], "features": [], "channels": [32, 64], "residual": False,
+                                  "drop": [], "features": [], "channels": [], "residual": False,
                                   "bidirectional": False, "readout": "last", "image_size": [],
                                   "augment": "auto", "image_cache": False, "sequence_id": None,
                                   "time": None, "window": 0, "horizon": 1, "season": 0}

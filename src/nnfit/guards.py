@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .errors import DataError, TrainingError
+from .outputs import leaves
 
 
 def first_non_finite(named: Iterable[tuple[str, Tensor]]) -> str | None:
@@ -93,17 +95,32 @@ class FiniteGuard:
             raise TrainingError(f"parameter {name!r} became non-finite {where}")
 
 
-def check_finite_outputs(out: Tensor, source: str) -> None:
+def all_finite(out: Any) -> Tensor:
+    """Whether every leaf of a structured output (tuples, lists, dicts of tensors) is finite,
+    as a 0-d bool tensor on the device: no sync."""
+    return torch.stack([torch.isfinite(t).all() for _, t in leaves(out)]).all()
+
+
+def check_finite_outputs(out: Any, source: str) -> None:
     """Refuse NaN/inf model outputs, naming the first 1-based row: never a "nan" prediction, a
-    label argmax picked from NaN, or NaN metrics, with exit status 0.
+    label argmax picked from NaN, or NaN metrics, with exit status 0. A structured output (a
+    custom loss's tuples, lists, dicts of tensors) is checked leaf by leaf, naming the leaf.
 
     Raises:
-        DataError: naming ``source``, the row and the value.
+        DataError: naming ``source``, the row (and leaf) and the value.
     """
-    flat = out.reshape(len(out), -1)
+    if not isinstance(out, Tensor):
+        for path, t in leaves(out):
+            _check_rows(t, source, path)
+        return
+    _check_rows(out, source, "output")
+
+
+def _check_rows(out: Tensor, source: str, name: str) -> None:
+    flat = out.reshape(len(out), -1) if out.dim() else out.reshape(1, 1)
     bad = ~torch.isfinite(flat)
     if bad.any():  # sync: once per prediction or failed evaluation
         row, col = (int(i) for i in bad.nonzero()[0])
-        raise DataError(f"{source}: the model's output for row {row + 1} is not finite "
+        raise DataError(f"{source}: the model's {name} for row {row + 1} is not finite "
                         f"({flat[row, col].item()}): inputs far outside the training data, "
                         "or a model with non-finite weights")

@@ -29,11 +29,12 @@ from .data import LoaderData, TensorData
 from .data.columns import column_name
 from .data.prepare import labelled_inputs, model_inputs, prepare
 from .data.preprocess import Preprocessor
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .files import write_files
 from .guards import check_finite_outputs
 from .io.model_dir import META_FILE, MODEL_FILE, read_model_dir
-from .models import BUILT_IN_STACKS, build_model, model_spec
+from .models import build_model
+from .specs import built_in, complete_spec, family
 from .summary import ModelSummary, summarize
 from .tasks import ClassificationTask, CustomTask, Task, task_from_dict
 from .tasks.custom import check_resumed, training_task
@@ -121,8 +122,10 @@ class Learner:
         """Whether missing feature values are filled with training medians (``impute=True``)."""
         return self.preprocessor is not None and self.preprocessor.imputes
 
-    def outputs(self, x: Any, *, check_finite: bool = True) -> Tensor:
-        """Raw model outputs (logits or scaled values) for ``x``, on the CPU.
+    def outputs(self, x: Any, *, check_finite: bool = True) -> Any:
+        """Raw model outputs (logits or scaled values) for ``x``, on the CPU: one tensor, or the
+        structure a custom-loss model returns (tuples, lists, dicts of tensors, every leaf
+        holding a row per input row).
 
         Args:
             check_finite: refuse a NaN or infinite output (as :meth:`predict`,
@@ -137,8 +140,9 @@ class Learner:
             check_finite_outputs(out, source)
         return out
 
-    def predict(self, x: Any) -> np.ndarray:
-        """Predicted labels (in the training label space) or values (original units)."""
+    def predict(self, x: Any) -> Any:
+        """Predicted labels (in the training label space) or values (original units); a
+        custom-loss model's raw outputs, NumPy arrays in the structure the model returns."""
         return self.task.decode(self.outputs(x))
 
     def predict_proba(self, x: Any) -> np.ndarray:
@@ -178,16 +182,17 @@ class Learner:
 
     def summary(self, sample_input: Any = None) -> ModelSummary:
         """Layer table with output shapes from a forward pass on ``sample_input`` (default: a
-        batch of zeros shaped like the training inputs)."""
+        batch of zeros shaped like the training inputs, through a copy of the model on the meta
+        device where it can run there: shapes without memory; two 1x5792x5792 images through
+        a CNN's first stages take 17 GB)."""
         layout = None if self.preprocessor is None else self.preprocessor.layout
         if sample_input is None and hasattr(layout, "sample_inputs"):  # forecasting: windows of rows
             sample_input = layout.sample_inputs(self.preprocessor)
         if sample_input is None and self.preprocessor is not None:
-            zeros = [torch.zeros([2, *s.shape], dtype=torch.float32 if s.dtype == "float32"
-                                 else torch.long) for s in self.preprocessor.inputs]
-            names = [s.name for s in self.preprocessor.inputs]
-            sample_input = (dict(zip(names, zeros, strict=False)) if self.preprocessor.style == "named"
-                            else zeros[0] if self.preprocessor.style == "single" else tuple(zeros))
+            try:
+                return summarize(_on_meta(self.model), self._zeros(torch.device("meta")))
+            except Exception:  # a model that reads values (.item(), NumPy) cannot run on meta
+                sample_input = self._zeros(torch.device("cpu"))
         dev = next(self.model.parameters(), torch.zeros(0)).device
         if isinstance(sample_input, Tensor):
             sample_input = sample_input.to(dev)
@@ -196,6 +201,15 @@ class Learner:
         elif isinstance(sample_input, tuple):
             sample_input = tuple(v.to(dev) for v in sample_input)
         return summarize(self.model, sample_input)
+
+    def _zeros(self, device: torch.device) -> Any:
+        """A batch of two zero samples shaped like the training inputs, as the model takes them."""
+        assert self.preprocessor is not None
+        zeros = [torch.zeros([2, *s.shape], dtype=torch.float32 if s.dtype == "float32" else torch.long,
+                             device=device) for s in self.preprocessor.inputs]
+        names = [s.name for s in self.preprocessor.inputs]
+        return (dict(zip(names, zeros, strict=False)) if self.preprocessor.style == "named"
+                else zeros[0] if self.preprocessor.style == "single" else tuple(zeros))
 
     # ------------------------------------------------------------------ persistence
     def meta(self) -> dict[str, Any]:
@@ -287,126 +301,16 @@ class Learner:
         return nn.Sequential(front, self.model).train(self.model.training)
 
 
-def _spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | None:
-    """The complete spec of the model to train, checked and counted but not built: a spec dict
-    whose input and output sizes default to the data's, or a given module's own (None for a
-    user's module)."""
-    if isinstance(model, nn.Module):
-        spec = model_spec(model)
-        _check_module(model, spec, pre)
-        return spec
-    if isinstance(model, str):
-        model = {"name": model}
-    if not isinstance(model, Mapping):
-        raise ConfigError(f"model must be an nn.Module or a spec dict, got {type(model).__name__}")
-    spec = dict(model)
-    if pre is not None and pre.layout is not None:  # cnn, lstm, gru...: sizes from the layout
-        for key, value in pre.layout.model_defaults(spec.get("name")).items():
-            spec.setdefault(key, value)
-        spec.setdefault("out_features", task.out_features)
-    elif spec.get("name") in BUILT_IN_STACKS:
-        spec.setdefault("hidden", [64, 64])
-        if pre is None:  # a DataLoader: its shapes are not known before training
-            if "in_features" not in spec:
-                raise ConfigError("give in_features in the model spec when training from a DataLoader")
-        else:
-            width = _table_width(pre, spec["name"])
-            spec.setdefault("in_features", width)
-            if spec["in_features"] != width:
-                raise ConfigError(f"model spec: in_features is {spec['in_features']!r} but the data "
-                                  f"has {width} features per row")
-            if pre.table is not None and pre.table.categorical:
-                from .models.tabular import embedding_dim
+def _on_meta(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers are on the meta device (shapes, no
+    data): nothing of the weights is copied, ties between them are kept."""
+    import copy
 
-                spec.setdefault("embeddings", [[c.cardinality, embedding_dim(c.cardinality)]
-                                               for c in pre.table.categorical])
-        spec.setdefault("out_features", task.out_features)
-    if "out_features" in spec and spec["out_features"] is None:  # a custom loss on unknown targets
-        raise ConfigError(f"model spec: give out_features (the output width of {spec.get('name')!r}): "
-                          "the targets do not tell it")
-    # On the meta device a model holds no data and draws no random numbers: this fills in the
-    # defaults (what a resume compares) whatever its size.
-    with torch.device("meta"):
-        return model_spec(build_model(spec))
-
-
-def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None) -> None:
-    """Refuse a module that cannot train on the data, before torch fails deep inside the loop.
-
-    Raises:
-        ConfigError: a parameter or buffer on the meta device (shapes only, no data).
-        DataError: an nnfit MLP/ResidualMLP whose ``in_features`` is not the data's width, or
-            data that is not (rows, features).
-    """
-    meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None)
-    if meta is not None:
-        raise ConfigError(f"model: {meta!r} is on the meta device and holds no data: build the model on "
-                          "a real device, or call model.to_empty(device='cpu') and initialise it")
-    if pre is not None and pre.layout is not None and spec is not None:
-        _check_layout_sizes(spec, pre)
-        return
-    if pre is None or spec is None or spec.get("name") not in BUILT_IN_STACKS:
-        return
-    width = _table_width(pre, spec["name"])
-    if spec.get("in_features") != width:
-        raise DataError(f"model {spec['name']!r} takes {spec.get('in_features')} features per row, "
-                        f"the data has {width}")
-    if pre.table is None:
-        return
-    sizes, cats = [e[0] for e in spec.get("embeddings", [])], pre.table.categorical
-    if sizes != [c.cardinality for c in cats]:
-        want = ", ".join(f"{c.name} ({c.cardinality})" for c in cats) or "none"
-        raise DataError(f"model {spec['name']!r} embeds categorical columns of sizes {sizes}; the "
-                        f"data's are: {want}: build it with embeddings=[(cardinality, width), ...] in "
-                        "that order")
-
-
-def _check_layout_sizes(spec: dict, pre: Preprocessor) -> None:
-    """An nnfit CNN/LSTM/GRU built by hand must have the sizes the data's layout gives
-    (channels, features per step, vocabulary, embedded columns), named when it does not."""
-    want = json.loads(json.dumps(pre.layout.model_defaults(spec["name"])))  # tuples as lists
-    bad = [k for k, v in want.items() if json.loads(json.dumps(spec.get(k))) != v]
-    if bad:
-        has = ", ".join(f"{k}={spec.get(k)!r}" for k in bad)
-        need = ", ".join(f"{k}={want[k]!r}" for k in bad)
-        raise DataError(f"model {spec['name']!r} has {has}; the data needs {need}")
-
-
-def _table_width(pre: Preprocessor, name: str) -> int:
-    """The feature count of one (rows, features) input, the only input an mlp/resmlp takes.
-
-    Raises:
-        DataError: several inputs, or samples that are not flat vectors.
-    """
-    names = [s.name for s in pre.inputs]
-    if pre.style == "named" and names == ["x", "codes"] and len(pre.inputs[0].shape) == 1:
-        return pre.inputs[0].shape[0]  # model(x=numeric, codes=categorical): a table's inputs
-    if pre.style != "single":
-        raise DataError(f"model {name!r} takes one input, got {len(pre.inputs)} ({pre.style}): "
-                        "pass one array, or a model of your own")
-    shape = pre.inputs[0].shape
-    if len(shape) != 1:
-        raise DataError(f"model {name!r} takes (rows, features) input, got per-sample shape "
-                        f"{tuple(shape)}: flatten it (x.reshape(len(x), -1)) or pass a model of your own")
-    return shape[0]
-
-
-def _family(model: Any) -> str | None:
-    """The built-in family ``model`` names or is (a spec dict or name, or an nnfit model
-    instance), None for a user's module."""
-    if isinstance(model, nn.Module):
-        model = model_spec(model) or {}
-    name = model if isinstance(model, str) else model.get("name") if isinstance(model, Mapping) else None
-    return name if isinstance(name, str) else None
-
-
-def _built_in(model: Any) -> bool:
-    """Whether ``model`` is a built-in model (a spec dict or name, or an nnfit MLP or
-    ResidualMLP instance), not a user's module."""
-    if isinstance(model, nn.Module):
-        model = model_spec(model) or {}
-    name = model if isinstance(model, str) else model.get("name") if isinstance(model, Mapping) else None
-    return name in BUILT_IN_STACKS
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        on_meta = t.detach().to("meta")
+        memo[id(t)] = nn.Parameter(on_meta, t.requires_grad) if isinstance(t, nn.Parameter) else on_meta
+    return copy.deepcopy(model, memo)
 
 
 def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str | None = None,
@@ -482,14 +386,14 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
         target = column_name(target)
         data = prepare(x, y, target=target, val=val, task=task, config=cfg,
-                       resumed=None if ckpt is None else ckpt[1]["learner"], numeric=_built_in(model),
-                       family=_family(model))
+                       resumed=None if ckpt is None else ckpt[1]["learner"], numeric=built_in(model),
+                       family=family(model))
         fitted_task, pre, train_src, val_src = data.task, data.preprocessor, data.train, data.val
         if isinstance(task, CustomTask):  # a resumed run's task comes back without its function
             fitted_task = training_task(fitted_task, task.fn, train_src, val_src)
         if pre is not None and pre.table is not None and not cfg.quiet:
             _say(pre.table.summary())
-        spec = _spec(model, pre, fitted_task)  # whole and counted, nothing built yet
+        spec = complete_spec(model, pre, fitted_task)  # whole and counted, nothing built yet
         record = None if run_dir is None else (
             dict(run_config) if run_config is not None else {**asdict(cfg), "model": spec})
         fingerprint = None if run_dir is None else data_fingerprint(train_src, val_src)

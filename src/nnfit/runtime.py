@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .errors import ConfigError
 
@@ -133,10 +134,33 @@ def make_runtime(device: str | torch.device = "auto", seed: int | None = 0) -> R
     return Runtime(device=dev, seed=seed)
 
 
-# Below this many multiply-adds per training step (batch size x parameters), a second CPU
-# thread costs more in synchronisation than it saves: measured on 2 cores with an MLP
-# 32-128-128-10, one thread was faster at batch 32 and slower at batch 128 and above.
+# Below this many multiply-adds per op (batch size x the parameters one op multiplies: see
+# step_params), a second CPU thread costs more in synchronisation than it saves: measured on 2
+# cores with an MLP 32-128-128-10, one thread was faster at batch 32 and slower at batch 128 and
+# above.
 SMALL_STEP_WORK = 2_000_000
+
+
+def step_params(model: nn.Module) -> int:
+    """The parameters one op of a training step multiplies, which decide whether a second CPU
+    thread pays: the model's trainable parameters, or, for a model with recurrent modules
+    (``nn.RNNBase``), the largest weights of one layer and direction of one of them.
+
+    A recurrent layer runs one small matmul per time step, one after another, so its ops are
+    sized by one layer's weights whatever the model's total: a bidirectional GRU (64, 64) at
+    batch 32 trained no faster with 2 threads than with 1 on 2 idle cores, and on 2 busy ones
+    took 5-108 s per epoch instead of 0.8-1.6 s. LSTMs of 64 units (1 or 2 layers, uni- or
+    bidirectional, T=50) on 2 busy cores: at batch 32 a step took 1.4-9x longer with 2 threads.
+
+    Example:
+        >>> step_params(nn.LSTM(4, 8, num_layers=2))  # the second layer: 4 * 8 * (8 + 8 + 2)
+        576
+    """
+    layers = [sum(w.numel() for w in weights) for m in model.modules() if isinstance(m, nn.RNNBase)
+              for weights in m.all_weights]
+    if layers:
+        return max(layers)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def cpu_threads(runtime: Runtime, n_params: int, batch_size: int, requested: int = 0) -> int | None:
@@ -144,7 +168,7 @@ def cpu_threads(runtime: Runtime, n_params: int, batch_size: int, requested: int
 
     Args:
         runtime: the run's runtime (nothing is decided for GPU runs).
-        n_params: trainable parameters of the model.
+        n_params: the parameters one op multiplies (:func:`step_params`).
         batch_size: training batch size.
         requested: an explicit thread count; 0 decides from the step's size.
     """

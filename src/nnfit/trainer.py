@@ -40,12 +40,14 @@ from . import rng
 from .callbacks import Callback, History, ProgressBar
 from .config import TrainConfig, train_config
 from .data import DataSource, Inputs, LoaderData, as_source
+from .data.buckets import metric_batches
 from .errors import ConfigError, Stopped, TrainingError
 from .graphs import GraphedStep, graphs_wanted
-from .guards import FiniteGuard, check_finite_outputs, first_non_finite
+from .guards import FiniteGuard, all_finite, check_finite_outputs, first_non_finite
 from .metrics import metric_direction
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule
-from .runtime import Runtime, cpu_threads, make_runtime
+from .outputs import cat_outputs
+from .runtime import Runtime, cpu_threads, make_runtime, step_params
 from .state import FitState, capture_state, restore_state
 from .tasks import Task
 
@@ -171,8 +173,8 @@ class Trainer:
         val = None if val is None else as_source(val, val_target).to(rt.device)
         monitor = self._setup(train, val, resume, checkpoint_fn)
         # Decided once per fit: CPU threads for this model size, and the (compiled) step model.
-        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        threads, threads_before = cpu_threads(rt, n_params, c.batch_size, c.threads), torch.get_num_threads()
+        threads_before = torch.get_num_threads()
+        threads = cpu_threads(rt, step_params(model), c.batch_size, c.threads)
         if threads:
             torch.set_num_threads(threads)
         self.step_model = torch.compile(model) if c.compile else model
@@ -509,10 +511,10 @@ class Trainer:
         loss_sum, n = torch.zeros((), dtype=torch.float64, device=self.runtime.device), 0
         finite = torch.ones((), dtype=torch.bool, device=self.runtime.device)
         try:
-            for inputs, tgt in source.batches(self.config.eval_batch_size):
+            for inputs, tgt in metric_batches(source, self.config.eval_batch_size):  # order-free
                 out = self.forward(model, inputs)
-                if finite_outputs is not None:
-                    finite &= torch.isfinite(out).all()  # on the device: no sync per batch
+                if finite_outputs is not None:  # on the device: no sync per batch
+                    finite &= torch.isfinite(out).all() if isinstance(out, Tensor) else all_finite(out)
                 loss_sum += task.loss(out, tgt).double() * len(tgt)
                 n += len(tgt)
                 metrics.update(*task.metric_inputs(out, tgt))
@@ -526,8 +528,9 @@ class Trainer:
         return {"loss": loss, **metrics.compute()}
 
     @torch.inference_mode()
-    def predict_outputs(self, model: nn.Module, data: Any) -> Tensor:
-        """Raw model outputs for every row of ``data``, in order, on the CPU."""
+    def predict_outputs(self, model: nn.Module, data: Any) -> Any:
+        """Raw model outputs for every row of ``data``, in order, on the CPU: one tensor, or
+        the structure the model returns (tuples, lists, dicts of tensors), leaf by leaf."""
         source = as_source(data).to(self.runtime.device)
         was_training = model.training
         model.eval()
@@ -536,7 +539,7 @@ class Trainer:
                     source.batches(self.config.eval_batch_size)]
         finally:
             model.train(was_training)
-        return torch.cat(outs).cpu()
+        return torch.cat(outs).cpu() if isinstance(outs[0], Tensor) else cat_outputs(outs)
 
     # ------------------------------------------------------------------ checkpoint state
     def checkpoint_parts(self) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from .sources import Batch, TensorData
 
 AUGMENTS = ("none", "crop", "flip", "crop,flip")
+# Pixel values in one evaluation batch at most: 4096 images of 64x64 RGB, 85 of 224x224 RGB.
+EVAL_VALUES = 2**24
 _MASK64 = (1 << 64) - 1
 
 
@@ -125,7 +127,13 @@ class ImageData(TensorData):
     ) -> Iterator[Batch]:
         """Normalised batches, as :meth:`TensorData.batches` orders them; augmented when
         shuffled (training) and ``augment`` is set. The epoch's augmentation seed is drawn from
-        ``generator`` here, right after the order, so a replayed epoch draws both again."""
+        ``generator`` here, right after the order, so a replayed epoch draws both again.
+
+        Evaluation batches (not shuffled) hold at most ``EVAL_VALUES`` pixel values (at least
+        one image): the default evaluation batch of 4096 images of 224x224 RGB would need tens
+        of GB of activations in a CNN's first stage."""
+        if not shuffle:
+            batch_size = min(batch_size, max(1, EVAL_VALUES // max(1, self.pixels[0].numel())))
         rows = super().batches(batch_size, shuffle=shuffle, generator=generator,
                                drop_single=drop_single, start=start)
         seed = None

@@ -121,7 +121,8 @@ def layout_kind(x: Any, config: TrainConfig, model: str | None) -> str | None:
                               "--model lstm or gru, or a module of your own")
         return "sequence"
     if config.time is not None:
-        raise ConfigError("--time needs --window W (forecasting) or --sequence-id COL (sequences)")
+        raise ConfigError("--time needs --window W, W >= 1 (forecasting from the W rows before each "
+                          "forecast; 0 is no forecasting), or --sequence-id COL (sequences)")
     if is_image_path(x) or model in IMAGE_MODELS:
         if model is not None and model not in IMAGE_MODELS:  # before any image is decoded
             raise ConfigError(f"model {model!r} cannot read images: use --model cnn (\"cnn\" in the "

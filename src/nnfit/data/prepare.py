@@ -297,16 +297,37 @@ def _xy(x: Any, y: Any, target: str | None, source: str, allow_missing: bool = F
 
 def target_array(y: Any, source: str = "target", keep_shape: bool = False) -> np.ndarray:
     """Targets as a NumPy array (a column vector as 1-D, unless ``keep_shape``: a custom
-    loss gets the targets as given)."""
+    loss gets the targets as given).
+
+    Raises:
+        DataError: rows of different shapes (a list of arrays of different lengths), naming
+            ``source`` and the first row that differs.
+    """
     if isinstance(y, Tensor):
         check_plain_tensor(y, source)
         return y.detach().cpu().numpy()
     if hasattr(y, "to_numpy"):
         y = y.to_numpy()
-    a = np.asarray(y)
+    try:
+        a = np.asarray(y)
+    except ValueError:  # NumPy refuses rows of different shapes (a ragged list)
+        raise DataError(f"{source}: {_ragged(y)}: every target row needs the same shape (pad the "
+                        "shorter rows and pass a mask in the target)") from None
     if a.ndim == 2 and a.shape[1] == 1 and not keep_shape:
         a = a[:, 0]
     return a
+
+
+def _ragged(y: Any) -> str:
+    """The first row of a ragged target whose shape differs from the first row's."""
+    try:
+        shapes = [np.shape(r) for r in y]
+    except (TypeError, ValueError):  # a row that is ragged itself
+        return "rows of different shapes"
+    bad = next((i for i, s in enumerate(shapes) if s != shapes[0]), None)
+    if bad is None:
+        return "rows of different shapes"
+    return f"row {bad + 1} has shape {shapes[bad]}, row 1 {shapes[0]}"
 
 
 def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None, task: str | Task,

@@ -6,8 +6,8 @@ Forms:
 * ``table``: a long-format table (CSV/Parquet file, DataFrame, Columns) with one row per time
   step: the ``sequence_id`` column names each row's sequence, the ``time`` column (numbers or
   dates) orders its rows, and the target is one label per sequence. Rows may come in any order
-  and sequences may have any length from two rows up. Sequences keep the order of their first
-  row in the table.
+  and sequences may have any length from one row up (two to train on: :data:`TRAIN_STEPS`).
+  Sequences keep the order of their first row in the table.
 * ``floats``: an array or tensor (N, T, F) (every sequence T steps long), or a list of
   (T_i, F) arrays or tensors.
 * ``tokens``: an integer array or tensor (N, T) of token ids, or a list of (T_i,) ones.
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError
 from ..tasks import check_target
-from .columns import Columns, columns_from_frame, is_frame, names_list, read_columns
+from .columns import Columns, columns_from_frame, date_text, is_frame, names_list, read_columns
 from .inputs import check_plain_tensor
 from .values import as_datetime, factorize
 
@@ -35,6 +35,9 @@ from .values import as_datetime, factorize
 SEQUENCE_FLAGS = ("sequence models read a long-format table (one row per time step) with --sequence-id COL "
                   "and --time COL (sequence_id=, time= in Python), or arrays (N, T, F), token arrays "
                   "(N, T) or a list of sequences")
+# The fewest rows of a table's sequence that training takes (the issue's bad input: one row is
+# more likely a broken export than a sequence); evaluate and predict score a one-row sequence.
+TRAIN_STEPS = 2
 
 
 @dataclass
@@ -102,7 +105,7 @@ def read_table_columns(x: Any, source: str, target: str | None) -> Columns:
 
 
 def read_steps(x: Any, y: Any, *, sequence_id: str | None, time: str | None, target: str | None,
-               source: str, labelled: bool) -> Steps:
+               source: str, labelled: bool, min_steps: int = 1) -> Steps:
     """Any form of sequences as Steps (see the module's docstring).
 
     Args:
@@ -112,6 +115,7 @@ def read_steps(x: Any, y: Any, *, sequence_id: str | None, time: str | None, tar
         target: a table's target column (ignored when present in unlabelled data).
         source: the data's name in errors.
         labelled: labels are required (training, evaluation).
+        min_steps: the fewest rows a table's sequence may have (:data:`TRAIN_STEPS` to train).
 
     Raises:
         DataError: bad data, in one line.
@@ -123,14 +127,17 @@ def read_steps(x: Any, y: Any, *, sequence_id: str | None, time: str | None, tar
         if y is not None:
             raise ConfigError(f"{source}: a long-format table has its labels in a column: name it "
                               "with target= (--target), not y")
-        return table_steps(read_table_columns(x, source, target), sequence_id, time, target, labelled)
+        return table_steps(read_table_columns(x, source, target), sequence_id, time, target, labelled,
+                           min_steps)
     return array_steps(x, y, source, labelled)
 
 
 # ------------------------------------------------------------------------------ tables
-def table_steps(cols: Columns, sequence_id: str, time: str, target: str | None, labelled: bool) -> Steps:
+def table_steps(cols: Columns, sequence_id: str, time: str, target: str | None, labelled: bool,
+                min_steps: int = 1) -> Steps:
     """A long-format table's rows as Steps: sorted by sequence (in order of first appearance),
-    then time; the id, time and target columns taken out of the steps."""
+    then time; the id, time and target columns taken out of the steps. A sequence of fewer
+    than ``min_steps`` rows (at most 2) is refused."""
     src = cols.source
     for flag, name in (("--sequence-id", sequence_id), ("--time", time)):
         if name not in cols.arrays:
@@ -155,10 +162,10 @@ def table_steps(cols: Columns, sequence_id: str, time: str, target: str | None, 
         raise DataError(f"{src}: sequence {_shown(ids[seq[a]])} has time {_shown(cols.arrays[time][a])} "
                         f"twice (rows {cols.row(a)} and {cols.row(b)}): one row per time step")
     lengths = np.bincount(seq, minlength=len(first))
-    if (lengths < 2).any():
-        k = int(np.flatnonzero(lengths < 2)[0])
+    if (lengths < min_steps).any():
+        k = int(np.flatnonzero(lengths < min_steps)[0])
         raise DataError(f"{src}: sequence {_shown(ids[k])} has one row (row {cols.row(int(first[k]))}): "
-                        "a sequence needs two time steps or more")
+                        "a sequence needs two time steps or more to train on")
     labels, label_source = None, f"{src}: target column {target!r}"
     y = cols.pop(target) if target is not None and target in cols.arrays else None
     if labelled:
@@ -171,8 +178,13 @@ def table_steps(cols: Columns, sequence_id: str, time: str, target: str | None, 
 
 def _sequence_codes(cols: Columns, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Each row's sequence, numbered 0, 1, ... in order of first appearance, and the first row
-    of each sequence. Ids compare as the column's values read as text (as categories do)."""
-    codes, _ = factorize(cols, name)
+    of each sequence. Integer ids compare exactly; other ids as the column's values read as
+    text (as categories do)."""
+    a = cols.arrays[name]
+    if a.dtype.kind in "iu":  # factorize() compares numbers as float64: ids past 2**53 would merge
+        codes = np.unique(a, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    else:
+        codes, _ = factorize(cols, name)
     if (codes < 0).any():
         raise DataError(f"{cols.source}: --sequence-id column {name!r} is missing on row "
                         f"{cols.row(int(np.flatnonzero(codes < 0)[0]))}")
@@ -192,6 +204,13 @@ def _time_key(cols: Columns, name: str) -> np.ndarray:
     if kind == "bool":
         raise DataError(f"{cols.source}: --time column {name!r} holds true/false values: the time "
                         "must be numbers or dates")
+    # inf, or a uint64 past int64 (it would wrap negative and sort first), orders nothing
+    wrong = (np.isinf(a) if a.dtype.kind == "f" else a > np.iinfo(np.int64).max if a.dtype.kind == "u"
+             else np.zeros(len(a), dtype=bool))
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise DataError(f"{cols.source}: --time column {name!r} has {_shown(a[i])} on row {cols.row(i)}: "
+                        "a time must be a finite number below 2**63 or a date")
     if a.dtype.kind in "iu":
         return a.astype(np.int64)
     if a.dtype.kind == "f":
@@ -222,8 +241,8 @@ def _one_label(y: np.ndarray, same: np.ndarray, order: np.ndarray, ids: np.ndarr
 
 def _shown(v: Any) -> str:
     """A value as a message quotes it: ``'a'``, ``7``, ``2024-01-02T00:00:00``."""
-    if isinstance(v, np.datetime64):
-        return str(v)
+    if isinstance(v, np.datetime64):  # as the file shows it, not to the nanosecond
+        return str(date_text(np.array([v]))[0])
     return repr(v.item() if isinstance(v, np.generic) else v)
 
 
@@ -286,7 +305,8 @@ def _check_values(flat: np.ndarray, lengths: np.ndarray, source: str, tokens: bo
     from .columns import F32_MAX
 
     if tokens:
-        bad, what = flat < 0, "a negative token id (tokens are 0, 1, 2, ...)"
+        bad = (flat < 0) | (flat > np.iinfo(np.int64).max)  # uint64 ids past int64 would wrap negative
+        what = "a negative token id or one past 2**63 - 1 (tokens are 0, 1, 2, ...)"
     else:
         values = flat.astype(np.float64) if flat.dtype.kind in "iub" else flat
         bad = ~np.isfinite(values) | (np.abs(np.nan_to_num(values)) > F32_MAX)

@@ -30,13 +30,14 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
-from .buckets import SequenceData, pad_steps
+from .buckets import SequenceData
 from .columns import Columns, write_csv
 from .inputs import RawInputs
 from .preprocess import Preprocessor
 from .schema import warn_filled
 from .sequence_steps import (
     SEQUENCE_FLAGS,
+    TRAIN_STEPS,
     Steps,
     is_table,
     read_steps,
@@ -147,14 +148,12 @@ class SequenceLayout:
 
     def source(self, pre: Preprocessor, steps: Steps, task: Task | None, filled: dict[str, int] | None = None,
                new_levels: bool = False, flat: tuple[Tensor, Tensor | None] | None = None) -> SequenceData:
-        """``steps`` through the fitted preprocessing as padded tensors (``flat``: the steps'
-        inputs already made, as fitting makes them), with the task's targets when given."""
+        """``steps`` through the fitted preprocessing, stored flat (``flat``: the steps' inputs
+        already made, as fitting makes them), with the task's targets when given."""
         x, codes = flat if flat is not None else self.flat_inputs(pre, steps, filled, new_levels)
-        inputs = {"x": pad_steps(x, steps.lengths), "lengths": torch.from_numpy(steps.lengths)}
-        if codes is not None:
-            inputs["codes"] = pad_steps(codes, steps.lengths)
+        inputs = {"x": x} if codes is None else {"x": x, "codes": codes}
         target = None if task is None else task.encode_target(steps.labels, steps.label_source)
-        return SequenceData(inputs, target, lengths=steps.lengths)
+        return SequenceData(inputs, steps.lengths, target)
 
     def flat_inputs(self, pre: Preprocessor, steps: Steps, filled: dict[str, int] | None = None,
                     new_levels: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -212,7 +211,7 @@ def prepare(x: Any, y: Any, *, target: str | None, val: Any, task: str | Task, c
     from .prepare import Prepared, _fitted_task
 
     steps = read_steps(x, y, sequence_id=config.sequence_id, time=config.time, target=target,
-                       source="training data", labelled=True)
+                       source="training data", labelled=True, min_steps=TRAIN_STEPS)
     pre = None if resumed is None else Preprocessor.from_dict(resumed["preprocess"])
     tr, va = steps, None
     if val is None and config.val_split > 0:
@@ -222,7 +221,7 @@ def prepare(x: Any, y: Any, *, target: str | None, val: Any, task: str | Task, c
     elif val is not None:
         vx, vy = val if isinstance(val, tuple) and len(val) == 2 else (val, None)
         va = read_steps(vx, vy, sequence_id=config.sequence_id, time=config.time, target=target,
-                        source="validation data", labelled=True)
+                        source="validation data", labelled=True, min_steps=TRAIN_STEPS)
         if va.form != steps.form:
             raise DataError(f"validation data: {_FORM_WORDS[va.form]}, but the training data is "
                             f"{_FORM_WORDS[steps.form]}")
@@ -286,7 +285,8 @@ def hold_out(data: Any, fraction: float, config: TrainConfig, target: str | None
     if not is_table(data) or config.sequence_id is None or config.time is None:
         raise ConfigError(SEQUENCE_FLAGS)
     cols = read_table_columns(data, str(data) if isinstance(data, (str, Path)) else "training data", target)
-    steps = table_steps(cols.copy(), config.sequence_id, config.time, target, labelled=True)
+    steps = table_steps(cols.copy(), config.sequence_id, config.time, target, labelled=True,
+                        min_steps=TRAIN_STEPS)
     if fraction <= 0:
         return cols, None, 0
     keep, held = split_indices(len(steps), fraction, config.seed, stratify_labels(steps.labels, task))

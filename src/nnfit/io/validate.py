@@ -346,6 +346,8 @@ def config_spec_mismatch(config: Mapping[str, Any], spec: Mapping[str, Any] | No
             "lstm": ("hidden", "dropout", "bidirectional", "readout")}.get(
         "lstm" if spec["name"] == "gru" else spec["name"], ("hidden", "activation", "dropout", "batchnorm"))
     for key in keys:
+        if key == "channels" and config.get(key) == []:  # from the data: the images' size
+            continue
         if key in config and config[key] is not None and config[key] != spec.get(key):
             return key
     return None

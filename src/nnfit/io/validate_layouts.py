@@ -11,9 +11,14 @@ from .schema import Bool, Float, Int, Maybe, Obj, Seq, Str, Tagged, short
 from .validate_fields import FLOAT32_MAX, FLOAT32_TINY, MAX_WINDOW, TEXT_NAME
 from .validate_spec import image_or_sequence_inputs
 
+# The most values (C*H*W) per image: nnfit.data.image_files.MAX_IMAGE_VALUES (io does not
+# import data), so a crafted layout cannot make inspect or predict allocate gigabytes per image.
+MAX_IMAGE_VALUES = 2**25
+
 
 def _image_layout_rule(d: dict) -> tuple[str, str] | None:
-    """RGB or greyscale, one statistic per channel, one pixel column per value."""
+    """RGB or greyscale, one statistic per channel, one pixel column per value, at most
+    :data:`MAX_IMAGE_VALUES` values per image."""
     c = d["channels"]
     if c not in (1, 3):
         return "channels", f"{c} is not 1 (greyscale) or 3 (RGB)"
@@ -21,8 +26,9 @@ def _image_layout_rule(d: dict) -> tuple[str, str] | None:
         if len(d[key]) != c:
             return key, f"{len(d[key])} values for {c} channels"
     size = c * d["height"] * d["width"]
-    if size > 2**31:
-        return "height", f"{size} values per image"
+    if size > MAX_IMAGE_VALUES:
+        return "height", (f"{c}x{d['height']}x{d['width']} images hold {size} values each, more than "
+                          f"{MAX_IMAGE_VALUES} (larger images are trained resized, with --image-size)")
     if d["columns"] is not None and len(d["columns"]) != size:
         return "columns", f"{len(d['columns'])} pixel columns for {c}x{d['height']}x{d['width']} images"
     return None
@@ -63,14 +69,15 @@ def _forecast_layout_rule(d: dict) -> tuple[str, str] | None:
 # nnfit.data.forecast.ForecastLayout: the columns ordering and filling the windows, their sizes
 FORECAST_LAYOUT = Obj({"kind": Str(("forecast",)), "time": TEXT_NAME, "target": TEXT_NAME,
                        "window": Int(1, MAX_WINDOW), "horizon": Int(1, MAX_WINDOW),
-                       "in_features": Int(0, 10**7), "cardinalities": Seq(Int(2, 10**5 + 2), 0, 10**6)},
-                      rules=(_forecast_layout_rule,))
+                       "in_features": Int(0, 10**7), "cardinalities": Seq(Int(2, 10**5 + 2), 0, 10**6),
+                       "naive_feature": Maybe(Int(0, 10**7))},
+                      optional=frozenset({"naive_feature"}), rules=(_forecast_layout_rule,))
 
 
 def forecast_inputs_rule(d: dict) -> tuple[str, str] | None:
     """A forecast layout reads its rows through the table's column roles: the time column is
     not one of them, and the layout's sizes are the inputs' (``x`` per row, one code per
-    categorical column)."""
+    categorical column), its ``naive_feature`` the target's place among ``x``'s features."""
     layout = d.get("layout")
     if layout is None or layout["kind"] != "forecast":
         return None
@@ -85,6 +92,10 @@ def forecast_inputs_rule(d: dict) -> tuple[str, str] | None:
     cards = [len(c["levels"]) + 2 for c in columns if c["role"] == "categorical"]
     if layout["cardinalities"] != cards:
         return "layout.cardinalities", f"{short(layout['cardinalities'])} but the columns' are {cards}"
+    names = d["inputs"][0]["features"] or []
+    naive = layout.get("naive_feature")
+    if naive is not None and (naive >= len(names) or names[naive] != layout["target"]):
+        return "layout.naive_feature", f"{naive} is not the target's feature in input 'x'"
     return None
 
 
@@ -190,7 +201,8 @@ def per_window(pre: dict) -> dict:
 
 def forecast_rule(d: dict) -> tuple[str, str] | None:
     """A forecast task goes with a forecast layout (the layout builds the baselines its
-    targets carry), whose target is the model's and whose built-in model is recurrent."""
+    targets carry), whose target is the model's and whose built-in model is recurrent, its
+    highway no longer than a window."""
     layout = (d["preprocess"] or {}).get("layout")
     forecast = layout is not None and layout["kind"] == "forecast"
     if (d["task"]["name"] == "forecast") != forecast:
@@ -202,4 +214,6 @@ def forecast_rule(d: dict) -> tuple[str, str] | None:
         return "target", f"{short(d['target'])} but the layout forecasts {short(layout['target'])}"
     if d["spec"] is not None and d["spec"]["name"] not in ("lstm", "gru"):
         return "spec.name", f"{short(d['spec']['name'])} cannot read forecasting windows (lstm or gru)"
+    if d["spec"] is not None and d["spec"].get("highway", 0) > layout["window"]:
+        return "spec.highway", f"{d['spec']['highway']} steps, but a window holds {layout['window']}"
     return None

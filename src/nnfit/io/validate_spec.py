@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .schema import Bool, Field, Float, Int, Lazy, Obj, Seq, Str, Tagged
+from .schema import Bool, Field, Float, Int, Lazy, Maybe, Obj, Seq, Str, Tagged
 from .validate_fields import SIZE
 
 
@@ -70,7 +70,7 @@ def _cnn() -> Obj:
 
 def _recurrent_rule(d: dict) -> tuple[str, str] | None:
     """Equal layers; tokens (``vocab_size`` with ``embedding_dim``) replace float features;
-    no input at all is not a model."""
+    no input at all is not a model; a highway and a naive feature read float features."""
     if len(set(d["hidden"])) > 1:
         return "hidden", f"entries must all be equal (one recurrent layer each), got {d['hidden']}"
     if (d["vocab_size"] > 0) != (d["embedding_dim"] > 0):
@@ -79,19 +79,27 @@ def _recurrent_rule(d: dict) -> tuple[str, str] | None:
         return "in_features", f"{d['in_features']} with vocab_size: the input is one token per step"
     if d["in_features"] == 0 and not d["vocab_size"] and not d["embeddings"]:
         return "in_features", f"0 is out of range [{SIZE.lo}, {SIZE.hi}] without tokens or embeddings"
+    if d.get("highway", 0) and not d["in_features"]:
+        return "highway", f"{d['highway']} without float features to read (in_features 0)"
+    naive = d.get("naive_feature")
+    if naive is not None and naive >= d["in_features"]:
+        return "naive_feature", f"{naive} is not one of the {d['in_features']} float features"
     return None
 
 
 def _recurrent(name: str) -> Obj:
-    """An lstm / gru spec: every key ``Recurrent.spec()`` writes."""
-    from ..models.rnn import MAX_LAYERS, READOUTS
+    """An lstm / gru spec: every key ``Recurrent.spec()`` writes ("highway" and
+    "naive_feature" optional: specs written before they existed have none)."""
+    from ..models.rnn import MAX_HIGHWAY, MAX_LAYERS, READOUTS
     from ..models.tabular import MAX_CARDINALITY, MAX_WIDTH
 
     return Obj({"name": Str((name,)), "in_features": Int(0, SIZE.hi), "out_features": SIZE,
                 "hidden": Seq(SIZE, 1, MAX_LAYERS), "bidirectional": Bool(),
                 "dropout": Float(0.0, 1.0, open_hi=True), "readout": Str(READOUTS),
                 "vocab_size": Int(0, MAX_CARDINALITY), "embedding_dim": Int(0, MAX_WIDTH),
-                "embeddings": _embeddings(min_len=0)}, rules=(_recurrent_rule, _pairs))
+                "embeddings": _embeddings(min_len=0), "highway": Int(0, MAX_HIGHWAY),
+                "naive_feature": Maybe(Int(0, SIZE.hi))},
+               optional=frozenset({"highway", "naive_feature"}), rules=(_recurrent_rule, _pairs))
 
 
 def _spec() -> Field:
@@ -174,4 +182,7 @@ def image_or_sequence_inputs(spec: Mapping[str, Any], pre: Mapping[str, Any]) ->
             codes["dtype"] != "int64" or codes["shape"][-1:] != [k]):
         got = "no input 'codes'" if codes is None else f"input 'codes' of per-sample shape {codes['shape']}"
         return f"{k} embeddings do not fit {got}"
+    if "lengths" in given and (spec.get("highway", 0) or spec.get("naive_feature") is not None):
+        return ("highway and naive_feature read the last steps of full-length input, not sequences "
+                "of varying lengths")
     return None

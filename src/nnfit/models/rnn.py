@@ -36,14 +36,17 @@ from .tabular import MAX_CARDINALITY, MAX_WIDTH, Embeddings, _check_int, check_e
 # bounds the module count of a spec the way an mlp's 10,000 widths do.
 MAX_LAYERS = 100
 READOUTS = ("last", "mean")
+# The most steps a highway reads: a forecast layout's longest window (MAX_WINDOW in
+# nnfit.io.validate_fields; models do not import io).
+MAX_HIGHWAY = 10**6
 
 
 def _recurrent_args(owner: str, in_features: Any, out_features: Any, hidden: Any,
                     bidirectional: Any, dropout: Any, readout: Any, vocab_size: Any,
-                    embedding_dim: Any, embeddings: Any) -> tuple:
+                    embedding_dim: Any, embeddings: Any, highway: Any, naive_feature: Any) -> tuple:
     """The arguments of :class:`Recurrent`, checked and normalised (ConfigError naming the
     bad one): ``(in_features, out_features, hidden, bidirectional, dropout, readout,
-    vocab_size, embedding_dim, pairs)``."""
+    vocab_size, embedding_dim, pairs, highway, naive_feature)``."""
     pairs = check_embeddings(owner, embeddings)
     vocab_size = _check_int(owner, "vocab_size", vocab_size, 0, MAX_CARDINALITY)
     embedding_dim = _check_int(owner, "embedding_dim", embedding_dim, 0, MAX_WIDTH)
@@ -66,8 +69,17 @@ def _recurrent_args(owner: str, in_features: Any, out_features: Any, hidden: Any
     _, dropout, _ = _check_options(owner, activation="relu", dropout=dropout, batchnorm=False)
     if readout not in READOUTS:
         raise ConfigError(f"{owner}: readout must be one of {', '.join(READOUTS)}, got {readout!r}")
+    highway = _check_int(owner, "highway", highway, 0, MAX_HIGHWAY)
+    if highway and not in_features:
+        raise ConfigError(f"{owner}: highway reads the float features of the last steps, and the input "
+                          f"has none ({'tokens' if vocab_size else 'in_features=0'}): use highway=0")
+    if naive_feature is not None:
+        if not in_features:
+            raise ConfigError(f"{owner}: naive_feature names a float feature, and the input has none "
+                              f"({'tokens' if vocab_size else 'in_features=0'}): use None")
+        naive_feature = _check_int(owner, "naive_feature", naive_feature, 0, in_features - 1)
     return (in_features, out_features, widths, bidirectional, dropout, readout, vocab_size,
-            embedding_dim, pairs)
+            embedding_dim, pairs, highway, naive_feature)
 
 
 def _reverse(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -104,6 +116,19 @@ class Recurrent(nn.Module):
     categorical column per step. Padding is never read into a valid step (see the module's
     docstring), so padded and unpadded sequences give the same outputs.
 
+    For forecasting (:mod:`nnfit.data.forecast` sets both):
+
+    * ``highway`` (an autoregressive highway, as in LSTNet): a Linear layer ``ar`` reads the
+      float features of the last ``highway`` steps, flattened, and its output is added to
+      the head's, so the network learns what a linear autoregression misses;
+    * ``naive_feature`` (the feature holding the forecast's own past values): the model
+      forecasts the change from that feature's last value, the naive forecast, which is
+      added to the output. The recurrent layers read that feature relative to its last
+      value, so a series past the range trained on does not saturate them (on absolute
+      values they under-forecast a rising series there); ``ar`` reads the values as they
+      are (a linear autoregression can revert to a level, and extrapolates linearly).
+      ``ar`` and ``head`` start at zero: an untrained model is the naive forecast.
+
     Use :class:`LSTM` or :class:`GRU`; this class holds what they share.
 
     Args:
@@ -120,12 +145,19 @@ class Recurrent(nn.Module):
         embedding_dim: width of a token's vector (with ``vocab_size``, else 0). Default: ``0``.
         embeddings: ``(cardinality, width)`` per categorical column of ``codes``. Default:
             ``()``, no codes.
+        highway: the last steps of ``x`` the ``ar`` layer reads, ``0`` for none; only for
+            float features and full-length input (no ``lengths``). Default: ``0``.
+        naive_feature: the feature of ``x`` whose last value each output is a change from
+            (a forecast's own past values, on the target's scale), or ``None``; only for
+            full-length input. Default: ``None``.
 
     Raises:
         ConfigError: a size out of range, ``hidden`` empty, too long or of unequal entries,
             ``vocab_size`` without ``embedding_dim`` (or the reverse), ``in_features`` with
             ``vocab_size``, ``dropout`` outside ``[0, 1)``, a flag not a bool, an unknown
-            ``readout``, or a bad ``embeddings`` pair (named).
+            ``readout``, a bad ``embeddings`` pair (named), or a ``highway`` or
+            ``naive_feature`` without float features (``naive_feature`` in
+            ``[0, in_features)``).
 
     Shape:
         - Input ``x``: ``(N, T, in_features)`` float, or ``(N, T)`` int64 token ids with
@@ -133,13 +165,15 @@ class Recurrent(nn.Module):
         - Input ``lengths``: ``(N,)`` int64 on ``x``'s device, each in ``[1, T]``, the valid
           steps of each row (padding comes after them); ``None``: every row has ``T``. Values
           are not checked (that would cost a sync): a length of 0 or above ``T`` fails in the
-          gather or gives wrong outputs.
+          gather or gives wrong outputs. Not with ``highway`` or ``naive_feature`` (they
+          read the last steps).
         - Input ``codes`` (only with ``embeddings``): ``(N, T, len(embeddings))`` int64.
         - Output: ``(N, out_features)``.
 
     Attributes:
         in_features, out_features, hidden, bidirectional, dropout, readout, vocab_size,
-            embedding_dim, embeddings: the arguments, normalised.
+            embedding_dim, embeddings, highway, naive_feature: the arguments, normalised.
+        ar: the highway, ``nn.Linear(highway * in_features, out_features)``, or None.
     """
 
     name: ClassVar[str]
@@ -158,12 +192,15 @@ class Recurrent(nn.Module):
         vocab_size: int = 0,
         embedding_dim: int = 0,
         embeddings: Sequence[tuple[int, int]] = (),
+        highway: int = 0,
+        naive_feature: int | None = None,
     ) -> None:
         super().__init__()
         (self.in_features, self.out_features, self.hidden, self.bidirectional, self.dropout,
-         self.readout, self.vocab_size, self.embedding_dim, self.embeddings) = _recurrent_args(
+         self.readout, self.vocab_size, self.embedding_dim, self.embeddings, self.highway,
+         self.naive_feature) = _recurrent_args(
             type(self).__name__, in_features, out_features, hidden, bidirectional, dropout,
-            readout, vocab_size, embedding_dim, embeddings)
+            readout, vocab_size, embedding_dim, embeddings, highway, naive_feature)
         self.tokens = nn.Embedding(self.vocab_size, self.embedding_dim) if self.vocab_size else None
         self.embed = Embeddings(self.embeddings) if self.embeddings else None
         units, directions = self.hidden[0], 2 if self.bidirectional else 1
@@ -173,13 +210,31 @@ class Recurrent(nn.Module):
                                if self.bidirectional else None)
         self.drop = nn.Dropout(self.dropout) if self.dropout > 0 and len(sizes) > 1 else None
         self.head = nn.Linear(units * directions, self.out_features)
+        self.ar = (nn.Linear(self.highway * self.in_features, self.out_features)
+                   if self.highway else None)
+        if self.naive_feature is not None:  # start as the naive forecast, exactly
+            with torch.no_grad():
+                for layer in (self.head, self.ar):
+                    if layer is not None:
+                        layer.weight.zero_()
+                        layer.bias.zero_()
 
     def _step_width(self) -> int:
         return self.in_features + self.embedding_dim + sum(w for _, w in self.embeddings)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
                 codes: torch.Tensor | None = None) -> torch.Tensor:
-        h = self._steps(x, codes)
+        last = None
+        if self.ar is not None or self.naive_feature is not None:
+            self._check_last_steps(x, lengths)
+        steps = x
+        if self.naive_feature is not None:
+            j = self.naive_feature
+            last = x[:, -1, j:j + 1]  # (N, 1): the naive forecast
+            # that feature relative to its last value (padded to a row that is 0 elsewhere):
+            # level-free, so a series past the training range does not saturate the layers
+            steps = x - nn.functional.pad(last, (j, self.in_features - j - 1)).unsqueeze(1)
+        h = self._steps(steps, codes)
         valid = index = None
         if lengths is not None:
             if lengths.shape != (h.shape[0],) or lengths.dtype.is_floating_point:
@@ -194,7 +249,25 @@ class Recurrent(nn.Module):
                 back, _ = self.reverse_layers[i](_reverse(h, index))
                 out = torch.cat((out, _reverse(back, index)), dim=-1)
             h = out
-        return self.head(self._read_out(h, lengths, valid))
+        out = self.head(self._read_out(h, lengths, valid))
+        if self.ar is not None:
+            out = out + self.ar(x[:, -self.highway:].flatten(1))  # the values as they are
+        return out if last is None else out + last
+
+    def _check_last_steps(self, x: torch.Tensor, lengths: torch.Tensor | None) -> None:
+        """Refuse input whose last steps the highway or the naive forecast cannot read:
+        another shape, variable lengths, or fewer steps than ``highway``."""
+        owner = type(self).__name__
+        if x.ndim != 3 or x.shape[2] != self.in_features:
+            raise ValueError(f"{owner}: expected input of shape (N, T, {self.in_features}), got "
+                             f"{tuple(x.shape)}")
+        if lengths is not None:
+            what = f"highway={self.highway}" if self.highway else f"naive_feature={self.naive_feature}"
+            raise ValueError(f"{owner}: {what} reads the last steps of full-length input: not with "
+                             "lengths (variable-length sequences)")
+        if x.shape[1] < self.highway:
+            raise ValueError(f"{owner}: highway={self.highway} reads more steps than the input's "
+                             f"{x.shape[1]}")
 
     def _steps(self, x: torch.Tensor, codes: torch.Tensor | None) -> torch.Tensor:
         """The per-step input of the first layer, (N, T, width): shapes checked on the host."""
@@ -254,6 +327,8 @@ class Recurrent(nn.Module):
         vocab_size: int = 0,
         embedding_dim: int = 0,
         embeddings: Sequence[tuple[int, int]] = (),
+        highway: int = 0,
+        naive_feature: int | None = None,
     ) -> dict[str, Slot]:
         """The ``state_dict`` that the model with these arguments would hold, without building it.
 
@@ -265,8 +340,9 @@ class Recurrent(nn.Module):
             (32, 3)
         """
         (in_features, out_features, widths, bidirectional, _, _, vocab_size, embedding_dim,
-         pairs) = _recurrent_args(cls.__name__, in_features, out_features, hidden, bidirectional,
-                                  dropout, readout, vocab_size, embedding_dim, embeddings)
+         pairs, highway, _) = _recurrent_args(cls.__name__, in_features, out_features, hidden,
+                                              bidirectional, dropout, readout, vocab_size,
+                                              embedding_dim, embeddings, highway, naive_feature)
         state = {"tokens.weight": Slot((vocab_size, embedding_dim))} if vocab_size else {}
         state.update(prefixed("embed", embeddings_state(pairs)))
         units, directions = widths[0], 2 if bidirectional else 1
@@ -276,6 +352,8 @@ class Recurrent(nn.Module):
             for i, n in enumerate(sizes):
                 state.update(recurrent(f"{name}.{i}", cls.gates, n, units))
         state.update(linear("head", units * directions, out_features))
+        if highway:
+            state.update(linear("ar", highway * in_features, out_features))
         return state
 
     def spec(self) -> dict[str, Any]:
@@ -291,13 +369,15 @@ class Recurrent(nn.Module):
                 "hidden": list(self.hidden), "bidirectional": self.bidirectional,
                 "dropout": self.dropout, "readout": self.readout, "vocab_size": self.vocab_size,
                 "embedding_dim": self.embedding_dim,
-                "embeddings": [[c, w] for c, w in self.embeddings]}
+                "embeddings": [[c, w] for c, w in self.embeddings], "highway": self.highway,
+                "naive_feature": self.naive_feature}
 
     def extra_repr(self) -> str:
         tokens = f", vocab_size={self.vocab_size}" if self.vocab_size else ""
+        highway = f", highway={self.highway}" if self.highway else ""
         return (f"in_features={self.in_features}{tokens}, hidden={self.hidden}, "
                 f"bidirectional={self.bidirectional}, readout={self.readout!r}, "
-                f"out_features={self.out_features}")
+                f"out_features={self.out_features}{highway}")
 
 
 class LSTM(Recurrent):
@@ -312,6 +392,10 @@ class LSTM(Recurrent):
         >>> tokens = LSTM(0, 5, vocab_size=100, embedding_dim=8, readout="mean")
         >>> tokens(torch.randint(0, 100, (2, 6))).shape
         torch.Size([2, 5])
+        >>> forecaster = LSTM(2, 1, hidden=[8], highway=5, naive_feature=0)
+        >>> x = torch.randn(3, 5, 2)
+        >>> torch.equal(forecaster(x), x[:, -1, :1])  # untrained: the naive forecast
+        True
     """
 
     name = "lstm"

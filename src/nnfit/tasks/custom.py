@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError, warn
 from ..metrics import Metric
+from ..outputs import map_leaves
 from .base import check_target
 
 LossFn = Callable[[Any, Tensor], Tensor]
@@ -41,6 +42,11 @@ class LossOnly(Metric):
     def compute(self) -> dict[str, float | list]:
         """No values: the evaluation's ``loss`` is all there is."""
         return {}
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def loss_name(fn: Any) -> str:
@@ -109,14 +115,35 @@ class CustomTask:
         return torch.from_numpy(np.ascontiguousarray(y, dtype=dtype))
 
     def loss(self, out: Any, target: Tensor) -> Tensor:
-        """``fn(out, target)``.
+        """``fn(out, target)``, checked to be one value with a gradient (in training).
+
+        The checks read host metadata only (type, shape, autograd flag): no device sync, so
+        they run on every step, training and evaluation alike.
 
         Raises:
-            ConfigError: a loaded model, whose loss function was not given again.
+            ConfigError: a loaded model, whose loss function was not given again; ``fn``
+                returning something other than a 0-d tensor, or (with autograd on) one that
+                does not depend on the model's parameters.
         """
         if self.fn is None:
             raise self.missing()
-        return self.fn(out, target)
+        value = self.fn(out, target)
+        if not isinstance(value, Tensor) or value.dim() != 0 or (
+                torch.is_grad_enabled() and not value.requires_grad):
+            raise self._bad_loss(value)
+        return value
+
+    def _bad_loss(self, value: Any) -> ConfigError:
+        """The one-line error of a loss function that returned something ``backward`` cannot use."""
+        fn = f"loss function {loss_name(self.fn)!r}"  # the one called: a loaded task keeps the saved name
+        if not isinstance(value, Tensor):
+            return ConfigError(f"{fn} returned a {type(value).__name__} ({value!r:.40}), not a tensor: "
+                               "compute it from the output with torch operations, so that it has a gradient")
+        if value.dim() != 0:
+            return ConfigError(f"{fn} returned a tensor of shape {tuple(value.shape)}, not one value: "
+                               "reduce it to the batch's mean (e.g. .mean())")
+        return ConfigError(f"{fn} returned a tensor without a gradient: compute it from the model's output "
+                           "(not from the targets alone, not under torch.no_grad() or .detach())")
 
     def missing(self) -> ConfigError:
         """The one-line error of a model that needs its loss function but was loaded without it."""
@@ -130,10 +157,10 @@ class CustomTask:
     def make_metrics(self) -> Metric:
         return LossOnly()
 
-    def decode(self, out: Tensor) -> np.ndarray:
-        """The raw outputs as a NumPy array (bfloat16 as float32, which NumPy lacks)."""
-        out = out.detach().cpu()
-        return (out.float() if out.dtype == torch.bfloat16 else out).numpy()
+    def decode(self, out: Any) -> Any:
+        """The raw outputs as a NumPy array (bfloat16 as float32, which NumPy lacks), or a
+        structured output (tuples, lists, dicts of tensors) with NumPy arrays for leaves."""
+        return map_leaves(_numpy, out)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "loss": self.loss_name,
