@@ -111,3 +111,13 @@ def test_forecast_sizes_past_what_a_run_can_reopen_are_refused_at_train(flag, tm
     line = one_error(capsys, "train", tmp_path / "x.csv", "--target", "y", "--time", "t", "--window", 3,
                      flag, MAX_WINDOW + 1, "--out", tmp_path / "r")
     assert "1000000" in line and not (tmp_path / "r").exists()
+
+
+def test_a_convolution_counts_its_weights_at_every_position_for_cpu_threads() -> None:
+    from torch import nn
+
+    from nnfit.runtime import SMALL_STEP_WORK, step_params
+
+    cnn = nnfit.models.CNN(1, 10)  # 19k parameters: one thread at batch 32 if counted once
+    assert sum(p.numel() for p in cnn.parameters()) * 32 < SMALL_STEP_WORK < step_params(cnn) * 32
+    assert step_params(nn.Linear(4, 2)) == 10
