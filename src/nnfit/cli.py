@@ -106,6 +106,23 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add("--features", default=S, metavar="COL,...", help="use only these columns")
     add("--numeric-transform", dest="numeric_transform", default=S, choices=["standard", "quantile"],
         help="numeric columns: standardise (default), or quantile-map to normal scores first")
+    _add_layout_flags(p)
+    add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
+    add("--config", default=None, help="YAML or TOML config file; flags override it")
+    add("--out", default=None, help="run directory (default runs/NAME-N)")
+    add("--resume", default=None, metavar="RUN_DIR",
+        help="continue a run from its newest valid checkpoint (same settings and data)")
+    add("--force-resume", dest="force_resume", action="store_true",
+        help="with --resume: continue even though settings or data changed (the changes are listed)")
+    add("--overwrite", action="store_true",
+        help="start over in an existing --out: the earlier run's files are removed, yours stay")
+    add("--quiet", default=S, action="store_true", help="no progress display")
+
+
+def _add_layout_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of data beyond rows of features: images, sequences, time series."""
+    S = argparse.SUPPRESS  # absent flags stay absent, so a config file's values survive
+    add = p.add_argument
     add("--image-size", dest="image_size", default=S, metavar="H,W",
         help="resize every image to H,W (default: all images must have one size)")
     add("--augment", default=S, choices=["auto", "none", "crop", "flip", "crop,flip"],
@@ -122,16 +139,6 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add("--horizon", default=S, type=int, metavar="H", help="forecast H rows ahead (default 1)")
     add("--season", default=S, type=int, metavar="P",
         help="seasonal-naive baseline period in rows (default: from the time column's frequency)")
-    add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
-    add("--config", default=None, help="YAML or TOML config file; flags override it")
-    add("--out", default=None, help="run directory (default runs/NAME-N)")
-    add("--resume", default=None, metavar="RUN_DIR",
-        help="continue a run from its newest valid checkpoint (same settings and data)")
-    add("--force-resume", dest="force_resume", action="store_true",
-        help="with --resume: continue even though settings or data changed (the changes are listed)")
-    add("--overwrite", action="store_true",
-        help="start over in an existing --out: the earlier run's files are removed, yours stay")
-    add("--quiet", default=S, action="store_true", help="no progress display")
 
 
 def build_parser() -> argparse.ArgumentParser:
