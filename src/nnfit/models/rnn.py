@@ -30,7 +30,15 @@ from ..errors import ConfigError
 from .cnn import _check_flag
 from .mlp import _check_hidden, _check_options, _check_size
 from .state import Slot, linear, prefixed, recurrent
-from .tabular import MAX_CARDINALITY, MAX_WIDTH, Embeddings, _check_int, check_embeddings, embeddings_state
+from .tabular import (
+    MAX_CARDINALITY,
+    MAX_WIDTH,
+    Embeddings,
+    _check_int,
+    check_codes,
+    check_embeddings,
+    embeddings_state,
+)
 
 # One recurrent layer per entry of ``hidden``: a hundred is far past where stacking helps, and
 # bounds the module count of a spec the way an mlp's 10,000 widths do.
@@ -280,13 +288,8 @@ class Recurrent(nn.Module):
         elif x.ndim != 3 or x.shape[2] != self.in_features:
             raise ValueError(f"{owner}: expected input of shape (N, T, {self.in_features}), got "
                              f"{tuple(x.shape)}")
-        if self.embed is None:
-            if codes is not None:
-                raise TypeError(f"{owner}.forward() got codes, but the model has no embeddings")
+        if not check_codes(owner, self.embed, codes, "categorical columns per step"):
             return x
-        if codes is None:
-            raise TypeError(f"{owner}.forward() missing input 'codes' (the model embeds "
-                            f"{len(self.embeddings)} categorical columns per step)")
         if codes.shape[:2] != x.shape[:2] or codes.ndim != 3:
             raise ValueError(f"{owner}: expected codes of shape ({x.shape[0]}, {x.shape[1]}, "
                              f"{len(self.embeddings)}), got {tuple(codes.shape)}")

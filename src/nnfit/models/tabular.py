@@ -211,11 +211,19 @@ def with_codes(owner: str, embed: Embeddings | None, x: torch.Tensor,
         - ``x``: ``(N, in_features)``; ``codes``: ``(N, k)`` integers.
         - Output: ``(N, in_features + embed.out_features)``.
     """
+    if not check_codes(owner, embed, codes, "categorical columns"):
+        return x
+    return torch.cat((x, embed(codes)), dim=1)
+
+
+def check_codes(owner: str, embed: Embeddings | None, codes: torch.Tensor | None, what: str) -> bool:
+    """Whether ``codes`` are to be embedded: TypeError when they are given to a model without
+    embeddings or missing for one with them (``what`` says what it embeds, for the message)."""
     if embed is None:
         if codes is not None:
             raise TypeError(f"{owner}.forward() got codes, but the model has no embeddings")
-        return x
+        return False
     if codes is None:
         raise TypeError(f"{owner}.forward() missing input 'codes' (the model embeds "
-                        f"{len(embed.embeddings)} categorical columns)")
-    return torch.cat((x, embed(codes)), dim=1)
+                        f"{len(embed.embeddings)} {what})")
+    return True
