@@ -53,11 +53,11 @@ def test_cnn_runs_on_any_image_size_and_pools_down_to_one_pixel(channels, size) 
 def test_cnn_layers_options_and_residual_blocks() -> None:
     model = CNN(3, 2, channels=[8, 16], blocks=2, dropout=0.1)
     assert [n for n, _ in model.stages[0].named_children()] == [
-        "conv1", "bn1", "act1", "conv2", "bn2", "act2", "pool"]
+        "conv1", "bn1", "act1", "conv2", "bn2", "pool", "act2"]
     assert model.stages[0].conv1.bias is None  # the norm's shift replaces it
     assert isinstance(model.drop, torch.nn.Dropout)
     plain = CNN(3, 2, channels=[8], batchnorm=False)
-    assert [n for n, _ in plain.stages[0].named_children()] == ["conv1", "act1", "pool"]
+    assert [n for n, _ in plain.stages[0].named_children()] == ["conv1", "pool", "act1"]
     assert plain.stages[0].conv1.bias is not None and plain.drop is None
     res = CNN(3, 2, channels=[8, 8], residual=True)
     assert res.stages[0].block1.proj is not None and res.stages[1].block1.proj is None

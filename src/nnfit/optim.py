@@ -38,6 +38,24 @@ def _fast(cls: type[Optimizer], params: Iterable, c: TrainConfig, **kwargs: Any)
     return cls(params, **kwargs)
 
 
+
+def match_state_layout(optimizer: Optimizer) -> None:
+    """Give every optimizer state tensor its parameter's strides.
+
+    A fused step walks a parameter and its state as flat memory: a channels-last weight with
+    a contiguous ``exp_avg`` (a checkpoint's state, loaded into a model trained channels-last)
+    would pair the wrong elements, silently. Values are copied, never changed: an element-wise
+    update gives the same bits in either layout, so a resumed run stays bitwise equal.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if (isinstance(value, torch.Tensor) and value.shape == p.shape
+                        and value.stride() != p.stride()):
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def _sgd(params: Iterable, c: TrainConfig) -> Optimizer:
     return _fast(torch.optim.SGD, params, c, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
                  weight_decay=c.weight_decay)

@@ -186,3 +186,24 @@ def cpu_threads(runtime: Runtime, n_params: int, batch_size: int, requested: int
     if requested:
         return requested
     return 1 if n_params * batch_size < SMALL_STEP_WORK else None
+
+
+def memory_format(model: nn.Module, runtime: Runtime, setting: bool | None) -> torch.memory_format | None:
+    """``torch.channels_last`` when ``model`` should train in channels-last memory, else None.
+
+    ``setting`` is :attr:`TrainConfig.channels_last`: None decides for models that set a true
+    ``cpu_channels_last`` class attribute (the ``cnn`` family: its forward is known to work
+    on any strides) when they train on CPU, where oneDNN's NHWC convolutions are the fast
+    ones; True asks for it on any device; False never. A model without a 4-d parameter is
+    left alone either way: channels-last applies to nothing in it.
+
+    Example:
+        >>> memory_format(nn.Linear(2, 1), make_runtime("cpu"), True) is None
+        True
+    """
+    if setting is False or not any(p.ndim == 4 for p in model.parameters()):
+        return None
+    if setting is None and not (getattr(model, "cpu_channels_last", False) is True
+                                and runtime.device.type == "cpu"):
+        return None
+    return torch.channels_last

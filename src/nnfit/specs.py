@@ -25,6 +25,7 @@ def complete_spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | No
     if isinstance(model, nn.Module):
         spec = model_spec(model)
         _check_module(model, spec, pre)
+        _check_outputs(spec, task)
         return spec
     if isinstance(model, str):
         model = {"name": model}
@@ -58,7 +59,23 @@ def complete_spec(model: Any, pre: Preprocessor | None, task: Task) -> dict | No
     # On the meta device a model holds no data and draws no random numbers: this fills in the
     # defaults (what a resume compares) whatever its size.
     with torch.device("meta"):
-        return model_spec(build_model(spec))
+        spec = model_spec(build_model(spec))
+    _check_outputs(spec, task)
+    return spec
+
+
+def _check_outputs(spec: dict | None, task: Task) -> None:
+    """Refuse a built-in model whose output width does not fit the task, as loading the run
+    would (a binary task takes 1 or 2 outputs, n classes take n): training it would write a
+    run that no one can load."""
+    from .io.validate import task_width
+    from .io.validate_spec import spec_width
+
+    widths = task_width(task.to_dict()) if spec is not None else None
+    out = None if widths is None else spec_width(spec, "out_features")
+    if out is not None and out not in widths:
+        raise ConfigError(f"model: out_features is {out} but the {task.to_dict()['name']} task takes "
+                          f"{' or '.join(map(str, widths))} outputs per row")
 
 
 def _check_module(model: nn.Module, spec: dict | None, pre: Preprocessor | None) -> None:

@@ -45,9 +45,9 @@ from .errors import ConfigError, Stopped, TrainingError
 from .graphs import GraphedStep, graphs_wanted
 from .guards import FiniteGuard, all_finite, check_finite_outputs, first_non_finite
 from .metrics import metric_direction
-from .optim import FusedStepper, Schedule, build_optimizer, build_schedule
+from .optim import FusedStepper, Schedule, build_optimizer, build_schedule, match_state_layout
 from .outputs import cat_outputs
-from .runtime import Runtime, cpu_threads, make_runtime, step_params
+from .runtime import Runtime, cpu_threads, make_runtime, memory_format, step_params
 from .state import FitState, capture_state, restore_state
 from .tasks import Task
 
@@ -169,9 +169,13 @@ class Trainer:
         """
         c, rt = self.config, self.runtime
         self.model, self.task = model.to(rt.device), task
+        layout = memory_format(model, rt, c.channels_last)
+        if layout is not None:  # before the optimizer exists: its state follows these strides
+            model.to(memory_format=layout)
         train = as_source(train, target).to(rt.device)
         val = None if val is None else as_source(val, val_target).to(rt.device)
         monitor = self._setup(train, val, resume, checkpoint_fn)
+        match_state_layout(self.optimizer)  # a resumed state was saved contiguous
         # Decided once per fit: CPU threads for this model size, and the (compiled) step model.
         threads_before = torch.get_num_threads()
         threads = cpu_threads(rt, step_params(model), c.batch_size, c.threads)
@@ -191,6 +195,8 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
             torch.set_num_threads(threads_before)
+            if layout is not None:  # the model is returned as it came: contiguous
+                model.to(memory_format=torch.contiguous_format)
             for cb in self.callbacks:
                 cb.on_fit_end(self)
         if c.restore_best and self.state.best_weights is not None:
