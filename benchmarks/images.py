@@ -42,7 +42,7 @@ DATA = {
     "digits8": dict(kind="digits", classes=10, per_class=500, test_per_class=100, size=8),
     "stripes32": dict(kind="stripes", classes=10, per_class=500, test_per_class=100, size=32),
 }
-# `nnfit train FOLDER`'s model and optimizer (cli_commands._config/_model_spec: cnn, channels
+# `nnfit train FOLDER`'s model and optimizer (cli.train._config/_model_spec: cnn, channels
 # 32,64, batch norm, Adam at CNN_LR 3e-3); batch 32 is the CLI's default.
 MODEL = dict(channels=[32, 64], lr=3e-3, epochs=4)
 WORKLOADS = {

@@ -64,7 +64,7 @@ def test_diabetes_r2_close_to_linear_regression(tmp_path, capsys):
     x = np.column_stack([cols.arrays[n] for n in features])
     y = cols.arrays[target].astype(float)
 
-    # The run's test rows are exactly the split cli_commands draws (seed 0, not stratified).
+    # The run's test rows are exactly the split nnfit.cli.train draws (seed 0, not stratified).
     train_idx, test_idx = split_indices(len(y), 0.2, seed=0, stratify=None)
     test = np.loadtxt(run / "test.csv", delimiter=",", skiprows=1)
     np.testing.assert_array_equal(test[:, :-1], x[test_idx])

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nnfit.cli import main, split_items
-from nnfit.cli_commands import _config
+from nnfit.cli.train import _config
 from nnfit.config import SECTIONS, check_names, make_run_config, read_config_file
 from nnfit.data.columns import read_columns
 from nnfit.data.read import read_table

@@ -73,7 +73,7 @@ def test_the_conv2d_and_lstm_examples_run(script, expected, tmp_path) -> None:
 
 
 def test_a_nan_metric_shows_as_a_dash_like_a_null() -> None:
-    from nnfit.cli_commands import _fmt
+    from nnfit.cli.evaluate import _fmt
 
     assert [_fmt(v) for v in (float("nan"), None, 0.5, 3)] == ["-", "-", "0.5000", "3"]
 

@@ -23,6 +23,9 @@ from typing import Any
 
 from .errors import ConfigError
 
+# Where ``log`` may send metrics besides history.csv (TrainConfig.log).
+LOG_SINKS = ("jsonl", "tensorboard", "mlflow")
+
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
@@ -140,6 +143,14 @@ class TrainConfig:
             ``forward`` calls ``.view`` on a conv's output needs ``.reshape`` then); False off.
             Results differ from contiguous memory only by rounding; the model is returned in
             contiguous memory.
+        plots: after training, draw the run's plots (loss, metric, confusion matrix, curves,
+            worst examples...) as PNGs under ``RUN/plots/``. Default True.
+        report: after training, write the one-file ``RUN/report.html``. Default False.
+        log: extra metric sinks besides ``history.csv``, any of "jsonl" (``RUN/metrics.jsonl``),
+            "tensorboard" (``RUN/tensorboard/``) and "mlflow" (``MLFLOW_TRACKING_URI``, else a
+            store inside the run). Default none.
+        log_every: also log the training loss every N optimizer steps (read from the device
+            only then); 0 logs per epoch only. Default 50.
         threads: CPU intra-op threads while training; 0 picks one thread for small models
             (where a second thread only adds synchronisation) and torch's default otherwise.
         compile: train through ``torch.compile(model)``; the first step's time (mostly
@@ -203,6 +214,10 @@ class TrainConfig:
     check_finite: bool = True
     fused: bool = True
     channels_last: bool | None = None
+    plots: bool = True
+    report: bool = False
+    log: tuple[str, ...] = ()
+    log_every: int = 50
     threads: int = 0
     compile: bool = False
     cuda_graphs: bool = True
@@ -248,6 +263,9 @@ class TrainConfig:
         # Values torch, NumPy or the OS cannot take are refused here, not deep in a library.
         _check(self.seed is None or 0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}")
         _check(self.threads <= 4096, f"threads must be <= 4096, got {self.threads}")
+        bad = next((s for s in self.log if s not in LOG_SINKS), None)
+        _check(bad is None, f"log: unknown sink {bad!r:.60} (valid: {', '.join(LOG_SINKS)})")
+        _check(0 <= self.log_every <= 10**9, f"log_every must be in [0, 1e9], got {self.log_every}")
         _check(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
         _check(self.sched_patience >= 0, f"sched_patience must be >= 0, got {self.sched_patience}")
         _check(self.min_delta >= 0, f"min_delta must be >= 0, got {self.min_delta}")
@@ -289,7 +307,8 @@ LATER_SETTINGS: dict[str, Any] = {"numeric_transform": "standard", "categorical"
                                   "bidirectional": False, "readout": "last", "image_size": [],
                                   "augment": "auto", "image_cache": False, "sequence_id": None,
                                   "time": None, "window": 0, "horizon": 1, "season": 0,
-                                  "channels_last": None}
+                                  "channels_last": None, "plots": True, "report": False, "log": [],
+                                  "log_every": 50}
 
 
 @dataclass(frozen=True)
