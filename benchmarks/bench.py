@@ -146,17 +146,25 @@ def cli_suite(args: argparse.Namespace, tmp: Path) -> dict:
     cli = [sys.executable, "-m", "nnfit", "train", str(csv), "--target", "y", "--epochs", str(w["epochs"]),
            "--batch-size", str(w["batch"]), "--val-split", "0", "--patience", "0", "--hidden", "128,128",
            "--quiet", "--overwrite", "--device", args.device, "--out", str(tmp / "run")]
-    rows: dict[str, list[float]] = {"cli_s": [], "api_fit_s": [], "import_torch_s": []}
+    # plots (issue 11): a wine-sized run with and without them, interleaved; <= 1 s apart
+    wine = [sys.executable, "-m", "nnfit", "train", "--dataset", "wine", "--quiet", "--overwrite",
+            "--device", args.device, "--out", str(tmp / "wine")]
+    rows: dict[str, list[float]] = {"cli_s": [], "cli_no_plots_s": [], "api_fit_s": [], "import_torch_s": [],
+                                    "wine_s": [], "wine_no_plots_s": []}
     for _ in range(args.reps):
         res, _, err = run(contender("nnfit", spec))
         rows["api_fit_s"].append(res["seconds"] if res else float("nan"))
         _, wall, _ = run([sys.executable, "-c", "import torch"])
         rows["import_torch_s"].append(wall)
-        _, wall, err = run(cli)
-        rows["cli_s"].append(wall)
+        for key, command in (("cli_s", cli), ("cli_no_plots_s", [*cli, "--no-plots"]),
+                             ("wine_s", wine), ("wine_no_plots_s", [*wine, "--no-plots"])):
+            _, wall, err = run(command)
+            rows[key].append(wall)
     med = {k: statistics.median(v) for k, v in rows.items()}
     med["budget_s"] = 0.5 + 1.05 * med["api_fit_s"] + med["import_torch_s"]
     med["within_budget"] = med["cli_s"] <= med["budget_s"]
+    med["plots_s"] = med["wine_s"] - med["wine_no_plots_s"]
+    med["plots_within_budget"] = med["plots_s"] <= 1.0
     return {"spec": w, "median": med, "runs": rows}
 
 
@@ -391,7 +399,11 @@ def markdown(results: dict) -> str:
                   "| nnfit train (s) | API fit() in a fresh process (s) | `import torch` (s) | "
                   "budget 0.5 + 1.05 x API + import (s) | within |", "|---:|---:|---:|---:|---|",
                   f"| {m['cli_s']:.2f} | {m['api_fit_s']:.2f} | {m['import_torch_s']:.2f} | "
-                  f"{m['budget_s']:.2f} | {m['within_budget']} |", ""]
+                  f"{m['budget_s']:.2f} | {m['within_budget']} |", "",
+                  "| --no-plots (s) | wine (s) | wine --no-plots (s) | plots cost (s, budget 1) | within |",
+                  "|---:|---:|---:|---:|---|",
+                  f"| {m['cli_no_plots_s']:.2f} | {m['wine_s']:.2f} | {m['wine_no_plots_s']:.2f} | "
+                  f"{m['plots_s']:.2f} | {m['plots_within_budget']} |", ""]
     if "ingest" in results:
         ing = results["ingest"]
         lines += [f"## CSV ingest: {ing['rows']:,} x {ing['cols']} floats to a float32 tensor", "",

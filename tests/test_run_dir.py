@@ -35,7 +35,7 @@ from nnfit.run import committed
 SRC = Path(nnfit.__file__).parent.parent  # the nnfit under test, for scripts that load only nnfit.files
 IRIS = ["--dataset", "iris", "--quiet"]
 RUN_FILES = {"checkpoints", "config.json", "history.csv", "manifest.json", "metrics.json",
-             "model.json", "model.safetensors", "test.csv", "test_metrics.json"}
+             "model.json", "model.safetensors", "plots", "test.csv", "test_metrics.json"}
 
 
 def _env() -> dict[str, str]:

@@ -29,6 +29,7 @@ _SOURCES = {
     "DataSource": "data", "LoaderData": "data", "StreamData": "data", "TensorData": "data",
     "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors", "NnfitError": "errors",
     "Learner": "learner", "fit": "learner", "load": "learner",
+    "LRFindResult": "lr_range", "lr_find": "lr_range",
     "ClassificationMetrics": "metrics", "Metric": "metrics", "RegressionMetrics": "metrics",
     "MLP": "models", "MultiInput": "models", "ResidualBlock": "models", "ResidualMLP": "models",
     "CNN": "models", "LSTM": "models", "GRU": "models", "build_model": "models",
@@ -69,6 +70,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .data import DataSource, LoaderData, StreamData, TensorData
     from .errors import CheckpointError, ConfigError, DataError, NnfitError
     from .learner import Learner, fit, load
+    from .lr_range import LRFindResult, lr_find
     from .metrics import ClassificationMetrics, Metric, RegressionMetrics
     from .models import CNN, GRU, LSTM, MLP, MultiInput, ResidualBlock, ResidualMLP, build_model
     from .runtime import Runtime, make_runtime
@@ -78,7 +80,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
 
 __all__ = [
     "__version__", "models",
-    "fit", "load", "Learner", "Trainer", "FitState", "History",
+    "fit", "load", "Learner", "Trainer", "FitState", "History", "lr_find", "LRFindResult",
     "TrainConfig", "ModelConfig", "DataConfig", "RunConfig",
     "MLP", "ResidualMLP", "ResidualBlock", "MultiInput", "CNN", "LSTM", "GRU", "build_model",
     "Callback", "ProgressBar", "CSVLogger", "LambdaCallback",

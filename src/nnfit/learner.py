@@ -367,6 +367,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         RunDirInUse: (a ConfigError) another process is writing ``run_dir`` or ``resume``:
             every writer holds the directory's lock (``nnfit.io.lock``) for all of ``fit``.
     """
+    from .callbacks.sinks import check_sinks, finish_sinks, make_sinks
     from .io.resume import read_resume
     from .memory import check_training_memory
     from .models import state_shapes
@@ -383,6 +384,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
             # impute's default became True in 0.2: a run keeps what it was started with
             overrides = {**overrides, "impute": ckpt[1]["config"].get("impute", True)}
         cfg = train_config(config, **overrides)
+        check_sinks(cfg.log, run_dir)  # a missing extra is named before any data is read
         trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
         target = column_name(target)
         data = prepare(x, y, target=target, val=val, task=task, config=cfg,
@@ -408,12 +410,26 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         if run_dir is not None:
             writer = RunWriter(run_dir, learner, record, fingerprint,
                                best=None if ckpt is None else ckpt[1].get("best_checkpoint"),
-                               overwrite=overwrite and resume is None)
+                               overwrite=overwrite and resume is None,
+                               resumed=None if ckpt is None else ckpt[1])
+            # the --log sinks, after the user's callbacks; they write once the writer started
+            trainer.callbacks += make_sinks(cfg.log, run_dir, every=cfg.log_every, hparams=record,
+                                            monitor=cfg.monitor, before_write=writer.start)
         learner.history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
                                       checkpoint_fn=writer.checkpoint if writer else None)
         learner.stop_reason = trainer.state.stop_reason
         if writer is not None:
             writer.finish(trainer, val_src)
+        if writer is not None and cfg.plots:  # after the model is written, from its history
+            from .plots import plot_run
+
+            plot_run(run_dir, trainer, learner.model, fitted_task, val_src, data.val_keys)
+        if writer is not None and cfg.report:  # last: the report shows everything written above
+            from .report import write_report
+
+            write_report(run_dir)
+        if writer is not None:  # last: MLflow uploads the complete run directory
+            finish_sinks(trainer.callbacks, run_dir)
     return learner
 
 

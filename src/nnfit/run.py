@@ -135,25 +135,29 @@ class RunWriter:
         best: the name of the best checkpoint so far (when resuming), kept through rotation.
         overwrite: remove an earlier run's files (every name of ``RUN_LAYOUT``) at the first
             write, so none of its checkpoints, model or metrics mixes with this run's.
+        resumed: the ``state.json`` of the checkpoint this fit resumes from: its epoch and step
+            are added to ``resumes.json`` at the first write (the report's resume history).
 
     The caller holds the run directory's lock (:mod:`nnfit.io.lock`) while the writer writes.
     """
 
     def __init__(self, run_dir: str | Path, learner: Learner, config: dict[str, Any],
                  fingerprint: str | None = None, best: str | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, resumed: dict[str, Any] | None = None) -> None:
         self.dir = Path(run_dir)
         self.learner = learner
         self.config = dict(config)
         self.fingerprint = fingerprint
         self.best = best
         self.overwrite = overwrite
+        self.resumed = resumed
         self._started = False
         # learner.meta() at the first checkpoint, kept: the task, preprocessing and spec do not
         # change during a fit, and rebuilding them (up to 1e7 class labels) at every one is slow.
         self._learner_meta: dict[str, Any] | None = None
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Prepare the directory for its first write (once; later calls do nothing)."""
         # At the first write, when the inputs have checked out and training has begun: a run
         # that fails while starting changes nothing, an earlier run's files included.
         if not self._started:
@@ -163,6 +167,8 @@ class RunWriter:
                 clean_temporaries(d)
             (self.dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
             write_run_config(self.dir, self.config)  # with the manifest that covers it
+            if self.resumed is not None:
+                record_resume(self.dir, self.resumed)
             self._started = True
 
     def checkpoint(self, trainer: Trainer, improved: bool, force: bool = False) -> Path | None:
@@ -175,7 +181,7 @@ class RunWriter:
         """
         c, st = trainer.config, trainer.state
         mid_epoch = st.batch > 0
-        self._start()
+        self.start()
         if not mid_epoch:
             atomic_write_text(self.dir / "history.csv", st.history.to_csv())
         due = mid_epoch or force or improved or bool(c.checkpoint_every) and (
@@ -209,7 +215,7 @@ class RunWriter:
     def finish(self, trainer: Trainer, val: Any) -> dict[str, Any] | None:
         """Write the final model and ``metrics.json`` (validation metrics, when there is
         validation data); returns those metrics."""
-        self._start()
+        self.start()
         # One manifest over the model and config.json: the finished run verifies as a whole.
         write_files(self.dir, KIND, run_files(self.learner.files(), self.config))
         if val is None:
@@ -218,6 +224,27 @@ class RunWriter:
         metrics.pop("loss", None)
         write_metrics(self.dir, "validation", metrics, self.learner.classes)
         return metrics
+
+
+def record_resume(run_dir: Path, meta: dict[str, Any]) -> None:
+    """Add a resume from the checkpoint ``meta`` (its ``state.json``) to ``RUN/resumes.json``:
+    when, from which epoch and step, and with which nnfit. Nothing else records a resume; a
+    file that does not parse is started anew (it is a record for people, never read back to
+    train)."""
+    import time
+
+    from . import __version__
+
+    path = run_dir / "resumes.json"
+    try:
+        resumes = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    except (OSError, ValueError):
+        resumes = []
+    if not isinstance(resumes, list):
+        resumes = []
+    resumes.append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": meta.get("epoch"),
+                    "step": meta.get("step"), "batch": meta.get("batch"), "nnfit_version": __version__})
+    atomic_write_json(path, resumes)
 
 
 def read_latest(run_dir: str | Path, set_aside: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -183,6 +183,8 @@ class Trainer:
             torch.set_num_threads(threads)
         self.step_model = torch.compile(model) if c.compile else model
         self.compile_time = None
+        # Taken again here: callbacks may have been added since __init__ (fit adds the --log sinks).
+        self._batch_cbs = [c for c in self.callbacks if _overrides(type(c), "on_train_batch_end")]
         for cb in self.callbacks:
             cb.on_fit_start(self)
         previous = self._catch_signals() if checkpoint_fn is not None else {}

@@ -174,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     _add_train_flags(p, run=False)
     p.add_argument("--out", default=None, metavar="DIR", help="write lr_find.png and lr_find.csv here")
+    p.add_argument("--steps", default=100, type=int, help="optimizer steps at most (default 100)")
+    p.add_argument("--start-lr", dest="start_lr", default=1e-7, type=float,
+                   help="the first learning rate (default 1e-7)")
+    p.add_argument("--end-lr", dest="end_lr", default=10.0, type=float,
+                   help="the last learning rate (default 10)")
 
     p = sub.add_parser("runs", help="work with several runs: compare",
                        description="Commands over several run directories.")

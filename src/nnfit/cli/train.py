@@ -177,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             learner = fit(spec, train_cols, target=target, task=task, config=cfg.train, run_dir=out,
                           run_config=record, resume=out if args.resume else None,
                           overwrite=args.overwrite, force_resume=args.force_resume,
-                          callbacks=[_InputsChecked()])
+                          callbacks=[_InputsChecked()], report=False)  # written below, with the test metrics
         except Stopped as e:
             raise Stopped(f"{e}; resume with: nnfit train --resume {out}", e.exit_code - 128) from None
         val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
@@ -195,6 +195,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             test = learner.evaluate(test_cols, target=target)
             test.pop("loss", None)
             test = write_metrics(out, "test", test, learner.classes)
+        if cfg.train.report:
+            from ..report import write_report
+
+            write_report(out)
     if not cfg.train.quiet and learner.stop_reason:
         console().print(learner.stop_reason)
     _print_metrics({"validation": val, "test": test})

@@ -507,9 +507,13 @@ def prepare(x: Any, y: Any = None, *, target: str | None, val: Any, task: str | 
     pixels, labels = imgs.pixels, imgs.labels
     va_pixels = va_labels = None
     y_source = imgs.labels_source
+    keys: dict[str, np.ndarray] = {}
     if val is None and config.val_split > 0:
         tr, va = split_indices(len(labels), config.val_split, config.seed, stratify_labels(labels, task))
         va_pixels, va_labels, pixels, labels = pixels[va], labels[va], pixels[tr], labels[tr]
+        keys["row"] = np.asarray(va)
+        if imgs.paths is not None:  # the worst examples name their files
+            keys["path"] = np.asarray(imgs.paths, dtype=object)[va]
     fitted = _fitted_task(task, labels, config, resumed, y_source)
     if layout is None:
         mean, std = channel_stats(pixels)
@@ -525,7 +529,7 @@ def prepare(x: Any, y: Any = None, *, target: str | None, val: Any, task: str | 
         val_src, _ = layout.labelled(pre, fitted, vx, vy, target, "validation data")
     elif va_pixels is not None:
         val_src = layout.source(va_pixels, fitted.encode_target(va_labels, y_source))
-    return Prepared(fitted, pre, train, val_src, target)
+    return Prepared(fitted, pre, train, val_src, target, keys)
 
 
 def hold_out(data: Any, fraction: float, config: TrainConfig, target: str | None,

@@ -96,6 +96,19 @@ def missing_of(chunk: Any) -> np.ndarray | None:
     return valid == 0
 
 
+def numpy_dtype(t: Any) -> np.dtype:
+    """The NumPy dtype of a fixed-width Arrow type. Integers and floats are mapped here:
+    pyarrow's ``to_pandas_dtype`` imports pandas (about 0.3 s, and a dependency nnfit's
+    readers never need); other types still ask it."""
+    import pyarrow.types as pt
+
+    if pt.is_floating(t):
+        return np.dtype(f"float{t.bit_width}")
+    if pt.is_integer(t):
+        return np.dtype(f"{'u' if pt.is_unsigned_integer(t) else ''}int{t.bit_width}")
+    return np.dtype(t.to_pandas_dtype())
+
+
 def fixed_values(chunk: Any, dtype: Any) -> np.ndarray:
     """The values buffer of a fixed-width Arrow array as a NumPy view (any value under a null
     cell: whatever the buffer holds there)."""
@@ -122,7 +135,7 @@ def chunk_numbers(chunk: Any, dtype: Any = None) -> np.ndarray:
     t = chunk.type
     if pt.is_null(t):
         return np.full(len(chunk), np.nan, dtype=dtype or np.float64)
-    v = bool_values(chunk) if pt.is_boolean(t) else fixed_values(chunk, t.to_pandas_dtype())
+    v = bool_values(chunk) if pt.is_boolean(t) else fixed_values(chunk, numpy_dtype(t))
     missing = missing_of(chunk)
     if missing is None:
         return v if dtype is None else v.astype(dtype, copy=False)

@@ -9,7 +9,7 @@ split (:mod:`.preprocess`) -> sources (:mod:`.sources`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,10 @@ class Prepared:
         preprocessor: the fitted preprocessing; None for a Dataset/DataLoader.
         train, val: the training and validation sources (``val`` may be None).
         target: the target column of a table, or None.
+        val_keys: what names each validation row in the data the user gave (the plots' worst
+            examples): ``row``, its 0-based position there (a held-out row's position in the
+            training data; a row of ``val``'s own), and ``path`` for image files. Empty where
+            a row is no row of the user's (sequences, forecasting windows, a DataLoader).
     """
 
     task: Task
@@ -48,6 +52,7 @@ class Prepared:
     train: DataSource
     val: DataSource | None
     target: str | None
+    val_keys: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None,
@@ -146,7 +151,9 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
                              fitted.encode_target(y_va, va_source))
     if filled:  # one line for the training and validation splits, in column order
         warn_filled(cols.source, {n: filled[n] for n in pre.table.used if n in filled})
-    return Prepared(fitted, pre, train, val_src, target)
+    keys = {} if va_cols is None else {"row": va_cols.rows if va_cols.rows is not None
+                                       else np.arange(len(va_cols))}
+    return Prepared(fitted, pre, train, val_src, target, keys)
 
 
 def table_inputs(cols: Columns, rows: np.ndarray, whole: Columns, cfg: TrainConfig, target: str | None,
@@ -344,12 +351,14 @@ def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None,
     if val is None and cfg.val_split > 0:
         tr_idx, va_idx = split_indices(len(raw), cfg.val_split, cfg.seed, stratify_labels(y, task))
         raw_tr, y_tr, raw_va, y_va = raw.take(tr_idx), y[tr_idx], raw.take(va_idx), y[va_idx]
+        keys = {"row": np.asarray(va_idx)}
     else:
         raw_tr, y_tr, raw_va, y_va = raw, y, None, None
         if val is not None:
             vx, vy = (val if isinstance(val, tuple) and len(val) == 2 else (val, None))
             raw_va, y_va, _, va_source = _xy(vx, vy, target, "validation data", cfg.impute,
                                              keep_shape=isinstance(task, CustomTask))
+        keys = {} if raw_va is None else {"row": np.arange(len(raw_va))}
     fitted = _fitted_task(task, y_tr, cfg, resumed, y_source)
     if pre is None:
         pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize, impute=cfg.impute, source=x_source)
@@ -361,7 +370,7 @@ def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None,
                              fitted.encode_target(y_va, va_source))
     if filled:  # one line for both splits
         warn_filled(x_source, filled)
-    return Prepared(fitted, pre, train, val_src, target)
+    return Prepared(fitted, pre, train, val_src, target, keys)
 
 
 def _fitted_task(task: str | Task, y: np.ndarray, cfg: TrainConfig, resumed: dict | None,

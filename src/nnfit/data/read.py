@@ -43,7 +43,7 @@ from .columns import (
     read_columns,
     value_error,
 )
-from .kinds import arrow_column, arrow_kind, bool_values, fixed_values, missing_of
+from .kinds import arrow_column, arrow_kind, bool_values, fixed_values, missing_of, numpy_dtype
 
 CHUNK_BYTES = 4 << 20  # text parsed per call: long enough to amortise a call, short in memory
 MAX_WORKERS = 4  # pieces parsed at once, at most (each holds its text and its columns)
@@ -136,7 +136,7 @@ class _Filler:
         self.kinds = {n: k for n, k in kinds.items() if k}
         self.where = {n: j for j, n in enumerate(self.block_names)}
         # Each block column's NumPy dtype, when its Arrow values are plain fixed-width numbers.
-        self.dtypes = [np.dtype(self.types[n].to_pandas_dtype()) if kinds[n] in ("int", "float")
+        self.dtypes = [numpy_dtype(self.types[n]) if kinds[n] in ("int", "float")
                        and not pa.types.is_null(self.types[n]) else None for n in self.block_names]
         self.block = np.empty((max(capacity, 1), len(self.block_names)), dtype=np.float32)
         self.others: dict[str, list[Any]] = {n: [] for n in names if n not in self.where}
@@ -236,7 +236,7 @@ def _copy_numbers(chunk: Any, out: np.ndarray) -> None:
     if pt.is_boolean(t):
         out[:] = bool_values(chunk)
     else:
-        out[:] = fixed_values(chunk, t.to_pandas_dtype())  # cast as copied: no second copy
+        out[:] = fixed_values(chunk, numpy_dtype(t))  # cast as copied: no second copy
     missing = missing_of(chunk)
     if missing is not None:
         out[missing] = np.nan

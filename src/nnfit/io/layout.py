@@ -28,6 +28,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..files import MANIFEST, fsync_dir, remove_bundle
+from ..plots import FILES as PLOT_FILES
+from ..plots import PLOTS_DIR
 from .checkpoints import NAME
 
 # Every file and folder (trailing "/") nnfit writes into a run directory.
@@ -42,11 +44,23 @@ RUN_LAYOUT: dict[str, str] = {
     "test.csv": "the held-out test split (nnfit train on a bundled dataset)",
     "test_metrics.json": "metrics on test.csv",
     "confusion_matrix.safetensors": "the confusion matrix of a target with many classes",
+    PLOTS_DIR + "/": "loss, metric and validation plots (PNG) and worst.csv (nnfit.plots)",
+    "report.html": "the one-file HTML report (nnfit report, --report)",
+    "resumes.json": "when the run was resumed, from which epoch and step (the report shows it)",
+    "metrics.jsonl": "--log jsonl: one JSON line per epoch and per logged step",
+    "tensorboard/": "--log tensorboard: TensorBoard event files",
+    "mlflow_run.json": "--log mlflow: the MLflow run's tracking URI and id, continued by a resume",
+    "mlflow.db": "--log mlflow without MLFLOW_TRACKING_URI: the MLflow store (SQLite)",
+    "mlflow.db-journal": "SQLite's rollback journal of mlflow.db, left by a writer killed mid-write",
+    "mlartifacts/": "--log mlflow without MLFLOW_TRACKING_URI: the MLflow run's artifacts",
 }
 
 # What nnfit writes inside each folder of the layout: only these are removed with the run.
 FOLDER_ENTRIES: dict[str, re.Pattern[str]] = {
     "checkpoints/": re.compile(r"(?:damaged-)?" + NAME.pattern),  # damaged: set aside by a resume
+    PLOTS_DIR + "/": PLOT_FILES,
+    "tensorboard/": re.compile(r"events\.out\.tfevents\..+"),
+    "mlartifacts/": re.compile(r"[0-9a-f]{32}"),  # an MLflow run id
 }
 
 # The lock of the run's writer (nnfit.io.lock): in the run, but never part of a run's content.

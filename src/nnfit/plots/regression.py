@@ -1,0 +1,77 @@
+"""Plots of a regression model's validation outputs, in the target's own units: predicted
+against true, and the residuals against the prediction with their distribution.
+
+A model of several targets gets one panel per target, up to :data:`MAX_TARGETS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .canvas import BEST_COLOR, LR_COLOR, TRAIN_COLOR, new_figure, save
+
+MAX_TARGETS = 4  # panels per figure; more targets: the first ones (the title says how many)
+MAX_POINTS = 20_000  # scatter points per panel; more rows: an even sample (all rows in the numbers)
+
+
+def _panels(true: np.ndarray) -> tuple[list[int], str]:
+    """The target columns to draw and a note when some are left out."""
+    k = true.shape[1]
+    shown = list(range(min(k, MAX_TARGETS)))
+    return shown, "" if k <= MAX_TARGETS else f" (first {MAX_TARGETS} of {k} targets)"
+
+
+def _sample(n: int) -> np.ndarray:
+    """At most :data:`MAX_POINTS` evenly spaced rows of ``n``."""
+    return np.arange(n) if n <= MAX_POINTS else np.linspace(0, n - 1, MAX_POINTS).astype(int)
+
+
+def draw_pred_vs_true(true: np.ndarray, pred: np.ndarray, path: Path) -> Path:
+    """``pred_vs_true.png``: predicted against true values with the diagonal, and R^2 per target.
+
+    Shape:
+        true, pred: (n, k).
+    """
+    shown, extra = _panels(true)
+    fig, axes = new_figure(4.6 * len(shown) + 0.4, 4.4, panels=len(shown),
+                           margins={"right": 0.95, "left": 0.15 / len(shown)})
+    rows = _sample(len(true))
+    for ax, j in zip(axes, shown, strict=True):
+        t, p = true[:, j], pred[:, j]
+        ax.scatter(t[rows], p[rows], s=8, alpha=0.5, color=TRAIN_COLOR, edgecolors="none")
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], color=LR_COLOR, ls=":", lw=1)
+        ss = float(np.sum((t - t.mean()) ** 2))
+        r2 = 1 - float(np.sum((t - p) ** 2)) / ss if ss > 0 else float("nan")
+        name = "target" if true.shape[1] == 1 else f"target {j + 1}"
+        ax.set(xlabel=f"true {name}", ylabel="predicted", title=f"{name}: R\u00b2 {r2:.3f}{extra}")
+    return save(fig, path)
+
+
+def draw_residuals(true: np.ndarray, pred: np.ndarray, path: Path) -> Path:
+    """``residuals.png``: residuals (true - predicted) against the prediction, and their
+    histogram, per target.
+
+    Shape:
+        true, pred: (n, k).
+    """
+    shown, extra = _panels(true)
+    margins = {"right": 0.95, "left": 0.15 / len(shown)}
+    fig, axes = new_figure(5.0, 6.0, heights=(2, 1), margins={**margins, "bottom": 0.09}) \
+        if len(shown) == 1 else new_figure(4.6 * len(shown) + 0.4, 4.4, panels=len(shown), margins=margins)
+    rows = _sample(len(true))
+    for i, j in enumerate(shown):
+        ax = axes[0] if len(shown) == 1 else axes[i]
+        res, p = true[:, j] - pred[:, j], pred[:, j]
+        ax.scatter(p[rows], res[rows], s=8, alpha=0.5, color=TRAIN_COLOR, edgecolors="none")
+        ax.axhline(0, color=LR_COLOR, ls=":", lw=1)
+        name = "target" if true.shape[1] == 1 else f"target {j + 1}"
+        ax.set(ylabel="true - predicted", title=f"{name}: residuals (mean {res.mean():.3g}, "
+                                                  f"sd {res.std():.3g}){extra}")
+        if len(shown) == 1:  # room for the distribution below the one panel
+            axes[1].hist(res, bins=min(50, max(5, len(res) // 5)), color=BEST_COLOR, alpha=0.6)
+            axes[1].set(xlabel="residual", ylabel="rows")
+        ax.set_xlabel("predicted")
+    return save(fig, path)
