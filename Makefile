@@ -17,9 +17,9 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	@touch $@
 
 # TensorBoard and MLflow (the `all` extra): the logger tests read their output back with them;
-# `make demo` needs neither.
+# Chromium (BROWSER=1): the report's browser test renders in it. `make demo` needs none of them.
 $(VENV)/.test-installed: $(VENV)/.installed
-	VENV=$(VENV) EXTRAS=dev,all bash scripts/setup.sh
+	VENV=$(VENV) EXTRAS=dev,all BROWSER=1 bash scripts/setup.sh
 	@touch $@
 
 demo: setup

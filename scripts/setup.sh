@@ -25,10 +25,11 @@ if ! "$VENV/bin/python" -c "$TORCH_OK" 2>/dev/null; then
   fi
 fi
 "${PIP[@]}" -e ".[$EXTRAS]"
-# Headless Chromium for the browser test of the HTML report (tests/test_report_browser.py):
-# Debian's package, where the machine allows it (root and apt-get). Never fails the setup:
-# without it that test skips and says why.
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+# Headless Chromium for the browser test of the HTML report (tests/test_report_browser.py),
+# asked for by `make test` (BROWSER=1): Debian's package, where the machine allows it (root and
+# apt-get). Never fails the setup: without it that test skips and says why.
+if [ "${BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null 2>&1; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
     >/dev/null 2>&1 || echo "chromium not installed: the report's browser test will skip" >&2
 fi
