@@ -143,6 +143,10 @@ def markdown(rows: list[dict]) -> str:
              "lr-find runs once per seed, on that seed's training data; its suggestion is scored by the "
              "mean loss of the trainings at each seed's own suggestion. Pass: within 3% of the grid's "
              "best mean.", "",
+             "lr-find runs with its defaults: 200 steps from 1e-7 to 10, stopped when the moving average "
+             "of the loss passes 4 times its best; the minimum rule (the default) reads the loss averaged "
+             "over one decade of rate centred on each step (no lag), valley and steepest read the moving "
+             "average, as fastai does.", "",
              "| task | grid best mean (lr) | rule | mean loss | vs best | pass |",
              "|---|---|---|---|---|---|"]
     for r in rows:

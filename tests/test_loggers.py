@@ -217,5 +217,5 @@ def test_the_test_setup_installs_the_extras_and_the_demo_setup_does_not() -> Non
     make = ["make", "-n", "-C", str(ROOT), "VENV=/nonexistent/venv"]
     dry = {t: subprocess.run([*make, t], capture_output=True, text=True, check=True).stdout
            for t in ("test", "demo")}
-    assert "EXTRAS=dev,all bash scripts/setup.sh" in dry["test"]
-    assert "EXTRAS=dev,all" not in dry["demo"]
+    assert "EXTRAS=dev,all BROWSER=1 bash scripts/setup.sh" in dry["test"]  # + Chromium
+    assert "EXTRAS=dev,all" not in dry["demo"] and "BROWSER=1" not in dry["demo"]

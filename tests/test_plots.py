@@ -99,7 +99,7 @@ def test_regression_run_holds_its_plots(tmp_path):
     check_png(tmp_path / "r" / PLOTS_DIR / "pred_vs_true.png", (960, 440))
     check_png(tmp_path / "r" / PLOTS_DIR / "residuals.png", (960, 440))
     rows = worst_rows(tmp_path / "r")
-    assert list(rows[0]) == ["row", "true_1", "true_2", "predicted_1", "predicted_2", "loss"]
+    assert list(rows[0]) == ["row", "true_1", "true_2", "predicted_1", "predicted_2", "squared_error"]
     for r in rows[:5]:  # the row's true values, in the target's own units
         assert np.allclose([float(r["true_1"]), float(r["true_2"])], y[int(r["row"])], atol=1e-5)
 

@@ -514,3 +514,17 @@ def check_names(cfg: RunConfig) -> None:
 def train_config(config: TrainConfig | None = None, **overrides: Any) -> TrainConfig:
     """A TrainConfig from an optional base plus keyword overrides (names checked)."""
     return build(TrainConfig, overrides, config or TrainConfig())
+
+
+def effective_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a run's ``config.json`` that took effect: ``dataset`` (a bundled
+    dataset's name, always recorded with its default) is left out when the run trained on a
+    ``data`` file. What the report and ``nnfit runs compare`` show.
+
+    Example:
+        >>> effective_settings({"data": "bin.csv", "dataset": "breast_cancer", "lr": 0.01})
+        {'data': 'bin.csv', 'lr': 0.01}
+    """
+    if config.get("data") is not None:
+        return {k: v for k, v in config.items() if k != "dataset"}
+    return dict(config)

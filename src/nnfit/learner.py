@@ -367,7 +367,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         RunDirInUse: (a ConfigError) another process is writing ``run_dir`` or ``resume``:
             every writer holds the directory's lock (``nnfit.io.lock``) for all of ``fit``.
     """
-    from .callbacks.sinks import check_sinks, finish_sinks, make_sinks
+    from .callbacks.sinks import check_sinks, finish_sinks, make_sinks, note_resumed_sinks
     from .io.resume import read_resume
     from .memory import check_training_memory
     from .models import state_shapes
@@ -385,6 +385,8 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
             overrides = {**overrides, "impute": ckpt[1]["config"].get("impute", True)}
         cfg = train_config(config, **overrides)
         check_sinks(cfg.log, run_dir)  # a missing extra is named before any data is read
+        if ckpt is not None and run_dir is not None:  # other sinks than the run's: say where they part
+            note_resumed_sinks(ckpt[1], cfg.log)
         trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
         target = column_name(target)
         data = prepare(x, y, target=target, val=val, task=task, config=cfg,
@@ -424,6 +426,10 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
             from .plots import plot_run
 
             plot_run(run_dir, trainer, learner.model, fitted_task, val_src, data.val_keys)
+        elif writer is not None:  # an earlier fit's plots would show an older state than history.csv
+            from .plots import remove_plots
+
+            remove_plots(run_dir, say=None if cfg.quiet else _say)
         if writer is not None and cfg.report:  # last: the report shows everything written above
             from .report import write_report
 

@@ -136,7 +136,8 @@ class RunWriter:
         overwrite: remove an earlier run's files (every name of ``RUN_LAYOUT``) at the first
             write, so none of its checkpoints, model or metrics mixes with this run's.
         resumed: the ``state.json`` of the checkpoint this fit resumes from: its epoch and step
-            are added to ``resumes.json`` at the first write (the report's resume history).
+            are added to ``resumes.json`` (the report's resume history) once training has
+            really resumed: at the first epoch end or checkpoint of this fit, or at its finish.
 
     The caller holds the run directory's lock (:mod:`nnfit.io.lock`) while the writer writes.
     """
@@ -167,9 +168,15 @@ class RunWriter:
                 clean_temporaries(d)
             (self.dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
             write_run_config(self.dir, self.config)  # with the manifest that covers it
-            if self.resumed is not None:
-                record_resume(self.dir, self.resumed)
             self._started = True
+
+    def _note_resume(self) -> None:
+        """Record the resume in ``resumes.json`` (once). Not at :meth:`start`: the metric sinks
+        start the writer before the first epoch, and a resume that fails there (a sink that
+        cannot open its file) never resumed."""
+        if self.resumed is not None:
+            record_resume(self.dir, self.resumed)
+            self.resumed = None
 
     def checkpoint(self, trainer: Trainer, improved: bool, force: bool = False) -> Path | None:
         """Persist the state: at an epoch end, history always and a checkpoint every
@@ -182,6 +189,7 @@ class RunWriter:
         c, st = trainer.config, trainer.state
         mid_epoch = st.batch > 0
         self.start()
+        self._note_resume()
         if not mid_epoch:
             atomic_write_text(self.dir / "history.csv", st.history.to_csv())
         due = mid_epoch or force or improved or bool(c.checkpoint_every) and (
@@ -216,6 +224,7 @@ class RunWriter:
         """Write the final model and ``metrics.json`` (validation metrics, when there is
         validation data); returns those metrics."""
         self.start()
+        self._note_resume()  # a resume of a finished run that had no epoch left to train
         # One manifest over the model and config.json: the finished run verifies as a whole.
         write_files(self.dir, KIND, run_files(self.learner.files(), self.config))
         if val is None:

@@ -48,9 +48,10 @@ class MetricLogger(Callback):
     steps, the batch loss; subclasses write them.
 
     The step loss is read from the device only at the interval: between two intervals the
-    logger reads nothing, so logging adds no host sync per step. A sink opens its files at its
-    first write, after ``before_write`` (the run writer's start: an ``overwrite`` clears the
-    earlier run before any sink writes into it).
+    logger reads nothing, so logging adds no host sync per step. A sink opens as the fit starts,
+    before the first epoch's clock (opening a SummaryWriter or an MLflow run takes seconds that
+    are no epoch's time), after ``before_write`` (the run writer's start: an ``overwrite``
+    clears the earlier run before any sink writes into it).
 
     Args:
         every: log the batch loss every N optimizer steps; 0 logs per epoch only.
@@ -72,6 +73,7 @@ class MetricLogger(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         self.resumed_step, self.resumed_epoch = trainer.state.step, trainer.state.epoch
         self._logged = trainer.state.step
+        self._ensure_open(trainer)  # here, not at the first write: outside every epoch's time
 
     def on_train_batch_end(self, trainer: Trainer, batch: int) -> None:
         step = trainer.state.step

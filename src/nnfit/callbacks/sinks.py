@@ -28,8 +28,9 @@ def check_sinks(log: Sequence[str], run_dir: str | Path | None) -> None:
         run_dir: the run directory the sinks write into, or None.
 
     Raises:
-        ConfigError: a sink without a run directory (it would log nowhere), or a sink whose
-            optional dependency is not installed (naming the extra to install).
+        ConfigError: a sink without a run directory (it would log nowhere), a sink whose
+            optional dependency is not installed (naming the extra to install), or an
+            ``MLFLOW_TRACKING_URI`` that does not work (:func:`~nnfit.callbacks.mlflow.check_tracking`).
     """
     if not log:
         return
@@ -45,6 +46,10 @@ def check_sinks(log: Sequence[str], run_dir: str | Path | None) -> None:
         except ImportError:
             raise ConfigError(f"logging to {sink} needs the {extra} package: "
                               f'pip install "nnfit[{extra}]"') from None
+    if "mlflow" in log:
+        from .mlflow import check_tracking
+
+        check_tracking()
 
 
 def make_sinks(log: Sequence[str], run_dir: str | Path, *, every: int, hparams: dict[str, Any],
@@ -62,17 +67,51 @@ def make_sinks(log: Sequence[str], run_dir: str | Path, *, every: int, hparams: 
     d = Path(run_dir)
     common: dict[str, Any] = {"every": every, "before_write": before_write}
     sinks: list[MetricLogger] = []
+    # MLflow first: the sinks open as the fit starts, and the one that can fail there (its store
+    # went away since check_sinks) then fails before the others hold open files and threads.
+    if "mlflow" in log:
+        from .mlflow import MLflowLogger
+
+        sinks.append(MLflowLogger(d, hparams=hparams, **common))
     if "jsonl" in log:
         sinks.append(JSONLLogger(d / "metrics.jsonl", **common))
     if "tensorboard" in log:
         from .tensorboard import TensorBoardLogger
 
         sinks.append(TensorBoardLogger(d / "tensorboard", hparams=hparams, monitor=monitor, **common))
-    if "mlflow" in log:
-        from .mlflow import MLflowLogger
-
-        sinks.append(MLflowLogger(d, hparams=hparams, **common))
     return sinks
+
+
+# Where each sink's numbers are, for the note on a resume that changes the sinks.
+WHERE = {"jsonl": "metrics.jsonl", "tensorboard": "tensorboard/", "mlflow": "the MLflow run"}
+
+
+def note_resumed_sinks(meta: dict[str, Any], log: Sequence[str]) -> None:
+    """Warn, in one line, when a resume logs to other sinks than the fit that wrote its checkpoint.
+
+    The sinks are chosen per session, as Lightning's loggers are: a resume logs where it is
+    told (``nnfit train --resume`` repeats the run's ``--log`` unless given another), and a
+    sink left out stops where the checkpoint is while ``history.csv`` goes on.
+
+    Args:
+        meta: the checkpoint's ``state.json`` (its ``config`` holds the earlier ``log``).
+        log: the resumed fit's sinks.
+    """
+    from ..errors import warn
+
+    config = meta.get("config")
+    before = config.get("log") if isinstance(config, dict) else None
+    before = [s for s in before if s in WHERE] if isinstance(before, list) else []
+    stopped = [s for s in before if s not in log]
+    started = [s for s in log if s not in before]
+    if not stopped and not started:
+        return
+    parts = [f"{what} {', '.join(WHERE[s] for s in sinks)}" for what, sinks in
+             (("not continued:", stopped), ("new:", started)) if sinks]
+    now, was = ",".join(log) or "no sink", ",".join(before) or "no sink"
+    warn(f"this resume logs to {now}, the run logged to {was} "
+         f"(--log is chosen per session; from step {meta.get('step')}, epoch {meta.get('epoch')}): "
+         f"{'; '.join(parts)}; history.csv holds every epoch")
 
 
 def finish_sinks(callbacks: Sequence[Callback], run_dir: str | Path) -> None:

@@ -41,7 +41,7 @@ class TensorBoardLogger(MetricLogger):
     Args:
         log_dir: the event files' folder (``RUN/tensorboard``).
         hparams: the run's settings, shown in TensorBoard's HPARAMS tab (flattened by
-            :func:`hparam_values`); written once, by the run's first fit (not by a resume).
+            :func:`hparam_values`); written once, with the folder's first events.
         monitor: the metric named as the HPARAMS tab's metric column.
         every, before_write: as for :class:`~nnfit.callbacks.loggers.MetricLogger`.
 
@@ -62,8 +62,10 @@ class TensorBoardLogger(MetricLogger):
 
         # A resume purges every event an interrupted writer logged after its checkpoint's step.
         purge = self.resumed_step + 1 if self.resumed_step else None
+        # The hparams go with the run's first events: a new run, or a resume that adds the sink.
+        first = not self.resumed_step or not any(self.log_dir.glob("events.out.tfevents.*"))
         self._writer = SummaryWriter(str(self.log_dir), purge_step=purge)
-        if not self.resumed_step and self.hparams:
+        if first and self.hparams:
             from torch.utils.tensorboard.summary import hparams
 
             experiment, start, _ = hparams(self.hparams, {self.monitor: 0.0})

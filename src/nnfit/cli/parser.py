@@ -174,11 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     _add_train_flags(p, run=False)
     p.add_argument("--out", default=None, metavar="DIR", help="write lr_find.png and lr_find.csv here")
-    p.add_argument("--steps", default=100, type=int, help="optimizer steps at most (default 100)")
+    p.add_argument("--overwrite", action="store_true", help="replace lr_find.png and lr_find.csv in --out")
+    p.add_argument("--steps", default=200, type=int,
+                   help="optimizer steps at most, 5 to 10000 (default 200; at least 20 a decade of rate)")
     p.add_argument("--start-lr", dest="start_lr", default=1e-7, type=float,
-                   help="the first learning rate (default 1e-7)")
+                   help="the first learning rate, 1e-12 to 1e3 (default 1e-7)")
     p.add_argument("--end-lr", dest="end_lr", default=10.0, type=float,
-                   help="the last learning rate (default 10)")
+                   help="the last learning rate, 1e-12 to 1e3 (default 10)")
 
     p = sub.add_parser("runs", help="work with several runs: compare",
                        description="Commands over several run directories.")
@@ -188,4 +190,5 @@ def build_parser() -> argparse.ArgumentParser:
                                     "their final metrics; draw their validation curves in one plot.")
     q.add_argument("runs", metavar="RUN", nargs="+")
     q.add_argument("--out", default=None, metavar="FILE.png", help="write the overlay plot here")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return parser

@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from ..config import effective_settings
 from ..errors import ConfigError, DataError, printable
 from ..files import read_json
 from . import console
@@ -38,8 +40,8 @@ def read_run(path: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise DataError(f"{printable(d / 'config.json')}: not a run's configuration (a JSON object)")
     metrics = _json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
-    return {"name": printable(path), "config": config, "history": _history(d / "history.csv"),
-            "metrics": metrics if isinstance(metrics, dict) else {}}
+    return {"name": printable(path), "config": effective_settings(config),
+            "history": _history(d / "history.csv"), "metrics": metrics if isinstance(metrics, dict) else {}}
 
 
 def _json(path: Path) -> Any:
@@ -63,7 +65,40 @@ def _history(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{printable(path)}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
     if rows and "epoch" not in rows[0]:
         raise DataError(f"{printable(path)}: not a run's history (no epoch column)")
+    for i, row in enumerate(rows):  # the table and the plot count epochs: a damaged one is named
+        if not _whole(row["epoch"]):
+            raise DataError(f"{printable(path)}: row {i + 1}: epoch {printable(str(row['epoch']))[:40]!r} "
+                            "is not a whole number of epochs")
     return rows
+
+
+def _whole(text: Any) -> bool:
+    """Whether ``text`` is a positive whole number (``3``, ``3.0``), not NaN, infinite or 2.5."""
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(v) and v >= 1 and v == int(v)
+
+
+def _check_out(out: Path, runs: list[str], overwrite: bool) -> None:
+    """Refuse an ``--out`` that would write inside a compared run (its plots, its checkpoints)
+    or, without ``--overwrite``, replace an existing file.
+
+    Raises:
+        ConfigError: naming ``--out`` and why.
+    """
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {printable(str(out))}: the overlay plot is a PNG; name a .png file")
+    where = out.resolve()
+    for run in runs:
+        if where.is_relative_to(Path(run).resolve()):
+            raise ConfigError(f"--out {printable(str(out))} is inside the run {printable(run)}: "
+                              "write the plot outside the runs compared")
+    if out.is_dir():
+        raise ConfigError(f"--out {printable(str(out))} is a directory: name a .png file")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {printable(str(out))} exists: pass --overwrite to replace it")
 
 
 def differing(configs: list[dict[str, Any]]) -> list[str]:
@@ -119,8 +154,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     runs = [read_run(p) for p in args.runs]
     out = None if args.out is None else Path(args.out)
-    if out is not None and out.suffix.lower() != ".png":
-        raise ConfigError(f"--out {printable(args.out)}: the overlay plot is a PNG; name a .png file")
+    if out is not None:  # before the table: nothing printed, nothing written on a refusal
+        _check_out(out, args.runs, args.overwrite)
     table = Table(title="runs compared" + (" (no settings differ)" if len(runs) > 1 and not
                                            differing([r["config"] for r in runs]) else ""))
     table.add_column("")

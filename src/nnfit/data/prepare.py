@@ -44,7 +44,8 @@ class Prepared:
         val_keys: what names each validation row in the data the user gave (the plots' worst
             examples): ``row``, its 0-based position there (a held-out row's position in the
             training data; a row of ``val``'s own), and ``path`` for image files. Empty where
-            a row is no row of the user's (sequences, forecasting windows, a DataLoader).
+            a row is no row of the user's (sequences, forecasting windows, a DataLoader);
+            ``target``, the row's target as the user gave it (worst.csv shows it unrounded).
     """
 
     task: Task
@@ -152,7 +153,7 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
     if filled:  # one line for the training and validation splits, in column order
         warn_filled(cols.source, {n: filled[n] for n in pre.table.used if n in filled})
     keys = {} if va_cols is None else {"row": va_cols.rows if va_cols.rows is not None
-                                       else np.arange(len(va_cols))}
+                                       else np.arange(len(va_cols)), "target": y_va}
     return Prepared(fitted, pre, train, val_src, target, keys)
 
 
@@ -351,14 +352,14 @@ def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None,
     if val is None and cfg.val_split > 0:
         tr_idx, va_idx = split_indices(len(raw), cfg.val_split, cfg.seed, stratify_labels(y, task))
         raw_tr, y_tr, raw_va, y_va = raw.take(tr_idx), y[tr_idx], raw.take(va_idx), y[va_idx]
-        keys = {"row": np.asarray(va_idx)}
+        keys = {"row": np.asarray(va_idx), "target": y_va}
     else:
         raw_tr, y_tr, raw_va, y_va = raw, y, None, None
         if val is not None:
             vx, vy = (val if isinstance(val, tuple) and len(val) == 2 else (val, None))
             raw_va, y_va, _, va_source = _xy(vx, vy, target, "validation data", cfg.impute,
                                              keep_shape=isinstance(task, CustomTask))
-        keys = {} if raw_va is None else {"row": np.arange(len(raw_va))}
+        keys = {} if raw_va is None else {"row": np.arange(len(raw_va)), "target": y_va}
     fitted = _fitted_task(task, y_tr, cfg, resumed, y_source)
     if pre is None:
         pre = Preprocessor.fit(raw_tr, standardize=cfg.standardize, impute=cfg.impute, source=x_source)

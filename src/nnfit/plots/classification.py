@@ -15,7 +15,8 @@ import numpy as np
 from .canvas import BEST_COLOR, LR_COLOR, new_figure, save
 
 MAX_CONFUSION_CLASSES = 30  # beyond: the most frequent classes only (cells stay readable)
-MAX_ANNOTATED = 12  # counts written into the cells up to this many classes
+MAX_ANNOTATED = 20  # counts written into the cells up to this many classes (the figure grows)
+MIN_CELL_FONT = 6.0  # points: a smaller number is not read, the colour bar says it instead
 MAX_CURVES = 10  # one-vs-rest curves drawn per class up to this many classes; micro-average always
 
 
@@ -43,7 +44,7 @@ def draw_confusion(true: np.ndarray, pred: np.ndarray, classes: list, path: Path
     totals = counts.sum(axis=1)[shown, None]  # a row's share among all of its class's rows
     norm = np.divide(sub, totals, out=np.zeros(sub.shape, dtype=float), where=totals > 0)
     names = [_short(classes[i]) for i in shown]
-    side = 4.2 if len(shown) <= 10 else 6.0
+    side = 4.2 if len(shown) <= 10 else min(8.0, 4.2 + 0.25 * (len(shown) - 10))  # cells keep a size
     width = max(len(n) for n in names)  # room below and left for the longest label
     room = min(0.35, 0.08 + 0.011 * width * (4.2 / side))
     fig, axes = new_figure(2 * side + 0.8, side + 0.4, panels=2,
@@ -51,7 +52,6 @@ def draw_confusion(true: np.ndarray, pred: np.ndarray, classes: list, path: Path
     panels = ((axes[0], sub, "counts", "d"), (axes[1], norm, "normalised by true class", ".2f"))
     for ax, values, what, fmt in panels:
         image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if fmt != "d" else max(1, values.max()))
-        fig.colorbar(image, ax=ax, shrink=0.8)
         ax.set_title(what + title, fontsize="medium")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
@@ -59,12 +59,30 @@ def draw_confusion(true: np.ndarray, pred: np.ndarray, classes: list, path: Path
         size = "small" if len(shown) <= 10 else "x-small"
         ax.set_xticks(ticks, names, rotation=90 if len(shown) > 6 else 0, fontsize=size)
         ax.set_yticks(ticks, names, fontsize=size)
-        if len(shown) <= MAX_ANNOTATED:
-            top = values.max() if values.size else 0
-            for (r, c), v in np.ndenumerate(values):
-                ax.text(c, r, format(v, fmt), ha="center", va="center", fontsize="small",
-                        color="white" if top and v > top / 2 else "black")
+        if not _annotate(fig, ax, values, fmt):  # no numbers in the cells: a colour bar reads them
+            fig.colorbar(image, ax=ax, shrink=0.8)
     return save(fig, path)
+
+
+def _annotate(fig: Any, ax: Any, values: np.ndarray, fmt: str) -> bool:
+    """Write each cell's value in it, in a font that fits the cell (its longest number's
+    width); False, writing nothing, when that font would be too small to read or there are
+    more than :data:`MAX_ANNOTATED` classes."""
+    n = len(values)
+    if n == 0 or n > MAX_ANNOTATED:
+        return False
+    ax.apply_aspect()  # the square cells' size as drawn
+    box = ax.get_position()
+    cell = min(box.width * fig.get_figwidth(), box.height * fig.get_figheight()) * 72 / n
+    chars = max(len(format(v, fmt)) for v in values.ravel())
+    font = min(10.0, 0.8 * cell / (0.65 * max(chars, 2)))  # a digit is about 0.6 em wide
+    if font < MIN_CELL_FONT:
+        return False
+    top = values.max()
+    for (r, c), v in np.ndenumerate(values):
+        ax.text(c, r, format(v, fmt), ha="center", va="center", fontsize=font,
+                color="white" if top and v > top / 2 else "black")
+    return True
 
 
 def _short(label: Any, width: int = 14) -> str:

@@ -28,9 +28,16 @@ def series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list
     for i, r in enumerate(records):
         v = _number(r.get(key))
         if v is not None and math.isfinite(v):
-            epochs.append(int(_number(r.get("epoch")) or i + 1))
+            epochs.append(_epoch(r.get("epoch"), i + 1))
             values.append(v)
     return epochs, values
+
+
+def _epoch(v: Any, position: int) -> int:
+    """A record's epoch; ``position`` (1-based) where it is missing or no whole number (a
+    damaged history.csv: the plots still draw, ``nnfit runs compare`` refuses it)."""
+    e = _number(v)
+    return int(e) if e is not None and math.isfinite(e) and e == int(e) else position
 
 
 def _number(v: Any) -> float | None:
@@ -56,7 +63,8 @@ def best_epoch(records: Sequence[dict[str, Any]], monitor: str) -> tuple[int, fl
 def draw_loss(records: Sequence[dict[str, Any]], path: Path) -> Path:
     """``loss.png``: training and validation loss per epoch (log scale when they span more than
     a factor of 100), the learning rate on a second axis."""
-    fig, (ax,) = new_figure()
+    # the right margin holds the learning rate's tick labels and its axis label
+    fig, (ax,) = new_figure(margins={"right": 0.83})
     drawn = []
     for key, label, color in (("train_loss", "train", TRAIN_COLOR), ("val_loss", "validation", VAL_COLOR)):
         x, y = series(records, key)
@@ -67,7 +75,7 @@ def draw_loss(records: Sequence[dict[str, Any]], path: Path) -> Path:
         note(ax, "no finite loss was logged")
         return save(fig, path)
     if min(drawn) > 0 and max(drawn) / min(drawn) > 100:
-        ax.set_yscale("log")
+        _log_scale(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     lines, labels = ax.get_legend_handles_labels()
@@ -77,7 +85,7 @@ def draw_loss(records: Sequence[dict[str, Any]], path: Path) -> Path:
         ax2.plot(x, lr, color=LR_COLOR, ls="--", lw=1, label="learning rate")
         ax2.set_ylabel("learning rate", color=LR_COLOR)
         if min(lr) > 0 and max(lr) / min(lr) > 100:
-            ax2.set_yscale("log")
+            _log_scale(ax2)
         elif min(lr) == max(lr):  # a constant rate: a flat line at its value, not a zoom on noise
             ax2.set_ylim(0, 2 * max(lr) or 1)
         more = ax2.get_legend_handles_labels()
@@ -125,6 +133,16 @@ def draw_overlay(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], key: str,
     ax.legend(fontsize="small")
     _integer_epochs(ax)
     return save(fig, path)
+
+
+def _log_scale(ax: Any) -> None:
+    """A log y axis labelled in plain numbers (0.001, not 10^-3): matplotlib's default labels
+    are mathtext, whose parser costs 0.05 s to build in every process that draws one."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _integer_epochs(ax: Any) -> None:

@@ -97,6 +97,21 @@ def row_losses(task: Any, outputs: Any, target: Tensor) -> np.ndarray | None:
         return None
 
 
+def user_target(v: ValidationOutputs, unscaled: np.ndarray) -> np.ndarray:
+    """The regression targets (n, k) as the user gave them (``keys["target"]``: a CSV's
+    digits, not float32's), else ``unscaled``, the targets the task gave back (float32-rounded).
+
+    Args:
+        v: the validation outputs.
+        unscaled: ``task.metric_inputs``'s targets, (n, k), float64.
+    """
+    given = v.keys.get("target")
+    if given is None or np.asarray(given).dtype.kind not in "iuf":
+        return unscaled
+    given = np.asarray(given).reshape(len(given), -1)
+    return given if given.shape == unscaled.shape else unscaled
+
+
 def worst_order(losses: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest losses, largest first; a NaN loss counts as the largest.
 

@@ -1,47 +1,23 @@
-"""The one-file HTML report of a run: ``RUN/report.html`` (``nnfit report RUN``, ``--report``).
-
-Everything the run directory records, on one page that opens anywhere: settings, data schema,
-model summary, plots, final and test metrics, the early-stopping story, resumes, timings and
-the environment. The file is self-contained (images as base64 ``data:`` URIs, inline CSS, no
-scripts, fonts or URLs), kept under :data:`MAX_BYTES` by downscaling large plots, and written
-atomically while the run's lock is held. Every string from the run (column names, class
-labels, paths) is HTML-escaped.
-
-Example:
-    >>> write_report("runs/wine-1")  # doctest: +SKIP
-    PosixPath('runs/wine-1/report.html')
-"""
+"""The report's HTML: one self-contained page from what :func:`read_run` read; every string
+from the run escaped."""
 
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 import math
 import platform
 import sys
 import time
 from html import escape
-from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import CheckpointError
-from .files import atomic_write_text, read_json
-from .io.checkpoints import CHECKPOINTS, committed
-from .io.layout import holds_run
-from .io.lock import hold_run_dir
+from .. import __version__
+from ..config import effective_settings
+from .read import _png_size
 
-REPORT_FILE = "report.html"
-RESUMES_FILE = "resumes.json"  # written by RunWriter at each resume (nnfit.run)
-MAX_BYTES = 1_000_000  # a typical run's report stays under this: plots are downscaled to fit
-_IMAGE_BUDGET = 700_000  # raw PNG bytes for all plots together (base64 adds a third)
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# The order the plots appear in, when nnfit.plots (its PLOT_ORDER) cannot say
-_PLOT_ORDER = ("loss.png", "metric.png", "confusion.png", "roc.png", "pr.png", "calibration.png",
-               "pred_vs_true.png", "residuals.png", "worst.png")
 _MAX_CLASSES_SHOWN = 50
+_WIDE_PX = 700  # a plot wider than this (two panels, worst.png) gets a row of its own
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
@@ -51,158 +27,13 @@ padding-bottom:3px;margin-top:26px}.sub{color:#57606a;margin:0 0 12px}
 table{border-collapse:collapse;margin:6px 0 10px}td,th{border:1px solid #d0d7de;padding:3px 8px;
 text-align:left;vertical-align:top}th{background:#f6f8fa}td.n{text-align:right;
 font-variant-numeric:tabular-nums}.plots{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0;flex:1 1 480px;max-width:100%}figure img{max-width:100%;height:auto;
-border:1px solid #d0d7de}figcaption{color:#57606a;font-size:12px}.note{color:#57606a}
+figure{margin:0;flex:1 1 480px;max-width:100%}figure.wide{flex-basis:100%}
+figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
+figcaption{color:#57606a;font-size:12px}.note{color:#57606a}
 .kv{columns:3 300px}.kv div{break-inside:avoid;font-family:ui-monospace,monospace;font-size:12px}
 """
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``RUN/report.html`` for a finished run and return its path.
-
-    Args:
-        run_dir: the run directory (of ``nnfit train`` or ``fit(run_dir=...)``).
-
-    Returns:
-        the path of the report.
-
-    Raises:
-        CheckpointError: ``run_dir`` is not a run, a run of a newer nnfit, not finished, or one
-            of its files is missing or garbled (the message names the file).
-        RunDirInUse: another process is writing the run (a training holds its lock).
-    """
-    d = Path(run_dir)
-    if not d.is_dir() or not holds_run(d):
-        raise CheckpointError(f"{d}: not an nnfit run directory")
-    with hold_run_dir(d, create=False):  # re-entrant: fit(report=True) holds it already
-        run = read_run(d)
-        page = render(run)
-        out = d / REPORT_FILE
-        atomic_write_text(out, page)
-    return out
-
-
-# ------------------------------------------------------------------------------- reading
-def read_run(d: Path) -> dict[str, Any]:
-    """What the report shows, read from the run directory ``d``.
-
-    Raises:
-        CheckpointError: a required file is missing or garbled, or the run is of a newer nnfit.
-    """
-    model = _json_obj(d / "model.json", "the run has not finished: resume it with "
-                      f"nnfit train --resume {d}")
-    _check_version(model.get("nnfit_version"), d / "model.json")
-    config = _json_obj(d / "config.json")
-    return {
-        "dir": d, "model": model, "config": config, "history": _read_history(d / "history.csv"),
-        "validation": _json_obj(d / "metrics.json") if (d / "metrics.json").exists() else None,
-        "test": _json_obj(d / "test_metrics.json") if (d / "test_metrics.json").exists() else None,
-        "state": _latest_state(d), "checkpoints": committed(d),
-        "damaged": sorted(p.name for p in (d / CHECKPOINTS).glob("damaged-*")),
-        "resumes": _read_resumes(d / RESUMES_FILE), "plots": _read_plots(d / "plots"),
-    }
-
-
-def _json_obj(path: Path, missing: str = "") -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not found" + (f" ({missing})" if missing else ""))
-    obj = read_json(path)
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: not an nnfit file (a JSON object expected)")
-    return obj
-
-
-def _check_version(version: Any, source: Path) -> None:
-    """Refuse a run written by a newer major/minor nnfit: its files may mean other things."""
-    try:
-        run = tuple(int(p) for p in str(version).split(".")[:2])
-        mine = tuple(int(p) for p in __version__.split(".")[:2])
-    except ValueError:
-        raise CheckpointError(f"{source}: nnfit_version {version!r} is not a version") from None
-    if len(run) != 2:
-        raise CheckpointError(f"{source}: nnfit_version {version!r} is not a version")
-    if run > mine:
-        raise CheckpointError(f"{source}: written by nnfit {version}, newer than this nnfit "
-                              f"{__version__}; upgrade nnfit to report on it")
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    """history.csv as one dict per epoch, numbers as floats (empty cells None)."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not found")
-    try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in rows]
-    except (ValueError, UnicodeDecodeError, csv.Error, TypeError):
-        raise CheckpointError(f"{path}: not a history file (one row of numbers per epoch)") from None
-
-
-def _latest_state(d: Path) -> dict[str, Any] | None:
-    """``state.json`` of the newest checkpoint that parses (best epoch, stop reason, samples per
-    epoch); None when none does (the report then works from history.csv)."""
-    for name in reversed(committed(d)):
-        try:
-            state = read_json(d / CHECKPOINTS / name / "state.json")
-        except CheckpointError:  # damaged: a resume would skip it too
-            continue
-        if isinstance(state, dict):
-            return state
-    return None
-
-
-def _read_resumes(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    body = read_json(path)
-    if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
-        raise CheckpointError(f"{path}: not a list of resumes")
-    return body
-
-
-def _read_plots(folder: Path) -> list[tuple[str, bytes]]:
-    """The run's PNG plots in :data:`_PLOT_ORDER`, as ``(name, bytes)``, downscaled to fit."""
-    if not folder.is_dir():
-        return []
-    try:
-        from .plots import PLOT_ORDER as order  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        order = _PLOT_ORDER
-    stems = [str(k).removesuffix(".png") for k in order]
-
-    def rank(p: Path) -> tuple[int, str]:  # a name of the order first, then the rest by name
-        hits = [i for i, k in enumerate(stems) if p.stem == k or p.stem.startswith(k + "_")]
-        return (hits[0] if hits else len(order), p.name)
-
-    plots = []
-    for p in sorted(folder.glob("*.png"), key=rank):
-        data = p.read_bytes()
-        if not data.startswith(_PNG_MAGIC):
-            raise CheckpointError(f"{p}: not a PNG image")
-        plots.append((p.name, data))
-    budget = _IMAGE_BUDGET // max(1, len(plots))
-    return [(name, data if len(data) <= budget else _shrink(data, budget, folder / name))
-            for name, data in plots]
-
-
-def _shrink(data: bytes, budget: int, source: Path) -> bytes:
-    """A smaller PNG of ``data``: halved until it fits ``budget`` bytes (PIL comes with
-    matplotlib; only an oversized plot pays for importing it)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise CheckpointError(f"{source}: not a readable PNG image") from None
-    while len(data) > budget and min(image.size) > 64:
-        image = image.resize((image.width // 2, image.height // 2), Image.LANCZOS)
-        buf = io.BytesIO()
-        image.save(buf, format="PNG", optimize=True)
-        data = buf.getvalue()
-    return data
-
-
-# ------------------------------------------------------------------------------ rendering
 def render(run: dict[str, Any]) -> str:
     """The report page of :func:`read_run`'s ``run``, as one HTML string."""
     d, model, cfg = run["dir"], run["model"], run["config"]
@@ -217,12 +48,14 @@ def render(run: dict[str, Any]) -> str:
         f'{escape(str(model.get("nnfit_version")))}</p>',
         _section("Final metrics", _metrics_html(run["validation"], run["test"], task.get("classes"))),
         _section("Early stopping", _stopping_html(run["history"], run["state"], cfg)),
-        _section("Plots", _plots_html(run["plots"])),
+        _section("Plots", _plots_html([p for p in run["plots"] if p[0] != "worst.png"],
+                                      run["stale_plots"])),
+        _section("Worst examples", _worst_html(run["worst"], dict(run["plots"]).get("worst.png"))),
         _section("Timings", _timings_html(run["history"], run["state"])),
         _section("Resumes and checkpoints", _resumes_html(run)),
         _section("Data schema", _schema_html(model)),
         _section("Model", _model_html(model)),
-        _section("Settings", _settings_html(cfg)),
+        _section("Settings", _settings_html(effective_settings(cfg))),
         _section("Environment", _environment_html(model, cfg)),
         "</body></html>",
     ]
@@ -318,13 +151,59 @@ def _stopping_html(history: list[dict[str, Any]], state: dict[str, Any] | None,
     return f"<p>{escape(story)}</p>" + _table(["", "value"], rows)
 
 
-def _plots_html(plots: list[tuple[str, bytes]]) -> str:
+def _plots_html(plots: list[tuple[str, bytes]], stale: list[str]) -> str:
+    out = ""
+    if stale:
+        out += ('<p class="note" id="stale-plots">Not shown: ' + ", ".join(escape(n) for n in stale)
+                + ", drawn before the run's last resume (see resumes.json), so they show an older "
+                "state than history.csv (the resume ran with --no-plots, or did not finish).</p>")
     if not plots:
-        return '<p class="note">No plots in this run (trained with --no-plots, or before plots existed).</p>'
-    figs = [f'<figure><img alt="{escape(name)}" src="data:image/png;base64,'
-            f'{base64.b64encode(data).decode("ascii")}"><figcaption>{escape(name)}</figcaption></figure>'
-            for name, data in plots]
-    return '<div class="plots">' + "".join(figs) + "</div>"
+        return out + ('<p class="note">No plots in this run (trained with --no-plots, or before '
+                      'plots existed).</p>' if not stale else "")
+    return out + '<div class="plots">' + "".join(_figure(name, data) for name, data in plots) + "</div>"
+
+
+def _figure(name: str, data: bytes) -> str:
+    """One embedded plot at most its own size; a wide one (two panels) gets a row of its own,
+    so its text is not shrunk to half a page."""
+    width, height = _png_size(data)
+    wide = ' class="wide"' if width > _WIDE_PX else ""
+    return (f'<figure{wide}><img alt="{escape(name)}" width="{width}" height="{height}" '
+            f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+            f"<figcaption>{escape(name)}</figcaption></figure>")
+
+
+def _worst_html(rows: list[list[str]] | None, image: bytes | None) -> str:
+    """The first rows of ``plots/worst.csv`` (the largest validation losses) and ``worst.png``."""
+    if rows is None and image is None:
+        return ('<p class="note">No worst examples (plots/worst.csv): the run had no validation '
+                "data, no per-row loss, or no plots.</p>")
+    out = ""
+    if rows is not None:
+        header, body = rows[0], rows[1:]
+        out += (f"<p>The first {len(body)} rows of plots/worst.csv: the validation rows with "
+                "the largest losses, largest first.</p>"
+                + _table(header, [[_cell(c) for c in r] for r in body],
+                         ["n" if _is_number(c) else "" for c in (body[0] if body else header)]))
+    if image is not None:
+        out += '<div class="plots">' + _figure("worst.png", image) + "</div>"
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _cell(text: str) -> str:
+    """A cell of worst.csv: a float to 6 significant digits, anything else escaped and
+    shortened."""
+    if _is_number(text) and not text.lstrip("-").isdigit():  # a row number stays whole
+        return escape(f"{float(text):.6g}")
+    return escape(_short(text, 80))
 
 
 def _timings_html(history: list[dict[str, Any]], state: dict[str, Any] | None) -> str:
@@ -413,8 +292,8 @@ def _model_html(model: dict[str, Any]) -> str:
         return '<p class="note">A user-defined module: only Python can rebuild it.</p>'
     import torch
 
-    from .models import build_model
-    from .summary import summarize
+    from ..models import build_model
+    from ..summary import summarize
 
     with torch.device("meta"):  # the layers and counts, never the memory of the weights
         s = summarize(build_model(spec))
