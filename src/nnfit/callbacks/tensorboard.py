@@ -56,6 +56,7 @@ class TensorBoardLogger(MetricLogger):
         self.hparams = hparam_values(hparams or {})
         self.monitor = monitor
         self._writer: Any = None
+        self._steps: list[tuple[int, float]] = []
 
     def open(self, trainer: Trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -73,11 +74,21 @@ class TensorBoardLogger(MetricLogger):
             self._writer.file_writer.add_summary(start)
 
     def log_step(self, step: int, epoch: int, loss: float) -> None:
-        self._writer.add_scalar(STEP_LOSS, loss, step)
+        # Held until the epoch ends: each event wakes the writer's thread, which then takes the
+        # GIL from the training loop; 125 of them cost the CPU loop 4-5% (measured), one burst
+        # per epoch does not.
+        self._steps.append((step, loss))
 
     def log_epoch(self, step: int, logs: dict[str, float]) -> None:
+        self._write_steps()
         for name, value in logs.items():
             self._writer.add_scalar(name, value, step)
 
+    def _write_steps(self) -> None:
+        for s, loss in self._steps:
+            self._writer.add_scalar(STEP_LOSS, loss, s)
+        self._steps.clear()
+
     def close(self) -> None:
+        self._write_steps()  # a fit cut short keeps the losses of its last epoch
         self._writer.close()
