@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 from torch import nn
 
@@ -65,3 +66,29 @@ def assert_state_shapes_match(spec: dict) -> None:
     for k, t in state.items():
         s = analytic[k]
         assert (tuple(t.shape), t.dtype, k in params) == (s.shape, s.dtype, s.parameter), k
+
+
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+
+def count_host_reads(monkeypatch, run, *, by_name: bool = False) -> dict[str, int]:
+    """Run ``run()`` counting tensor-to-Python reads (host syncs on a GPU), keyed by the
+    calling file's path (its name only with ``by_name``)."""
+    import torch
+
+    calls: dict[str, int] = {}
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            caller = caller.rsplit("/", 1)[-1] if by_name else caller
+            calls[caller] = calls.get(caller, 0) + 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    try:
+        run()
+    finally:
+        monkeypatch.undo()
+    return calls

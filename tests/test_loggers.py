@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import nnfit
+from helpers import count_host_reads
 from nnfit.cli import main
 from nnfit.errors import ConfigError
 from nnfit.io.layout import LOCK_FILE, RUN_LAYOUT
@@ -110,22 +110,8 @@ def test_every_sink_reads_back_with_its_own_library_equal_to_history_csv(tmp_pat
 
 
 def _count_reads(monkeypatch, run) -> dict[str, int]:
-    """Run ``run()`` counting tensor-to-Python reads, keyed by the calling file's name."""
-    calls: dict[str, int] = {}
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _original=original, **k):
-            caller = Path(sys._getframe(1).f_code.co_filename).name
-            calls[caller] = calls.get(caller, 0) + 1
-            return _original(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    try:
-        run()
-    finally:
-        monkeypatch.undo()
-    return calls
+    """Run ``run()`` counting tensor-to-Python reads (tests/helpers.count_host_reads)."""
+    return count_host_reads(monkeypatch, run, by_name=True)
 
 
 def test_the_step_loss_is_read_from_the_device_only_at_the_logging_interval(tmp_path, monkeypatch) -> None:

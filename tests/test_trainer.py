@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from torch.optim import lr_scheduler as lrs
 from torch.utils.data import DataLoader, TensorDataset
 
 import nnfit
+from helpers import count_host_reads
 from nnfit.tasks import make_task
 
 CPU = {"device": "cpu", "quiet": True}
@@ -759,26 +759,10 @@ def test_fit_end_runs_when_the_model_raises() -> None:
 
 # --- 9. host syncs --------------------------------------------------------------------------
 
-SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
-
 
 def _count_syncs(monkeypatch, run) -> dict[str, int]:
-    """Run ``run()`` counting tensor-to-Python reads, keyed by the calling file."""
-    calls: dict[str, int] = {}
-    for name in SYNCS:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _original=original, **k):
-            caller = sys._getframe(1).f_code.co_filename
-            calls[caller] = calls.get(caller, 0) + 1
-            return _original(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    try:
-        run()
-    finally:
-        monkeypatch.undo()
-    return calls
+    """Run ``run()`` counting tensor-to-Python reads (tests/helpers.count_host_reads)."""
+    return count_host_reads(monkeypatch, run)
 
 
 @pytest.mark.parametrize("check_finite", [False, True])
