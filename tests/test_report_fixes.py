@@ -126,6 +126,26 @@ def test_a_fifo_among_the_plots_is_refused_at_once(copy, capsys) -> None:
     assert result and result[0].endswith("plots/f.png: not a regular file")
 
 
+def test_a_fifo_as_the_manifest_of_a_run_without_checkpoints_is_no_run(tmp_path, capsys) -> None:
+    """holds_run used to open manifest.json whatever it was: a FIFO there blocked forever."""
+    from nnfit.io.layout import holds_run
+
+    d = tmp_path / "r"
+    d.mkdir()
+    os.mkfifo(d / "manifest.json")
+    result: list[object] = []
+    t = threading.Thread(target=lambda: result.append(holds_run(d)), daemon=True)
+    t.start()
+    t.join(30)
+    if t.is_alive():
+        with open(d / "manifest.json", "wb"):
+            pass
+        t.join(30)
+        pytest.fail("holds_run hung on a FIFO named manifest.json")
+    assert result == [False]
+    assert "not an nnfit run directory" in one_error(capsys, "report", d)
+
+
 @pytest.mark.parametrize("where", ["plots/zz.png", "history.csv", "plots"])
 def test_a_link_leading_out_of_the_run_is_refused(copy, tmp_path, capsys, where) -> None:
     outside = tmp_path / "outside"

@@ -123,6 +123,8 @@ def holds_run(run_dir: str | Path) -> bool:
     folder = d / "checkpoints"
     if folder.is_dir() and any(FOLDER_ENTRIES["checkpoints/"].fullmatch(p.name) for p in folder.iterdir()):
         return True
+    if not (d / MANIFEST).is_file():  # a FIFO or a device there would block the open forever
+        return False
     try:
         with open(d / MANIFEST, "rb") as f:
             body = json.loads(f.read(1 << 20))  # nnfit's is a few hundred bytes
