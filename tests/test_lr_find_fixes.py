@@ -135,3 +135,6 @@ def test_a_loss_still_lowest_at_end_lr_warns():
         result = nnfit.lr_find({"name": "mlp", "hidden": [8]}, x, y, steps=40, start_lr=1e-4, end_lr=1e-2,
                                seed=0, device="cpu")
     assert result.stop.endswith("no divergence")
+    # half a decade below end_lr would be no advice: the steepest fall of the curve needs no edge
+    assert result.rule.startswith("steepest fall of the loss")
+    assert result.suggestion < 1e-2 / math.sqrt(10)

@@ -193,3 +193,56 @@ def test_compare_refuses_a_history_with_a_bad_epoch(runs, capsys, tmp_path, epoc
     line = one_error(capsys, "runs", "compare", runs / "a", bad)
     assert "history.csv" in line and "epoch" in line
     assert history.series([{"epoch": epoch, "val_loss": 0.5}], "val_loss") == ([1], [0.5])  # plots: no crash
+
+
+def test_regression_panels_name_the_target_and_keep_few_ticks(tmp_path) -> None:
+    """Second review: values near 1000 ran their tick labels together, and the title said
+    "target" for a column named price."""
+    from nnfit.plots import _target_name
+    from nnfit.plots.canvas import new_figure
+    from nnfit.plots.regression import _few_ticks, _name
+
+    (tmp_path / "config.json").write_text('{"target": "price"}')
+    assert _target_name(tmp_path) == "price"
+    assert _target_name(tmp_path / "missing") is None
+    assert _name(np.zeros((3, 1)), 0, "price") == "price"
+    assert _name(np.zeros((3, 2)), 1, "price") == "target 2"
+    fig, (ax,) = new_figure()
+    ax.scatter(np.linspace(1002.5, 1020.0, 50), np.linspace(1002.5, 1020.0, 50))
+    _few_ticks(ax)
+    fig.canvas.draw()
+    assert len(ax.get_xticks()) <= 7 and len(ax.get_yticks()) <= 7
+
+
+def test_worst_rows_of_sequences_and_series_are_named_by_id_and_time(tmp_path) -> None:
+    """Second review: sequences and forecasts were named only by their position in the
+    validation data (val_row), which the user cannot trace back."""
+    import csv as _csv
+
+    import nnfit
+
+    rng = np.random.default_rng(0)
+    rows, labels = [], {}
+    for sid in range(60):
+        label = "A" if sid % 2 else "B"
+        labels[str(1000 + sid)] = label
+        for t in range(int(rng.integers(3, 7))):
+            rows.append(f"{1000 + sid},{t},{rng.normal() + (sid % 2):.4f},{label}")
+    seq = tmp_path / "seq.csv"
+    seq.write_text("user,ts,v,label\n" + "\n".join(rng.permutation(rows)) + "\n")
+    nnfit.fit("lstm", str(seq), target="label", sequence_id="user", time="ts", run_dir=tmp_path / "s",
+              epochs=2, quiet=True, seed=0)
+    got = list(_csv.DictReader((tmp_path / "s" / "plots" / "worst.csv").read_text().splitlines()))
+    assert got and list(got[0])[:2] == ["val_row", "user"]
+    assert all(r["true"] == labels[r["user"]] for r in got)
+
+    days = np.arange("2021-01-01", "2021-04-01", dtype="datetime64[D]")
+    y = np.sin(np.arange(len(days)) / 5) * 3 + 10
+    ts = tmp_path / "ts.csv"
+    ts.write_text("date,y\n" + "".join(f"{d},{float(v)!r}\n" for d, v in zip(days, y, strict=True)))
+    nnfit.fit("lstm", str(ts), target="y", time="date", window=7, run_dir=tmp_path / "t", epochs=2,
+              quiet=True, seed=0)
+    by_day = {str(d): float(v) for d, v in zip(days, y, strict=True)}
+    got = list(_csv.DictReader((tmp_path / "t" / "plots" / "worst.csv").read_text().splitlines()))
+    assert got and list(got[0])[:2] == ["val_row", "date"]
+    assert all(float(r["true"]) == pytest.approx(by_day[r["date"]]) for r in got)

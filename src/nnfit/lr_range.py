@@ -356,9 +356,14 @@ def lr_find(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: 
     if rule == "minimum" and trainer.diverged_at is None and suggestion is not None \
             and suggestion * BELOW >= end_lr / 10 ** (WINDOW / 2):
         # lowest within the last half window: the loss had not turned up yet (a model that
-        # memorises a few rows), so the edge the rule steps back from was never found
+        # memorises a few rows, batch norm shrugging off any rate), so the edge the rule steps
+        # back from was never found. Half a decade below end_lr is then no advice (a 96-image
+        # folder got 2.88, and training at it stayed at chance): the steepest fall of the same
+        # lag-free curve needs no edge.
+        suggestion, _ = suggest(lrs[:last], curve[:last], "steepest")
+        why = "steepest fall of the loss: it never turned up before end_lr"
         warn(f"lr-find: the loss was still at its lowest near end_lr {end_lr:g} and never diverged: "
-             "the suggestion may be too high; raise end_lr or read the plot")
+             "the suggestion is the steepest fall instead; raise end_lr or read the plot")
     return LRFindResult(lrs[:n], losses[:n], curve, suggestion, why, stop)
 
 

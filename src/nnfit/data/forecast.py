@@ -41,7 +41,7 @@ from ..tasks import ForecastTask, Task, task_from_dict
 from ..tasks.forecasting import seasonal_lag
 from .columns import Columns, date_text, names_list, read_columns, write_csv
 from .layouts import SEQUENCE_MODELS
-from .prepare import Prepared, _warn_unused, as_columns, table_inputs
+from .prepare import Prepared, _warn_unused, as_columns, key_column, table_inputs
 from .preprocess import Preprocessor
 from .schema import warn_filled
 from .sources import Batch, TensorData
@@ -339,7 +339,12 @@ def prepare(x: Any, y: Any = None, *, target: str | None, val: Any, task: str | 
     if val is not None:
         vx, vy = val if isinstance(val, tuple) and len(val) == 2 else (val, None)
         val_src, _ = layout.labelled(pre, fitted, vx, vy, layout.target, "validation data")
-    return Prepared(fitted, pre, train, val_src, layout.target)
+    # a forecast is named by its target row's time (the validation windows of the series)
+    times = s.times[val_rows]
+    if times.dtype.kind == "M":  # 2021-03-31, not 2021-03-31T00:00:00.000000000
+        times = np.datetime_as_string(times, unit="auto")
+    keys = {key_column(cfg.time, "time"): times} if n_val and val is None else {}
+    return Prepared(fitted, pre, train, val_src, layout.target, keys)
 
 
 def new_layout(cfg: TrainConfig, target: str | None) -> ForecastLayout:

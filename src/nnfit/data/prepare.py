@@ -43,8 +43,9 @@ class Prepared:
         target: the target column of a table, or None.
         val_keys: what names each validation row in the data the user gave (the plots' worst
             examples): ``row``, its 0-based position there (a held-out row's position in the
-            training data; a row of ``val``'s own), and ``path`` for image files. Empty where
-            a row is no row of the user's (sequences, forecasting windows, a DataLoader);
+            training data; a row of ``val``'s own), and ``path`` for image files; a sequence
+            table's id column and a series' time column (:func:`key_column`) name a sequence
+            and a forecast. Empty for a DataLoader;
             ``target``, the row's target as the user gave it (worst.csv shows it unrounded).
     """
 
@@ -54,6 +55,14 @@ class Prepared:
     val: DataSource | None
     target: str | None
     val_keys: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def key_column(name: str | None, default: str) -> str:
+    """The ``val_keys`` name under which a column of the user's (a sequence id, a time) names
+    each validation row: the column's own name, unless that is one of the keys with a meaning
+    of their own (``row``, ``path``, ``target``)."""
+    name = name or default
+    return f"{name}_" if name in ("row", "path", "target", "val_row") else name
 
 
 def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None,

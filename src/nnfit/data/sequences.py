@@ -213,7 +213,7 @@ def prepare(x: Any, y: Any, *, target: str | None, val: Any, task: str | Task, c
     steps = read_steps(x, y, sequence_id=config.sequence_id, time=config.time, target=target,
                        source="training data", labelled=True, min_steps=TRAIN_STEPS)
     pre = None if resumed is None else Preprocessor.from_dict(resumed["preprocess"])
-    tr, va = steps, None
+    tr, va, va_idx = steps, None, None
     if val is None and config.val_split > 0:
         tr_idx, va_idx = split_indices(len(steps), config.val_split, config.seed,
                                        stratify_labels(steps.labels, task))
@@ -239,7 +239,19 @@ def prepare(x: Any, y: Any, *, target: str | None, val: Any, task: str | Task, c
     val_src = None if va is None else layout.source(pre, va, fitted, filled)
     if filled and pre.table is not None:  # one line for both splits, in column order
         warn_filled(steps.source, {n: filled[n] for n in pre.table.used if n in filled})
-    return Prepared(fitted, pre, train, val_src, target)
+    return Prepared(fitted, pre, train, val_src, target, _val_keys(va, va_idx, config))
+
+
+def _val_keys(va: Steps | None, va_idx: np.ndarray | None, config: TrainConfig) -> dict[str, np.ndarray]:
+    """What names each validation sequence (the plots' worst examples): a table's sequence
+    id, else its position among the sequences given (the held-out ones' in the training data)."""
+    from .prepare import key_column
+
+    if va is None:
+        return {}
+    if va.ids is not None:
+        return {key_column(config.sequence_id, "sequence_id"): np.asarray(va.ids)}
+    return {"row": np.asarray(va_idx) if va_idx is not None else np.arange(len(va))}
 
 
 def _fit(tr: Steps, whole: Steps, config: TrainConfig, target: str | None,

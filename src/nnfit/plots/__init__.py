@@ -66,7 +66,7 @@ def write_plots(run_dir: str | Path, records: list[dict[str, Any]], monitor: str
         monitor = "train_loss"
     written = []
     with _heap_frozen():
-        for name, draw in _drawings(records, monitor, outputs):
+        for name, draw in _drawings(records, monitor, outputs, _target_name(run_dir)):
             try:
                 draw(folder / name)
                 written.append(name)
@@ -122,8 +122,20 @@ def remove_plots(run_dir: str | Path, say: Any = None) -> list[str]:
     return removed
 
 
-def _drawings(records: list[dict[str, Any]], monitor: str,
-              v: ValidationOutputs | None) -> list[tuple[str, Any]]:
+def _target_name(run_dir: str | Path) -> str | None:
+    """The run's one target column (config.json's ``target``), for the regression plots' titles;
+    None when it has none, several, or the file does not say (the plots then say "target")."""
+    import json
+
+    try:
+        target = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")).get("target")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return target if isinstance(target, str) and target else None
+
+
+def _drawings(records: list[dict[str, Any]], monitor: str, v: ValidationOutputs | None,
+              target: str | None = None) -> list[tuple[str, Any]]:
     """``(file name, draw(path))`` for every plot that applies, in :data:`PLOT_ORDER`."""
     from . import classification as cls
     from . import examples, history, regression
@@ -142,8 +154,8 @@ def _drawings(records: list[dict[str, Any]], monitor: str,
                 ("calibration.png", lambda p: cls.draw_calibration(true, proba, p))]
     elif answers is not None:
         _, true, pred, _ = answers
-        out += [("pred_vs_true.png", lambda p: regression.draw_pred_vs_true(true, pred, p)),
-                ("residuals.png", lambda p: regression.draw_residuals(true, pred, p))]
+        out += [("pred_vs_true.png", lambda p: regression.draw_pred_vs_true(true, pred, p, target)),
+                ("residuals.png", lambda p: regression.draw_residuals(true, pred, p, target))]
     found = examples.worst_losses(v)
     if found is not None:
         if v.pixels is not None:

@@ -167,7 +167,7 @@ def draw_pr(true: np.ndarray, proba: np.ndarray, classes: list, path: Path) -> P
         ap = float(np.sum(np.diff(recall) * precision[1:]))  # step-wise, as average precision is
         ax.plot(recall, precision, lw=2 if name == "micro-average" else 1.2,
                 label=f"{name} (AP {ap:.3f}, base {y.mean():.2f})", drawstyle="steps-post")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
            title="precision-recall" + (" (one-vs-rest)" if proba.shape[1] > 2 else ""))
     ax.legend(fontsize="x-small", loc="lower left")
     return save(fig, path)

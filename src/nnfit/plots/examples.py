@@ -86,7 +86,8 @@ def write_worst_csv(v: ValidationOutputs, path: Path) -> list[int]:
 
     Columns: ``row`` (0-based position among the data rows the user gave, a header not
     counted: ``pandas.read_csv(file).iloc[row]``; ``val_row``, the position in the validation
-    data, where the data has no rows of its own), ``path`` for image files, the true value(s)
+    data, where the data has no rows of its own), ``path`` for image files, a sequence table's
+    id column or a series' time column (named as in the data), the true value(s)
     (as the user gave them), the prediction(s) and the loss (:func:`worst_losses`).
     """
     found = worst_losses(v)
@@ -94,13 +95,13 @@ def write_worst_csv(v: ValidationOutputs, path: Path) -> list[int]:
     loss_name, losses = found
     order = worst_order(losses, WORST_ROWS).tolist()
     true, pred, names = answers(v)
-    key_names = ["row" if "row" in v.keys else "val_row", *(["path"] if "path" in v.keys else [])]
+    named = [k for k in v.keys if k not in ("row", "target")]  # path, a sequence id, a time
+    key_names = ["row" if "row" in v.keys else "val_row", *named]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*key_names, *names, loss_name])
     for i in order:
-        keys = [int(v.keys["row"][i]) if "row" in v.keys else i,
-                *([str(v.keys["path"][i])] if "path" in v.keys else [])]
+        keys = [int(v.keys["row"][i]) if "row" in v.keys else i, *(str(v.keys[k][i]) for k in named)]
         w.writerow([*keys, *(_text(x) for x in true[i] + pred[i]), _text(float(losses[i]))])
     atomic_write_text(path, buf.getvalue())
     return order
