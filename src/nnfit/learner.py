@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from .summary import ModelSummary, summarize
 from .tasks import ClassificationTask, CustomTask, Task, task_from_dict
 from .tasks.custom import check_resumed, training_task
 from .trainer import Trainer
+
+if TYPE_CHECKING:
+    from .run import RunWriter
 
 
 class Learner:
@@ -367,7 +370,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         RunDirInUse: (a ConfigError) another process is writing ``run_dir`` or ``resume``:
             every writer holds the directory's lock (``nnfit.io.lock``) for all of ``fit``.
     """
-    from .callbacks.sinks import check_sinks, finish_sinks, make_sinks, note_resumed_sinks
+    from .callbacks.sinks import check_sinks, make_sinks, note_resumed_sinks
     from .io.resume import read_resume
     from .memory import check_training_memory
     from .models import state_shapes
@@ -421,22 +424,32 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
                                       checkpoint_fn=writer.checkpoint if writer else None)
         learner.stop_reason = trainer.state.stop_reason
         if writer is not None:
-            writer.finish(trainer, val_src)
-        if writer is not None and cfg.plots:  # after the model is written, from its history
-            from .plots import plot_run
-
-            plot_run(run_dir, trainer, learner.model, fitted_task, val_src, data.val_keys)
-        elif writer is not None:  # an earlier fit's plots would show an older state than history.csv
-            from .plots import remove_plots
-
-            remove_plots(run_dir, say=None if cfg.quiet else _say)
-        if writer is not None and cfg.report:  # last: the report shows everything written above
-            from .report import write_report
-
-            write_report(run_dir)
-        if writer is not None:  # last: MLflow uploads the complete run directory
-            finish_sinks(trainer.callbacks, run_dir)
+            _finish_run(writer, learner, trainer, val_src, data.val_keys)
     return learner
+
+
+def _finish_run(writer: RunWriter, learner: Learner, trainer: Trainer, val: Any,
+                val_keys: dict[str, Any]) -> None:
+    """What a run directory gets after training, in order: the final model and metrics, the
+    plots (or the removal of an earlier fit's, which would show an older state than
+    history.csv), the report, and the sinks' last word (MLflow uploads the whole directory)."""
+    from .callbacks.sinks import finish_sinks
+
+    cfg, run_dir = learner.config, writer.dir
+    writer.finish(trainer, val)
+    if cfg.plots:  # after the model is written, from its history
+        from .plots import plot_run
+
+        plot_run(run_dir, trainer, learner.model, learner.task, val, val_keys)
+    else:
+        from .plots import remove_plots
+
+        remove_plots(run_dir, say=None if cfg.quiet else _say)
+    if cfg.report:  # the report shows everything written above
+        from .report import write_report
+
+        write_report(run_dir)
+    finish_sinks(trainer.callbacks, run_dir)
 
 
 def _custom_task(task: str | Task, config: TrainConfig | None,

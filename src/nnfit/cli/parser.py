@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ls", help="list models, optimizers, schedulers, losses and bundled datasets",
                    description="List everything a config or flag can name.")
 
+    _add_run_tools(sub)
+    return parser
+
+
+def _add_run_tools(sub: argparse._SubParsersAction) -> None:
+    """The subcommands that look at runs or help start one: report, lr-find, runs compare."""
     p = sub.add_parser("report", help="write RUN/report.html: one self-contained page of the run",
                        description="Write RUN/report.html: settings, data, model, plots, metrics, "
                                    "timings and environment of RUN, in one file that opens anywhere.")
@@ -191,4 +197,3 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("runs", metavar="RUN", nargs="+")
     q.add_argument("--out", default=None, metavar="FILE.png", help="write the overlay plot here")
     q.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    return parser
