@@ -246,3 +246,16 @@ def test_worst_rows_of_sequences_and_series_are_named_by_id_and_time(tmp_path) -
     got = list(_csv.DictReader((tmp_path / "t" / "plots" / "worst.csv").read_text().splitlines()))
     assert got and list(got[0])[:2] == ["val_row", "date"]
     assert all(float(r["true"]) == pytest.approx(by_day[r["date"]]) for r in got)
+
+
+def test_a_regression_loss_axis_says_its_units(tmp_path) -> None:
+    """Second review: a regression trained on standardised targets plotted val_loss 0.043 where
+    its metrics said mse 0.80, and nothing on the plot said why."""
+    from nnfit.plots import _loss_label
+
+    reg, cls = [{"epoch": 1, "val_loss": 0.1, "val_mse": 2.0}], [{"epoch": 1, "val_accuracy": 0.9}]
+    (tmp_path / "config.json").write_text('{"scale_target": true}')
+    assert _loss_label(tmp_path, reg) == "loss (standardised target)"
+    assert _loss_label(tmp_path, cls) == "loss"
+    (tmp_path / "config.json").write_text('{"scale_target": false}')
+    assert _loss_label(tmp_path, reg) == "loss"

@@ -66,7 +66,8 @@ def write_plots(run_dir: str | Path, records: list[dict[str, Any]], monitor: str
         monitor = "train_loss"
     written = []
     with _heap_frozen():
-        for name, draw in _drawings(records, monitor, outputs, _target_name(run_dir)):
+        for name, draw in _drawings(records, monitor, outputs, _target_name(run_dir),
+                                    _loss_label(run_dir, records)):
             try:
                 draw(folder / name)
                 written.append(name)
@@ -122,26 +123,42 @@ def remove_plots(run_dir: str | Path, say: Any = None) -> list[str]:
     return removed
 
 
-def _target_name(run_dir: str | Path) -> str | None:
-    """The run's one target column (config.json's ``target``), for the regression plots' titles;
-    None when it has none, several, or the file does not say (the plots then say "target")."""
+def _run_settings(run_dir: str | Path) -> dict[str, Any]:
+    """The run's config.json as a dict; empty when it cannot be read (the plots then use
+    their plain labels)."""
     import json
 
     try:
-        target = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8")).get("target")
-    except (OSError, ValueError, AttributeError):
-        return None
+        cfg = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _target_name(run_dir: str | Path) -> str | None:
+    """The run's one target column (config.json's ``target``), for the regression plots' titles;
+    None when it has none, several, or the file does not say (the plots then say "target")."""
+    target = _run_settings(run_dir).get("target")
     return target if isinstance(target, str) and target else None
 
 
+def _loss_label(run_dir: str | Path, records: list[dict[str, Any]]) -> str:
+    """The loss axis' label: a regression trained on standardised targets (scale_target, the
+    default) has its losses in those units, not the target's (its metrics are in the target's)."""
+    regression = any("val_r2" in r or "val_mse" in r for r in records)
+    if regression and _run_settings(run_dir).get("scale_target", True) is True:
+        return "loss (standardised target)"
+    return "loss"
+
+
 def _drawings(records: list[dict[str, Any]], monitor: str, v: ValidationOutputs | None,
-              target: str | None = None) -> list[tuple[str, Any]]:
+              target: str | None = None, loss_label: str = "loss") -> list[tuple[str, Any]]:
     """``(file name, draw(path))`` for every plot that applies, in :data:`PLOT_ORDER`."""
     from . import classification as cls
     from . import examples, history, regression
     from .outputs import worst_order
 
-    out: list[tuple[str, Any]] = [("loss.png", lambda p: history.draw_loss(records, p)),
+    out: list[tuple[str, Any]] = [("loss.png", lambda p: history.draw_loss(records, p, loss_label)),
                                   ("metric.png", lambda p: history.draw_metric(records, monitor, p))]
     if v is None or len(v) == 0:
         return out

@@ -60,7 +60,7 @@ def best_epoch(records: Sequence[dict[str, Any]], monitor: str) -> tuple[int, fl
     return epochs[i], values[i]
 
 
-def draw_loss(records: Sequence[dict[str, Any]], path: Path) -> Path:
+def draw_loss(records: Sequence[dict[str, Any]], path: Path, ylabel: str = "loss") -> Path:
     """``loss.png``: training and validation loss per epoch (log scale when they span more than
     a factor of 100), the learning rate on a second axis."""
     # the right margin holds the learning rate's tick labels and its axis label
@@ -77,7 +77,7 @@ def draw_loss(records: Sequence[dict[str, Any]], path: Path) -> Path:
     if min(drawn) > 0 and max(drawn) / min(drawn) > 100:
         _log_scale(ax)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     lines, labels = ax.get_legend_handles_labels()
     x, lr = series(records, "lr")
     if lr:
