@@ -126,11 +126,12 @@ def remove_plots(run_dir: str | Path, say: Any = None) -> list[str]:
 def _run_settings(run_dir: str | Path) -> dict[str, Any]:
     """The run's config.json as a dict; empty when it cannot be read (the plots then use
     their plain labels)."""
-    import json
+    from ..errors import CheckpointError
+    from ..files import read_json
 
     try:
-        cfg = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        cfg = read_json(Path(run_dir) / "config.json")
+    except (CheckpointError, OSError):
         return {}
     return cfg if isinstance(cfg, dict) else {}
 
