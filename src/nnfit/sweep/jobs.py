@@ -1,0 +1,36 @@
+"""What a sweep trains: one :class:`MemberJob` per member, each the standalone run it equals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..config import TrainConfig
+
+
+@dataclass
+class MemberJob:
+    """One member of a sweep: everything a plain ``nnfit.fit`` of its standalone twin gets.
+
+    Attributes:
+        name: the member's name (``seed-3``, ``fold-2``, ``lr-0.003_dropout-0.2``): only what
+            varies between members, and ``run`` when nothing does.
+        settings: the settings of this member that vary (``{"seed": 3}``), as parsed.
+        model: a built-in model spec (dict), an ``nn.Module`` (copied per member) or a
+            function returning a new module (called after the member's seed is set, so each
+            member is initialised as its standalone run would be).
+        fit_kwargs: what ``fit`` takes besides the model and config: ``x``, ``y``, ``target``,
+            ``val``, ``task``.
+        config: the member's TrainConfig (its seed, fold, bootstrap, lr, weight decay...).
+        record: what its run directory records as ``config.json`` (the standalone run's).
+    """
+
+    name: str
+    settings: dict[str, Any]
+    model: dict[str, Any] | nn.Module | Callable[[], nn.Module]
+    fit_kwargs: dict[str, Any]
+    config: TrainConfig
+    record: dict[str, Any] = field(default_factory=dict)

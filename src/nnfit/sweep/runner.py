@@ -1,0 +1,463 @@
+"""Run a sweep: build every member as its standalone run would be built, train the members
+that share an architecture as one stacked model (or, where a member cannot be stacked, as its
+own run), and write ``OUT``: ``results.csv``, ``members/<name>/``, ``ensemble/`` and ``best/``.
+
+Layout of ``OUT``::
+
+    sweep.json        the sweep's members and what ``nnfit sweep --resume OUT`` rebuilds them from
+    checkpoints/      the running group's checkpoints (removed when the group's members are written)
+    members/<name>/   one run directory per member (evaluate, predict, inspect accept it)
+    results.csv       one row per member, then mean and std rows over seeds/folds/bootstraps
+    ensemble/         the members' mean (probabilities, or regression outputs)
+    best/             the member with the best monitored value, as a model directory
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError, Stopped, warn
+from .jobs import MemberJob
+
+SWEEP_FILE = "sweep.json"
+MEMBERS = "members"
+# Settings a stacked group lets differ between its members; any other difference splits groups.
+PER_MEMBER = ("seed", "fold", "bootstrap", "lr", "weight_decay")
+
+
+@dataclass
+class Built:
+    """A member built as its standalone ``fit`` builds it, before any training step."""
+
+    job: MemberJob
+    learner: Any
+    trainer: Any
+    train: Any
+    val: Any
+    val_keys: dict[str, Any]
+    drop_state: torch.Tensor  # the global RNG right after the model was built (dropout's stream)
+
+
+@dataclass
+class SweepResult:
+    """What a sweep returns: ``rows`` (results.csv as dicts), ``members`` (name -> Learner),
+    ``best`` (the best member's name), ``ensemble`` (or None) and ``out`` (the directory)."""
+
+    out: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    members: dict[str, Any] = field(default_factory=dict)
+    best: str | None = None
+    ensemble: Any = None
+    groups: list[list[str]] = field(default_factory=list)
+    stacked: list[bool] = field(default_factory=list)
+
+
+def build_member(job: MemberJob) -> Built:
+    """``fit``'s preparation for ``job``: seed, prepare the data, complete the spec, build
+    the model (in that order: the model's initialisation is the standalone run's)."""
+    from ..data.columns import column_name
+    from ..data.prepare import prepare
+    from ..learner import Learner, _custom_task
+    from ..models import build_model
+    from ..specs import built_in, complete_spec, family
+    from ..tasks import CustomTask
+    from ..tasks.custom import training_task
+    from ..trainer import Trainer
+
+    kw = dict(job.fit_kwargs)
+    task, _ = _custom_task(kw.get("task", "auto"), job.config, {})
+    trainer = Trainer(job.config, quiet=True)  # seeds the global RNG, as fit does
+    model = job.model
+    if callable(model) and not isinstance(model, nn.Module):
+        model = model()  # after the seed: initialised as its standalone run's module
+    elif isinstance(model, nn.Module):
+        model = copy.deepcopy(model)
+    target = column_name(kw.get("target"))
+    data = prepare(kw.get("x"), kw.get("y"), target=target, val=kw.get("val"), task=task,
+                   config=job.config, resumed=None, numeric=built_in(model), family=family(model))
+    fitted = data.task
+    if isinstance(task, CustomTask):
+        fitted = training_task(fitted, task.fn, data.train, data.val)
+    spec = complete_spec(model, data.preprocessor, fitted)
+    module = model if isinstance(model, nn.Module) else build_model(spec)
+    learner = Learner(module, task=fitted, preprocessor=data.preprocessor, spec=spec, config=job.config,
+                      trainer=trainer, target_name=None if data.preprocessor is None else target)
+    return Built(job, learner, trainer, data.train, data.val, data.val_keys, torch.get_rng_state())
+
+
+def group_key(b: Built) -> str:
+    """What must be equal for members to share a stacked model: the spec but its dropout
+    rate and vocabulary sizes, and every setting but the per-member ones."""
+    spec = dict(b.learner.spec or {"module": type(b.learner.model).__qualname__})
+    spec.pop("dropout", None)
+    if "embeddings" in spec:
+        spec["embeddings"] = [[0, w] for _, w in spec["embeddings"]]
+    cfg = {k: v for k, v in asdict(b.job.config).items() if k not in PER_MEMBER}
+    return json.dumps([spec, cfg, type(b.learner.model).__qualname__], sort_keys=True, default=str)
+
+
+def why_not_stacked(group: list[Built]) -> str | None:
+    """Why these members cannot train as one stacked model (None when they can)."""
+    from ..data import TensorData
+    from ..tasks import CustomTask
+    from .optim import STACKED_OPTIMIZERS
+
+    c = group[0].job.config
+    if c.optimizer not in STACKED_OPTIMIZERS:
+        return f"optimizer {c.optimizer!r} has no stacked form"
+    if c.accumulate != 1 or c.compile:
+        return "accumulate or compile is set"
+    for b in group:
+        if type(b.train) is not TensorData or not isinstance(b.train.inputs, tuple):
+            return "the data is not in-memory rows of tensors"
+        if b.val is not None and (type(b.val) is not TensorData or not isinstance(b.val.inputs, tuple)):
+            return "the validation data is not in-memory rows of tensors"
+        if isinstance(b.learner.task, CustomTask):
+            return "a custom loss function"
+    if len({b.val is None for b in group}) > 1:
+        return "some members have validation data and others not"
+    for m in group[0].learner.model.modules():
+        if isinstance(m, nn.RNNBase):  # no batching rule for the fused recurrent kernels
+            return f"a recurrent layer ({type(m).__name__})"
+        if isinstance(m, nn.modules.dropout._DropoutNd) and type(m) is not nn.Dropout:
+            return f"a {type(m).__name__} layer (only nn.Dropout is drawn per member)"
+    return None
+
+
+def plan_groups(built: list[Built]) -> list[list[int]]:
+    """Member indices per group, in member order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, b in enumerate(built):
+        groups.setdefault(group_key(b), []).append(i)
+    return list(groups.values())
+
+
+def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, overwrite: bool = False,
+              sweep_record: dict[str, Any] | None = None, quiet: bool = False) -> SweepResult:
+    """Train every job's member and write ``out`` (see the module's docstring).
+
+    Args:
+        jobs: the members, each with the settings of its standalone run.
+        out: the sweep directory.
+        resume: go on from ``out``'s newest checkpoint (groups already written are loaded).
+        overwrite: start over in an ``out`` that holds an earlier sweep (its files removed).
+        sweep_record: JSON-able data stored in ``sweep.json`` for ``nnfit sweep --resume``.
+        quiet: no progress lines.
+
+    Raises:
+        ConfigError: duplicate member names, ``out`` in the way, nothing to resume.
+        Stopped: SIGINT/SIGTERM: a checkpoint was committed; resume with ``resume=True``.
+    """
+    from ..io.lock import hold_run_dir
+
+    out = Path(out)
+    names = [j.name for j in jobs]
+    if not jobs or len(set(names)) != len(names):
+        raise ConfigError(f"a sweep needs members with distinct names, got {names}")
+    with hold_run_dir(out, create=not resume):
+        _check_out(out, resume, overwrite)
+        if not resume:
+            _write_json(out / SWEEP_FILE, {"format": 1, "members": [{"name": j.name, "settings": j.settings}
+                                                                    for j in jobs], "record": sweep_record})
+        built = [build_member(j) for j in jobs]
+        groups = plan_groups(built)
+        result = SweepResult(out)
+        ckpt = _resume_point(out) if resume else None
+        for g, idx in enumerate(groups):
+            group = [built[i] for i in idx]
+            result.groups.append([b.job.name for b in group])
+            done = _written(out, group) if resume else None
+            if done is not None:
+                result.members.update(done)
+                result.stacked.append(why_not_stacked(group) is None)
+                continue
+            reason = why_not_stacked(group)
+            result.stacked.append(reason is None)
+            if reason is not None:
+                if not quiet and len(group) > 1:
+                    _say(f"group {g + 1}: {len(group)} members train one after another: {reason}")
+                for b in group:
+                    result.members[b.job.name] = _train_alone(b, out, resume)
+            else:
+                own = ckpt if ckpt is not None and ckpt[2]["group"] == g else None
+                result.members.update(_train_group(g, len(groups), group, out, own, quiet))
+            from . import state
+
+            state.clear(out)
+        _finish(result, built, quiet)
+    return result
+
+
+def _say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from ..checkpoint import atomic_write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, data)
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``out`` that holds files unless resuming a sweep or overwriting one."""
+    if resume:
+        if not (out / SWEEP_FILE).is_file():
+            raise ConfigError(f"{out}: no sweep to resume ({SWEEP_FILE} is missing)")
+        return
+    held = [p for p in out.iterdir() if p.name != ".nnfit.lock"] if out.is_dir() else []
+    if not held:
+        return
+    if not (out / SWEEP_FILE).is_file():
+        raise ConfigError(f"{out} holds files and no nnfit sweep: choose another --out")
+    if not overwrite:
+        raise ConfigError(f"{out} holds an earlier sweep: pass --overwrite (overwrite=True) or choose another --out")
+    import shutil
+
+    for name in (MEMBERS, "checkpoints", "ensemble", "best"):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for name in ("results.csv", SWEEP_FILE):
+        if (out / name).is_file():
+            (out / name).unlink()
+
+
+def _resume_point(out: Path) -> tuple | None:
+    from . import state
+
+    return state.latest(out)
+
+
+def _written(out: Path, group: list[Built]) -> dict[str, Any] | None:
+    """The group's members loaded from their run directories when every one is written."""
+    from ..learner import Learner
+
+    found = {}
+    for b in group:
+        d = out / MEMBERS / b.job.name
+        if not (d / "manifest.json").is_file() or not (d / "history.csv").is_file():
+            return None
+        try:
+            learner = Learner.load(d, device=str(b.trainer.runtime.device))
+        except Exception:  # a member written halfway is trained again
+            return None
+        learner.history = _read_history(d / "history.csv")
+        found[b.job.name] = learner
+    return found
+
+
+def _read_history(path: Path) -> Any:
+    import csv
+
+    from ..callbacks import History
+
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            rows.append({k: _number(v) for k, v in r.items()})
+    return History(rows)
+
+
+def _number(v: str) -> Any:
+    try:
+        return int(v)
+    except ValueError:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+
+def _train_alone(b: Built, out: Path, resume: bool) -> Any:
+    """A member that cannot be stacked: its own ``fit`` into its run directory."""
+    from dataclasses import replace
+
+    from ..learner import fit
+
+    d = out / MEMBERS / b.job.name
+    has_ckpt = resume and (d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir())
+    kw = dict(b.job.fit_kwargs)
+    cfg = replace(b.job.config, quiet=True, plots=False, report=False)
+    record = b.job.record or None
+    return fit(b.job.model() if callable(b.job.model) and not isinstance(b.job.model, nn.Module) else b.job.model,
+               kw.pop("x", None), kw.pop("y", None), config=cfg, run_dir=d, run_config=record,
+               resume=d if has_ckpt else None, overwrite=not has_ckpt, **kw)
+
+
+def _train_group(g: int, n_groups: int, group: list[Built], out: Path, ckpt: tuple | None,
+                 quiet: bool) -> dict[str, Any]:
+    """Train ``group`` as one stacked model; write each member's run directory."""
+    from ..runtime import cpu_threads, step_params
+    from . import state
+    from .engine import GroupTrainer, Member
+
+    members = []
+    for b in group:
+        drop = torch.Generator()
+        drop.set_state(b.drop_state)
+        members.append(Member(b.job.name, b.job.config, b.learner.task, b.train, b.val,
+                              b.trainer.generator, drop))
+    c, runtime = group[0].job.config, group[0].trainer.runtime
+    modules = [b.learner.model for b in group]
+    keep = c.keep_checkpoints
+    gt = GroupTrainer(members, modules, runtime.device,
+                      checkpoint_fn=lambda t: state.save(out, t, g, keep))
+    if ckpt is not None:
+        state.restore(gt, ckpt[1], ckpt[2], str(ckpt[0]))
+    if not quiet:
+        gt.on_epoch = lambda t: _say(_progress(t, g, n_groups))
+    before = torch.get_num_threads()
+    threads = cpu_threads(runtime, step_params(modules[0]) * len(group), c.batch_size, c.threads)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        gt.fit()
+    finally:
+        torch.set_num_threads(before)
+    learners = {}
+    for i, b in enumerate(group):
+        m, learner = gt.members[i], b.learner
+        learner.model.load_state_dict(gt.member_weights(i))
+        learner.model.eval()
+        learner.history, learner.stop_reason = m.history, m.stop_reason
+        _write_member(out, b, m.failed)
+        learners[b.job.name] = learner
+    return learners
+
+
+def _progress(gt: Any, g: int, n_groups: int) -> str:
+    live = [m for m in gt.members if not m.stop]
+    best = [m.best for m in gt.members if m.best is not None]
+    monitor = gt.members[0].monitor
+    shown = f", best {monitor} {min(best) if monitor.endswith('loss') else max(best):.4g}" if best else ""
+    return (f"group {g + 1}/{n_groups}: epoch {gt.epoch}/{gt.config.epochs}, "
+            f"{len(live)}/{len(gt.members)} members training{shown}")
+
+
+def _write_member(out: Path, b: Built, failed: bool) -> None:
+    """The member's run directory, as its standalone run leaves it: model, config.json,
+    history.csv and metrics.json."""
+    from ..checkpoint import atomic_write_text
+    from ..guards import first_non_finite
+    from ..run import RunWriter, data_fingerprint
+
+    d = out / MEMBERS / b.job.name
+    learner = b.learner
+    if first_non_finite(learner.model.named_parameters()) is not None:
+        warn(f"member {b.job.name}: its weights are not finite ({learner.stop_reason}); no model written")
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "history.csv", learner.history.to_csv())
+        return
+    record = b.job.record or {**asdict(b.job.config), "model": learner.spec}
+    writer = RunWriter(d, learner, record, data_fingerprint(b.train, b.val))
+    writer.start()
+    atomic_write_text(d / "history.csv", learner.history.to_csv())
+    writer.finish(b.trainer, b.val)
+
+
+def _finish(result: SweepResult, built: list[Built], quiet: bool) -> None:
+    """results.csv, the best member (``best/``) and the ensemble (``ensemble/``)."""
+    from ..metrics import metric_direction
+
+    out = result.out
+    rows, best, best_value = [], None, None
+    for b in built:
+        learner = result.members.get(b.job.name)
+        hist = list(learner.history) if learner is not None else []
+        monitor = b.job.config.monitor if (b.val is not None or not b.job.config.monitor.startswith("val_")) \
+            else "train_loss"
+        sign = 1.0 if metric_direction(monitor) == "min" else -1.0
+        values = [(r.get(monitor), r.get("epoch")) for r in hist
+                  if isinstance(r.get(monitor), (int, float)) and r.get(monitor) == r.get(monitor)]
+        top = min(values, key=lambda v: sign * v[0]) if values else (None, None)
+        row: dict[str, Any] = {"member": b.job.name, **{k: _cell(v) for k, v in b.job.settings.items()},
+                               "epochs": len(hist), "best_epoch": top[1], f"best_{monitor}": top[0]}
+        metrics = _read_metrics(out / MEMBERS / b.job.name / "metrics.json")
+        row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        row["stop_reason"] = getattr(learner, "stop_reason", "") if learner is not None else "not trained"
+        rows.append(row)
+        if top[0] is not None and (best_value is None or sign * (top[0] - best_value) < 0):
+            best, best_value = b.job.name, top[0]
+    rows += _summaries(rows, built)
+    _write_csv(out / "results.csv", rows)
+    result.rows, result.best = rows, best
+    if best is not None:
+        result.members[best].save(out / "best")
+    trained = [(n, lr) for n, lr in result.members.items() if lr is not None and _finite(lr)]
+    if len(trained) > 1:
+        try:
+            from .ensemble import Ensemble, write_ensemble
+
+            write_ensemble(out / "ensemble", [lr for _, lr in trained], [n for n, _ in trained])
+            result.ensemble = Ensemble([lr for _, lr in trained], [n for n, _ in trained])
+        except ConfigError as e:
+            warn(f"no ensemble written: {e}")
+
+
+def _finite(learner: Any) -> bool:
+    from ..guards import first_non_finite
+
+    return first_non_finite(learner.model.named_parameters()) is None
+
+
+def _cell(v: Any) -> Any:
+    return "x".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    from ..files import read_json
+
+    try:
+        data = read_json(path) if path.is_file() else {}
+    except Exception:  # a member without metrics (no validation data) has none to show
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _summaries(rows: list[dict[str, Any]], built: list[Built]) -> list[dict[str, Any]]:
+    """Mean and std rows of the numeric columns over the members that differ only by seed,
+    fold or bootstrap sample (one pair per grid point)."""
+    import statistics
+
+    repeats = ("seed", "fold", "bootstrap")
+    by_point: dict[str, list[dict[str, Any]]] = {}
+    for row, b in zip(rows, built, strict=True):
+        point = "_".join(f"{k}-{_cell(v)}" for k, v in b.job.settings.items() if k not in repeats) or "all"
+        by_point.setdefault(point, []).append(row)
+    out = []
+    for point, members in by_point.items():
+        if len(members) < 2:
+            continue
+        numeric = [k for k in members[0] if k not in ("member", "stop_reason", *repeats)
+                   and all(isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool) for m in members)]
+        mean = {"member": f"mean[{point}]", **{k: statistics.fmean(m[k] for m in members) for k in numeric}}
+        std = {"member": f"std[{point}]", **{k: statistics.stdev(m[k] for m in members) for k in numeric}}
+        out += [mean, std]
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    from ..checkpoint import atomic_write_text
+
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+    atomic_write_text(path, buf.getvalue())
