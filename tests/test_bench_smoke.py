@@ -172,3 +172,14 @@ def test_the_markdown_shows_padding_and_the_image_folder():
     assert md.count("Compute-bound on a CPU") == 1 and "### rgb-32px-b128: 10 classes x 500 RGB stripe" in md
     assert "`torchvision::nms`/`qnms`" in md and "Skipped: torchvision (not installed)" in md
     assert "load average before the runs: 1.20 at the start, up to 3.50, 2.00 at the end (a busy" in md
+
+
+def test_sweep_bench_smoke(tmp_path):
+    """benchmarks/sweep.py runs end to end on a few rows and writes its tables."""
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "sweep.py"
+    p = subprocess.run([sys.executable, str(bench), "--rows", "600", "--epochs", "1", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    report = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["members"] for r in report["in_process"]] == [8, 32]
+    assert report["processes"]["speedup"] > 0 and "Peak RSS" in (tmp_path / "sweep.md").read_text()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -30,6 +31,20 @@ LOG_SINKS = ("jsonl", "tensorboard", "mlflow")
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+def _check_part(key: str, value: Any, too_few: str) -> None:
+    """``value`` is None or a "k/K" string with whole numbers 1 <= k <= K, K >= 2
+    (TrainConfig.fold and bootstrap); ``too_few`` says why K = 1 is refused."""
+    if value is None:
+        return
+    _check(isinstance(value, str), f"{key} must be a string k/K such as '2/5', got {_short(value)}")
+    m = re.fullmatch(r"(\d{1,9})/(\d{1,9})", value)
+    if m is None:
+        raise ConfigError(f"{key} must be k/K with whole numbers, such as 2/5; got {_short(value)}")
+    k, total = int(m[1]), int(m[2])
+    _check(total >= 2, f"{key} {value}: {too_few}")
+    _check(1 <= k <= total, f"{key} {value}: k must be in 1..{total}")
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,12 @@ class TrainConfig:
         loss: auto (the task's default), mse, l1, huber, cross_entropy or bce.
         val_split: fraction of the training data held out for validation when no validation
             data is given (stratified for classification). 0 disables. Default 0.2.
+        fold: "k/K" validates on fold k of K (1-based) instead of ``val_split``: the rows are
+            dealt into K folds by ``seed`` (stratified for classification, each class spread
+            over every fold) and the other K-1 folds train. None (the default): no folds.
+        bootstrap: "b/K" trains on bootstrap sample b of K instead of ``val_split``: as many
+            rows as there are, drawn with replacement by (``seed``, b); the rows never drawn
+            (out of bag) validate. None (the default): no bootstrap.
         patience: early stopping after this many epochs without improvement of ``monitor``;
             0 disables. Default 10 (only active when there is validation data).
         monitor: the metric early stopping, the best checkpoint and "plateau" watch. Default
@@ -190,6 +211,8 @@ class TrainConfig:
     sched_patience: int = 5
     loss: str = "auto"
     val_split: float = 0.2
+    fold: str | None = None
+    bootstrap: str | None = None
     patience: int = 10
     monitor: str = "val_loss"
     min_delta: float = 0.0
@@ -250,6 +273,11 @@ class TrainConfig:
         _check(self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(0.0 <= self.val_split < 1.0, f"val_split must be in [0, 1), got {self.val_split}")
+        _check_part("fold", self.fold, "k-fold needs at least 2 folds")
+        _check_part("bootstrap", self.bootstrap, "a bootstrap needs at least 2 samples")
+        _check(self.fold is None or self.bootstrap is None,
+               f"fold and bootstrap cannot both be set (fold={self.fold}, bootstrap={self.bootstrap}): "
+               "a run validates on one fold or on one bootstrap sample's out-of-bag rows")
         _check(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
         _check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
         _check(self.accumulate >= 1, f"accumulate must be >= 1, got {self.accumulate}")
@@ -308,7 +336,7 @@ LATER_SETTINGS: dict[str, Any] = {"numeric_transform": "standard", "categorical"
                                   "augment": "auto", "image_cache": False, "sequence_id": None,
                                   "time": None, "window": 0, "horizon": 1, "season": 0,
                                   "channels_last": None, "plots": True, "report": False, "log": [],
-                                  "log_every": 50}
+                                  "log_every": 50, "fold": None, "bootstrap": None}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from .data.preprocess import Preprocessor
 from .errors import ConfigError
 from .files import write_files
 from .guards import check_finite_outputs
-from .io.model_dir import META_FILE, MODEL_FILE, read_model_dir
+from .io.model_dir import META_FILE, MODEL_FILE, model_from_files, read_model_dir
 from .models import build_model
 from .specs import built_in, complete_spec, family
 from .summary import ModelSummary, summarize
@@ -42,6 +42,7 @@ from .trainer import Trainer
 
 if TYPE_CHECKING:
     from .run import RunWriter
+    from .sweep.ensemble import Ensemble
 
 
 class Learner:
@@ -243,8 +244,9 @@ class Learner:
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None, *,
-             device: str = "auto", loss: Callable | None = None) -> Learner:
-        """Load a saved model or run directory.
+             device: str = "auto", loss: Callable | None = None) -> Learner | Ensemble:
+        """Load a saved model or run directory, or a sweep's ensemble directory (then an
+        :class:`~nnfit.sweep.ensemble.Ensemble`, which predicts and evaluates alike).
 
         Args:
             path: a directory written by :meth:`save` or ``nnfit train``.
@@ -261,8 +263,42 @@ class Learner:
                 the model (missing/unexpected tensors, shapes, dtypes, NaN), all named. Every
                 byte is checked before the model is built (:mod:`nnfit.io.model_dir`).
         """
+        from .sweep.ensemble import Ensemble, is_ensemble_dir
+
+        if is_ensemble_dir(path):  # told apart by its manifest's kind; checked as a model is
+            return Ensemble.load(path, model, device=device, loss=loss)
+        return cls._rebuilt(*read_model_dir(Path(path), model), device, loss)
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes], model: nn.Module | None = None, *,
+                   device: str = "auto", loss: Callable | None = None,
+                   source: str = "model files") -> Learner:
+        """A Learner from the bytes :meth:`files` gave, checked as :meth:`load` checks a
+        directory's (no pickle: nothing in them runs code); for models kept elsewhere than in
+        a directory, such as a pickled :class:`nnfit.sklearn.NNClassifier`.
+
+        Args:
+            files: ``model.safetensors`` and ``model.json``, as bytes.
+            model, device, loss: as :meth:`load`.
+            source: what to name in errors, as a directory would be named.
+
+        Raises:
+            CheckpointError: a missing file, or a field or tensor that is not valid, named.
+
+        Example:
+            >>> x, y = np.random.rand(40, 3), np.arange(40) % 2
+            >>> learner = fit({"name": "mlp", "hidden": [4]}, x, y, epochs=1, quiet=True)
+            >>> copy = Learner.from_files(learner.files())
+            >>> bool((copy.predict_proba(x) == learner.predict_proba(x)).all())
+            True
+        """
+        return cls._rebuilt(*model_from_files(dict(files), Path(source), model), device, loss)
+
+    @classmethod
+    def _rebuilt(cls, model: nn.Module, meta: dict[str, Any], device: str,
+                 loss: Callable | None) -> Learner:
+        """A loaded model and its checked ``model.json`` as a Learner on ``device``."""
         # model.json was checked whole against io.validate.LEARNER: task and preprocessing rebuild
-        model, meta = read_model_dir(Path(path), model)
         pre = meta["preprocess"]
         task = task_from_dict(meta["task"], loss)
         preprocessor = None if pre is None else Preprocessor.from_dict(pre)
@@ -527,9 +563,10 @@ def _check_resume(ckpt: Any, spec: dict | None, record: dict[str, Any] | None,
 
 
 def load(path: str | Path, model: nn.Module | None = None, *, device: str = "auto",
-         loss: Callable | None = None) -> Learner:
-    """Load a model saved by :meth:`Learner.save` or a ``nnfit train`` run directory
-    (arguments as :meth:`Learner.load`; ``loss``: a custom-loss model's function, to evaluate it).
+         loss: Callable | None = None) -> Learner | Ensemble:
+    """Load a model saved by :meth:`Learner.save`, a ``nnfit train`` run directory or a
+    sweep's ensemble directory (arguments as :meth:`Learner.load`; ``loss``: a custom-loss
+    model's function, to evaluate it).
 
     Example:
         >>> learner = nnfit.load("runs/breast_cancer-1")  # doctest: +SKIP

@@ -51,7 +51,7 @@ from .parser import EPILOG, build_parser  # noqa: E402,F401  (re-exported)
 
 # The module that runs each subcommand, imported only when that command runs.
 COMMANDS = {"train": "train", "evaluate": "evaluate", "predict": "predict", "inspect": "info",
-            "ls": "info", "report": "report", "lr-find": "lr_find", "runs": "runs"}
+            "ls": "info", "report": "report", "lr-find": "lr_find", "runs": "runs", "sweep": "sweep"}
 
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nnfit`` command; returns the exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "train" and not any(e.startswith("-") for e in extra):
+    if extra and args.command in ("train", "sweep") and not any(e.startswith("-") for e in extra):
         # argparse fills nargs="*" only once: `train data.csv --target y lr=0.1` leaves lr=0.1
         args.items += extra
     elif extra:

@@ -79,7 +79,6 @@ def _add_train_flags(p: argparse.ArgumentParser, *, run: bool = True) -> None:
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the run directory ``nnfit train`` writes, and what goes into it."""
-    S = argparse.SUPPRESS  # absent flags stay absent, so a config file's values survive
     add = p.add_argument
     add("--out", default=None, help="run directory (default runs/NAME-N)")
     add("--resume", default=None, metavar="RUN_DIR",
@@ -88,6 +87,13 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="with --resume: continue even though settings or data changed (the changes are listed)")
     add("--overwrite", action="store_true",
         help="start over in an existing --out: the earlier run's files are removed, yours stay")
+    _add_output_flags(p)
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    """What a run directory holds besides the model: plots, the report, metric logs."""
+    S = argparse.SUPPRESS  # absent flags stay absent, so a config file's values survive
+    add = p.add_argument
     add("--no-plots", dest="plots", default=S, action="store_false",
         help="draw no plots into the run directory (drawn by default after training)")
     add("--report", default=S, action="store_true", help="write RUN/report.html at the end")
@@ -132,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "series or a bundled dataset",
                        description="Train a model and write a run directory.", epilog=EPILOG)
     _add_train_flags(p)
+    _add_sweep(sub)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on labelled data",
                        description="Print the metrics of RUN on DATA: a table holding the target column (the "
@@ -165,6 +172,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_tools(sub)
     return parser
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    """``nnfit sweep``: the train flags, what the members are, and the sweep's directory."""
+    p = sub.add_parser("sweep", help="train many models at once: over seeds, a grid of settings, "
+                       "k folds or bootstrap samples",
+                       description="Train one model per member (a seed, a grid point, a fold or a "
+                                   "bootstrap sample; their combinations), each equal to its own "
+                                   "nnfit train run, and write OUT/results.csv, OUT/members/NAME/ "
+                                   "and OUT/ensemble/.", epilog=EPILOG)
+    _add_train_flags(p, run=False)  # the sweep's own directory flags below: --force-resume is none
+    add = p.add_argument
+    add("--seeds", default=None, metavar="SEEDS",
+        help="one member per seed: a range 0-7 (inclusive), a list 0,3,5, or both: 0-3,9")
+    add("--grid", default=None, nargs="+", metavar="KEY=V1,V2",
+        help="one member per grid point: every KEY=V1,V2 up to the next flag is one axis, the "
+             "grid their product; list-valued keys separate points with ';' (hidden=64,64;128). "
+             "Keys: seed, lr, weight_decay, dropout, and (trained as separate groups) the "
+             "architecture, batch_size, the optimizer and the schedule")
+    add("--kfold", default=None, type=int, metavar="K",
+        help="one member per fold, each validating on its own fold (stratified for classification)")
+    add("--bootstrap", default=None, type=int, metavar="K",
+        help="one member per bootstrap sample, each validating on the rows its sample left out")
+    add("--out", default=None, help="sweep directory (default sweeps/NAME-N)")
+    add("--resume", default=None, metavar="OUT",
+        help="continue a sweep from its checkpoints: its settings come from OUT/sweep.json "
+             "(only epochs, patience, device and how it runs and logs may be given again)")
+    add("--overwrite", action="store_true",
+        help="start over in an existing --out: the earlier sweep's files are removed, yours stay")
+    _add_output_flags(p)
 
 
 def _add_run_tools(sub: argparse._SubParsersAction) -> None:

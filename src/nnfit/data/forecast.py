@@ -304,6 +304,10 @@ def prepare(x: Any, y: Any = None, *, target: str | None, val: Any, task: str | 
     cfg = config
     if y is not None:
         raise ConfigError(_NO_Y)
+    if cfg.fold is not None or cfg.bootstrap is not None:
+        part = f"fold={cfg.fold}" if cfg.fold is not None else f"bootstrap={cfg.bootstrap}"
+        raise ConfigError(f"{part}: a forecast validates on the end of its series (val_split), "
+                          "never on rows drawn from its past")
     pre = fitted = None
     if resumed is not None:  # the run's own layout, preprocessing and task
         pre, fitted = Preprocessor.from_dict(resumed["preprocess"]), task_from_dict(resumed["task"])

@@ -49,7 +49,7 @@ from .layouts import IMAGE_SUFFIXES, is_image_path
 from .prepare import Prepared, _fitted_task, target_array
 from .preprocess import InputSchema, Preprocessor
 from .read import read_table
-from .split import split_indices, stratify_labels
+from .split import holdout, holds_out, split_indices, stratify_labels
 
 LABEL = "label"  # the label column of a table of image paths, unless --target names another
 PATH = "path"
@@ -508,8 +508,8 @@ def prepare(x: Any, y: Any = None, *, target: str | None, val: Any, task: str | 
     va_pixels = va_labels = None
     y_source = imgs.labels_source
     keys: dict[str, np.ndarray] = {}
-    if val is None and config.val_split > 0:
-        tr, va = split_indices(len(labels), config.val_split, config.seed, stratify_labels(labels, task))
+    if val is None and holds_out(config):
+        tr, va = holdout(len(labels), config, stratify_labels(labels, task), source=y_source)
         va_pixels, va_labels, pixels, labels = pixels[va], labels[va], pixels[tr], labels[tr]
         keys["row"] = np.asarray(va)
         if imgs.paths is not None:  # the worst examples name their files

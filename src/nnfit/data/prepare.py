@@ -29,7 +29,7 @@ from .preprocess import Preprocessor
 from .read import read_table
 from .schema import fit_schema, warn_filled
 from .sources import DataSource, Inputs, LoaderData, StreamData, TensorData, as_source
-from .split import split_indices, stratify_labels
+from .split import holdout, holds_out, stratify_labels
 
 
 @dataclass
@@ -87,6 +87,7 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
         DataError, ConfigError: bad data or arguments, in one line.
     """
     cfg = config or TrainConfig()
+    _check_resampling(cfg, val, _is_stream(x))
     if _is_stream(x):  # the user's batches: no preprocessing to fit
         src = as_source(x)
         return Prepared(_loader_task(task, src, cfg.loss), None, src,
@@ -109,6 +110,20 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
     if numeric:
         raw = raw.as_float()
     return _prepare_arrays(raw, y_arr, val, target, task, cfg, resumed, pre, sources)
+
+
+def _check_resampling(cfg: TrainConfig, val: Any, stream: bool) -> None:
+    """A fold or bootstrap holds out its own validation rows: refused with validation data
+    of the user's, and for batches nnfit cannot split (a Dataset, DataLoader or stream)."""
+    if cfg.fold is None and cfg.bootstrap is None:
+        return
+    part = f"fold={cfg.fold}" if cfg.fold is not None else f"bootstrap={cfg.bootstrap}"
+    if val is not None:
+        raise ConfigError(f"{part} holds out its own validation rows: pass no validation data (val=), "
+                          "or drop it")
+    if stream:
+        raise ConfigError(f"{part}: a Dataset, DataLoader or stream is never split into rows; pass "
+                          "arrays, a table or a file, or drop it")
 
 
 def _is_stream(x: Any) -> bool:
@@ -140,8 +155,8 @@ def _prepare_table(cols: Columns, y: Any, target: str | None, val: Any, task: st
         raise DataError(f"{cols.source}: no feature columns besides the target")
     va_cols, y_va, va_source = None, None, f"{cols.source}: target column {target!r}"
     rows, whole = np.arange(len(cols)), cols
-    if val is None and cfg.val_split > 0:
-        rows, va_idx = split_indices(len(cols), cfg.val_split, cfg.seed, stratify_labels(y_arr, task))
+    if val is None and holds_out(cfg):
+        rows, va_idx = holdout(len(cols), cfg, stratify_labels(y_arr, task), source=y_source)
         va_cols, y_va = cols.take(va_idx), y_arr[va_idx]
         cols, y_arr = cols.take(rows), y_arr[rows]
     elif val is not None:
@@ -188,7 +203,12 @@ def table_inputs(cols: Columns, rows: np.ndarray, whole: Columns, cfg: TrainConf
     """
     if pre is not None:
         return pre, pre.transform_table(cols, filled=filled)
-    table = fit_schema(cols, rows, categorical=cfg.categorical, numeric=cfg.numeric, drop=cfg.drop,
+    distinct, first = np.unique(rows, return_index=True)
+    # A bootstrap sample repeats rows: column roles (an id is distinct on most rows), levels and
+    # fills are fitted on the distinct rows drawn, or every id would read as a repeated category;
+    # the standardisation below weighs each row as often as it was drawn.
+    seen, seen_rows = (cols, rows) if len(distinct) == len(rows) else (cols.take(first), distinct)
+    table = fit_schema(seen, seen_rows, categorical=cfg.categorical, numeric=cfg.numeric, drop=cfg.drop,
                        features=cfg.features, numeric_transform=cfg.numeric_transform,
                        impute=cfg.impute, target=target)
     gaps = {} if cfg.impute else table.count_missing(whole)
@@ -358,8 +378,8 @@ def _prepare_arrays(raw: RawInputs, y: np.ndarray, val: Any, target: str | None,
         raise DataError("training data has no rows")
     va_source = y_source
     check_target(y, y_source)
-    if val is None and cfg.val_split > 0:
-        tr_idx, va_idx = split_indices(len(raw), cfg.val_split, cfg.seed, stratify_labels(y, task))
+    if val is None and holds_out(cfg):
+        tr_idx, va_idx = holdout(len(raw), cfg, stratify_labels(y, task), source=y_source)
         raw_tr, y_tr, raw_va, y_va = raw.take(tr_idx), y[tr_idx], raw.take(va_idx), y[va_idx]
         keys = {"row": np.asarray(va_idx), "target": y_va}
     else:

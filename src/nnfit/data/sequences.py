@@ -45,7 +45,7 @@ from .sequence_steps import (
     step_of,
     table_steps,
 )
-from .split import split_indices, stratify_labels
+from .split import holdout, holds_out, split_indices, stratify_labels
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -214,9 +214,9 @@ def prepare(x: Any, y: Any, *, target: str | None, val: Any, task: str | Task, c
                        source="training data", labelled=True, min_steps=TRAIN_STEPS)
     pre = None if resumed is None else Preprocessor.from_dict(resumed["preprocess"])
     tr, va, va_idx = steps, None, None
-    if val is None and config.val_split > 0:
-        tr_idx, va_idx = split_indices(len(steps), config.val_split, config.seed,
-                                       stratify_labels(steps.labels, task))
+    if val is None and holds_out(config):
+        tr_idx, va_idx = holdout(len(steps), config, stratify_labels(steps.labels, task),
+                                 source=steps.label_source)
         tr, va = steps.take(tr_idx), steps.take(va_idx)
     elif val is not None:
         vx, vy = val if isinstance(val, tuple) and len(val) == 2 else (val, None)

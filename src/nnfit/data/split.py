@@ -1,10 +1,106 @@
-"""Holding rows out: the validation and test splits, stratified by class for classification."""
+"""Holding rows out: the validation and test splits, stratified by class for classification,
+and the k-fold and bootstrap validation splits (TrainConfig.fold, TrainConfig.bootstrap)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+
+def holds_out(cfg: TrainConfig) -> bool:
+    """Whether training data without separate validation data gives up rows to validate on:
+    ``val_split > 0``, a ``fold`` or a ``bootstrap``."""
+    return cfg.val_split > 0 or cfg.fold is not None or cfg.bootstrap is not None
+
+
+def holdout(n: int, cfg: TrainConfig, stratify: np.ndarray | None = None, *,
+            source: str = "training data") -> tuple[np.ndarray, np.ndarray]:
+    """The training and validation rows of ``range(n)`` as ``cfg`` splits them: the one
+    function every validation split calls.
+
+    Args:
+        n: the number of rows (or sequences, or images).
+        cfg: ``fold`` ("k/K"), else ``bootstrap`` ("b/K"), else ``val_split``, drawn by ``seed``.
+        stratify: the labels to spread evenly (classification), or None.
+        source: what the rows are, for error messages.
+
+    Returns:
+        (train, val) index arrays, sorted. Without fold or bootstrap they are exactly
+        ``split_indices(n, cfg.val_split, cfg.seed, stratify)`` (runs made before folds existed
+        resume on the same rows). A bootstrap's ``train`` has ``n`` rows and repeats some.
+
+    Raises:
+        DataError: fewer rows (or rows of a class) than folds; a bootstrap without out-of-bag rows.
+
+    Example:
+        >>> from nnfit.config import TrainConfig
+        >>> tr, va = holdout(10, TrainConfig(fold="2/5"))
+        >>> len(tr), len(va)
+        (8, 2)
+    """
+    if cfg.fold is not None:
+        k, folds = (int(v) for v in cfg.fold.split("/"))
+        fold = fold_of(n, folds, cfg.seed, stratify, source=source)
+        return np.flatnonzero(fold != k - 1), np.flatnonzero(fold == k - 1)
+    if cfg.bootstrap is not None:
+        return _bootstrap(n, cfg.bootstrap, cfg.seed, source)
+    return split_indices(n, cfg.val_split, cfg.seed, stratify)
+
+
+def fold_of(n: int, folds: int, seed: int | None, stratify: np.ndarray | None = None, *,
+            source: str = "training data") -> np.ndarray:
+    """The fold (0 .. folds-1) of each of ``n`` rows, dealt at random by ``seed``.
+
+    Rows are dealt round-robin over the folds, class after class, each class in an order drawn
+    by the one generator (as scikit-learn's StratifiedKFold allots them): every class has
+    ``floor`` or ``ceil`` of its rows divided by ``folds`` in each fold, and the folds' sizes
+    differ by at most one row.
+
+    Raises:
+        DataError: ``n < folds``, or a class with fewer rows than folds (one line, naming it).
+
+    Example:
+        >>> np.bincount(fold_of(10, 5, seed=0))
+        array([2, 2, 2, 2, 2])
+    """
+    if n < folds:
+        raise DataError(f"{source}: {n} rows, fewer than {folds} folds")
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)]
+    if stratify is not None:
+        y = np.asarray(stratify)
+        codes = _group_codes(y)
+        groups = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+        small = next((g for g in groups if len(g) < folds), None)
+        if small is not None:
+            raise DataError(f"{source}: class {str(y[small[0]])[:60]!r} has {len(small)} "
+                            f"rows, fewer than {folds} folds")
+    fold = np.empty(n, dtype=np.int64)
+    dealt = 0
+    for g in groups:  # the deal goes on where the last class ended: even fold sizes
+        fold[rng.permutation(g)] = (dealt + np.arange(len(g))) % folds
+        dealt += len(g)
+    return fold
+
+
+def _bootstrap(n: int, part: str, seed: int | None, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap sample ``b`` of ``part`` ("b/K"): ``n`` draws with replacement by (seed, b),
+    sorted, and the out-of-bag rows."""
+    b = int(part.split("/")[0])
+    rng = np.random.default_rng(None if seed is None else (seed, b))
+    train = np.sort(rng.integers(0, n, size=n)) if n else np.arange(0)
+    drawn = np.zeros(n, dtype=bool)
+    drawn[train] = True
+    if drawn.all():
+        raise DataError(f"{source}: bootstrap {part} drew every one of its {n} rows, "
+                        "leaving no out-of-bag rows to validate on")
+    return train, np.flatnonzero(~drawn)
 
 
 def split_indices(

@@ -54,14 +54,35 @@ def read_model_dir(path: Path, model: nn.Module | None) -> tuple[nn.Module, dict
     Raises:
         CheckpointError: naming the file and the field or tensor at fault.
     """
-    from ..models import build_model, state_shapes
-
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a run or model directory")
     if MODEL_FILE not in read_manifest(path)["files"] and (path / CONFIG_FILE).is_file():
         raise CheckpointError(f"{path}: no model saved yet (the run has not finished: "
                               f"resume it with nnfit train --resume {path})")
     files = read_bundle(path, KIND, (MODEL_FILE, META_FILE))
+    return model_from_files(files, path, model)
+
+
+def model_from_files(files: dict[str, bytes], path: Path,
+                     model: nn.Module | None) -> tuple[nn.Module, dict[str, Any]]:
+    """The model (on the CPU) and checked ``model.json`` of a model bundle's bytes, checked as
+    :func:`read_model_dir` checks a directory's (which reads them, then calls this); for bytes
+    kept elsewhere, e.g. a pickled scikit-learn estimator's state (:mod:`nnfit.sklearn`).
+
+    Args:
+        files: ``model.safetensors`` and ``model.json`` (``config.json`` too, in a run), as
+            bytes; the weights' entry is taken out of it, so their bytes are freed once loaded.
+        path: where they came from, to name in errors (``path / "model.json"``...).
+        model: the user's module for a model without a spec; None builds it from the spec.
+
+    Raises:
+        CheckpointError: a missing file, or naming the file and the field or tensor at fault.
+    """
+    from ..models import build_model, state_shapes
+
+    missing = [name for name in (MODEL_FILE, META_FILE) if name not in files]
+    if missing:
+        raise CheckpointError(f"{path}: no {missing[0]}")
     meta = parse_json(files[META_FILE], path / META_FILE)
     if not isinstance(meta, dict) or "task" not in meta:
         raise CheckpointError(f"{path / META_FILE}: not an nnfit model file")

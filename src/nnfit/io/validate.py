@@ -6,6 +6,8 @@
 * :data:`CHECKPOINT` -- a checkpoint's ``state.json``: loop progress, history, early
   stopping, optimizer and scheduler state (their structure; :mod:`nnfit.io.weights` checks
   them against the live optimizer and schedule), config, data fingerprint, best checkpoint.
+* :data:`ENSEMBLE` -- an ensemble's ``model.json`` (:mod:`nnfit.sweep.ensemble`): every
+  member's is a :data:`LEARNER` with its name, and the members must agree on the task.
 * :data:`CONFIG` -- a run's ``config.json`` (and the ``config`` of a checkpoint): built from
   the config dataclasses, so a new setting is covered as soon as it exists.
 
@@ -19,6 +21,7 @@ every problem is a :class:`~nnfit.errors.CheckpointError` naming the file and th
 from __future__ import annotations
 
 import functools
+import json
 import math
 import typing
 from collections.abc import Mapping
@@ -265,6 +268,59 @@ def _learner_rule(d: dict) -> tuple[str, str] | None:
 LEARNER = Obj({"format": Int(1, FORMAT_VERSION), "nnfit_version": Str(max_len=100), "spec": Maybe(SPEC),
                "task": TASK, "target": Maybe(Str(max_len=10_000)), "preprocess": Maybe(PREPROCESS)},
               rules=(_learner_rule, forecast_rule))
+
+
+# ------------------------------------------------------------- an ensemble's model.json
+MAX_MEMBERS = 4096  # members of one ensemble; a K=256 sweep on a GPU is the largest measured
+
+
+def _input_kind(meta: Mapping[str, Any]) -> str:
+    """What a member reads: a DataLoader's batches, arrays, a table, or a layout's data."""
+    pre = meta["preprocess"]
+    if pre is None:
+        return "a Dataset/DataLoader"
+    if pre.get("layout") is not None:
+        return f"{pre['layout']['kind']} data"
+    return "a table" if pre.get("table") is not None else "arrays"
+
+
+def members_disagree(members: list[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """Why ``members`` (each a member's ``model.json`` with its ``name``) cannot be averaged,
+    as ``(path, message)`` naming the first member that differs from the first, or None.
+
+    Members may differ in everything they fitted (statistics, vocabularies, target scaling,
+    weights) but must answer the same question: one task kind, class list (in order), number
+    of targets, target column and kind of input; a custom loss has no answer to average.
+    """
+    first = members[0]
+    names, seen = [m["name"] for m in members], set()
+    for i, m in enumerate(members):
+        where, name = f"members[{i}]", short(m["name"])
+        if m["name"] in seen:
+            return where, f"the name {name} is taken by members[{names.index(m['name'])}]"
+        seen.add(m["name"])
+        task, task0 = m["task"], first["task"]
+        if task["name"] == "custom":
+            return where, f"member {name} has a custom loss: its raw outputs have no mean to take"
+        differs = next((k for k in ("name", "classes", "n_targets") if
+                        json.dumps(task.get(k)) != json.dumps(task0.get(k))), None)
+        if differs is not None:
+            what = {"name": "task", "classes": "classes", "n_targets": "number of targets"}[differs]
+            return where, (f"member {name} has {what} {short(task.get(differs))} where member "
+                           f"{short(first['name'])} has {short(task0.get(differs))}: an ensemble "
+                           "averages the answers to one question")
+        if m["target"] != first["target"] or _input_kind(m) != _input_kind(first):
+            return where, (f"member {name} reads {_input_kind(m)} with target {short(m['target'])}, "
+                           f"member {short(first['name'])} {_input_kind(first)} with target "
+                           f"{short(first['target'])}")
+    return None
+
+
+MEMBER = Obj({**LEARNER.fields, "name": Str(min_len=1, max_len=1000)}, rules=LEARNER.rules)
+ENSEMBLE = Obj({"format": Int(1, FORMAT_VERSION), "nnfit_version": Str(max_len=100),
+                "kind": Str(("ensemble",)), "combine": Str(("mean",)),
+                "members": Seq(MEMBER, 1, MAX_MEMBERS)},
+               rules=(lambda d: members_disagree(d["members"]),))
 
 
 # ------------------------------------------------------------------------------ run config

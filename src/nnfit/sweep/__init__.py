@@ -7,6 +7,8 @@ model (:mod:`nnfit.sweep.engine`), each equal to its own standalone run.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import types
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
 
 def sweep(model: Mapping | str | nn.Module | Callable[[], nn.Module], x: Any, y: Any = None, *,
           out: str | Path, target: str | None = None, val: Any = None, task: Any = "auto",
-          seeds: str | Iterable[int] | None = None, grid: Mapping[str, Iterable] | Iterable[str] | None = None,
+          seeds: str | Iterable[int] | None = None,
+          grid: Mapping[str, Iterable] | Iterable[str] | None = None,
           kfold: int = 0, bootstrap: int = 0, resume: bool = False, overwrite: bool = False,
           config: TrainConfig | None = None, **overrides: Any) -> SweepResult:
     """Train many members of one model at once; each equals its standalone ``nnfit.fit``.
@@ -74,9 +77,11 @@ def _grid(grid: Any) -> dict[str, list[Any]] | None:
     if isinstance(grid, Mapping):
         tokens = []
         for k, values in grid.items():
-            values = list(values) if isinstance(values, Iterable) and not isinstance(values, str) else [values]
+            many = isinstance(values, Iterable) and not isinstance(values, str)
+            values = list(values) if many else [values]
             sep = ";" if any(isinstance(v, (list, tuple)) for v in values) else ","
-            text = sep.join(",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v) for v in values)
+            text = sep.join(",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+                            for v in values)
             tokens.append(f"{k}={text}")
         return parse_grid(tokens)
     return parse_grid(list(grid))
@@ -99,5 +104,15 @@ def _job(model: Any, member: Member, base: TrainConfig, fit_kwargs: dict[str, An
         model = spec
     return MemberJob(member.name, dict(member.settings), model, dict(fit_kwargs), cfg)
 
+
+class _CallableModule(types.ModuleType):
+    """``nnfit.sweep(...)`` calls :func:`sweep` while ``nnfit.sweep`` stays this package (its
+    modules import as ``nnfit.sweep.engine``), whichever of the two was imported first."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["MemberJob", "SweepResult", "run_sweep", "sweep"]

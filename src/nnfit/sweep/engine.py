@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import vmap
 
 from ..callbacks import History
 from ..config import TrainConfig
@@ -31,7 +30,7 @@ from ..errors import Stopped
 from ..metrics import metric_direction
 from ..optim import build_optimizer, build_schedule
 from .optim import StackedOptimizer, hyper
-from .stacked import Stacked
+from .stacked import Stacked, member_losses
 
 
 @dataclass
@@ -88,7 +87,7 @@ class GroupTrainer:
         self._signal = 0
         self.on_epoch: Any = None  # called as fn(trainer) after each epoch (progress lines)
         self._stack_data()
-        self._loss = vmap(members[0].task.loss)
+        self._loss = member_losses(members[0].task)
         for m in members:
             m.n_batches = m.train.num_batches(self.config.batch_size, self.drop_single)
             steps = m.n_batches  # accumulate is 1 in a stacked group
@@ -122,14 +121,12 @@ class GroupTrainer:
         if self.has_val:
             self.vx, self.vy, self.vn = stack([m.val for m in self.members])
 
-    def _gather(self, rows: Tensor, members: list[int]) -> tuple[list[Tensor], Tensor]:
-        """The batch ``rows`` (k, b) of ``members`` from the stacked training tensors."""
-        sel = torch.tensor(members, device=self.device)
-        n_max = self.x[0].shape[1]
-        flat = (rows.to(self.device) + sel.unsqueeze(1) * n_max).reshape(-1)
-        k, b = rows.shape
-        xs = [t.reshape(-1, *t.shape[2:]).index_select(0, flat).view(k, b, *t.shape[2:]) for t in self.x]
-        y = self.y.reshape(-1, *self.y.shape[2:]).index_select(0, flat).view(k, b, *self.y.shape[2:])
+    def _gather(self, flat: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The batch at ``flat`` ((k, b) row numbers into the members' stacked rows)."""
+        k, b = flat.shape
+        idx = flat.reshape(-1)
+        xs = [t.reshape(-1, *t.shape[2:]).index_select(0, idx).view(k, b, *t.shape[2:]) for t in self.x]
+        y = self.y.reshape(-1, *self.y.shape[2:]).index_select(0, idx).view(k, b, *self.y.shape[2:])
         return xs, y
 
     # ------------------------------------------------------------------ fit
@@ -145,15 +142,16 @@ class GroupTrainer:
 
     def _run_epoch(self) -> None:
         t0 = time.perf_counter()
-        perms = self._epoch_orders()
+        flat = self._epoch_orders()
         live = [i for i, m in enumerate(self.members) if not m.stop]
         c = self.config
         last = max(self.members[i].n_batches for i in live)
         for j in range(self.batch, last):
-            self._train_step(j, perms, live)
+            self._train_step(j, flat, live)
             self.batch = j + 1
             if self.checkpoint_fn is not None and (
-                    self._signal or (c.checkpoint_steps and self.step % c.checkpoint_steps == 0 and j + 1 < last)):
+                    self._signal
+                    or (c.checkpoint_steps and self.step % c.checkpoint_steps == 0 and j + 1 < last)):
                 written = self.checkpoint_fn(self)
                 if self._signal:
                     raise Stopped(f"stopped by {signal.Signals(self._signal).name} in epoch {self.epoch + 1} "
@@ -162,7 +160,7 @@ class GroupTrainer:
         self.batch = 0
         self._end_epoch(live, time.perf_counter() - t0)
 
-    def _epoch_orders(self) -> list[Tensor | None]:
+    def _epoch_orders(self) -> Tensor:
         """Each live member's permutation of its rows for this epoch: drawn from its generator
         as ``TensorData.batches`` draws it; a resumed epoch draws it again from the state saved
         at its start, then puts the current state back."""
@@ -182,9 +180,17 @@ class GroupTrainer:
         if self.batch == 0:
             self.loss_sum.zero_()
             self.loss_n.zero_()
-        return perms
+        # one (K, n_max) table of row numbers into the flattened stacked rows, built once an
+        # epoch: a step slices it (a member that is done or stopped has rows it never reads)
+        n_max = self.x[0].shape[1]
+        flat = torch.zeros((self.k, n_max), dtype=torch.long)
+        for i, perm in enumerate(perms):
+            if perm is not None:
+                flat[i, :len(perm)] = perm
+        flat += torch.arange(self.k).unsqueeze(1) * n_max
+        return flat.to(self.device)
 
-    def _train_step(self, j: int, perms: list[Tensor | None], live: list[int]) -> None:
+    def _train_step(self, j: int, flat: Tensor, live: list[int]) -> None:
         """Batch ``j`` of every live member that has one, then one stacked optimizer step."""
         c, B = self.config, self.config.batch_size
         by_size: dict[int, list[int]] = {}
@@ -197,10 +203,10 @@ class GroupTrainer:
         everyone = len(stepping) == self.k
         gens = [m.drop_gen for m in self.members]
         for size, ms in by_size.items():
-            rows = torch.stack([perms[i][j * B:j * B + size] for i in ms])
-            xs, y = self._gather(rows, ms)
-            masks = self.model.draw_masks(xs, gens, ms)
             whole = len(ms) == self.k
+            rows = flat[:, j * B:j * B + size] if whole else flat[ms, j * B:j * B + size]
+            xs, y = self._gather(rows)
+            masks = self.model.draw_masks(xs, gens, ms) if self.model.dropout else []
             out = self.model.forward(xs, train=True, masks=masks,
                                      members=None if whole else torch.tensor(ms, device=self.device))
             losses = self._loss(out, y)
@@ -258,14 +264,16 @@ class GroupTrainer:
             p = m.config.patience
             if p and m.monitor.startswith("val_") and self.epoch + 1 - m.best_epoch >= p:
                 m.stop = True
-                best = f"best {m.best:.4g} at epoch {m.best_epoch}" if m.best is not None else "no finite value"
+                best = (f"best {m.best:.4g} at epoch {m.best_epoch}" if m.best is not None
+                        else "no finite value")
                 m.stop_reason = f"early stopping: {m.monitor} did not improve for {p} epochs ({best})"
         self._hyper = hyper([m.dummy.param_groups[0] for m in self.members], self.config.optimizer)
         self.epoch += 1
         if self.on_epoch is not None:
             self.on_epoch(self)
         if self.checkpoint_fn is not None and (
-                self._signal or not self.config.checkpoint_every or self.epoch % self.config.checkpoint_every == 0
+                self._signal or not self.config.checkpoint_every
+                or self.epoch % self.config.checkpoint_every == 0
                 or self.epoch == self.config.epochs or all(m.stop for m in self.members)):
             written = self.checkpoint_fn(self)
             if self._signal:
@@ -302,7 +310,8 @@ class GroupTrainer:
                 task, o, t = self.members[i].task, out[i, :e - s], self.vy[i, s:e]
                 sums[i] += task.loss(o, t).double() * (e - s)
                 metrics[i].update(*task.metric_inputs(o, t))
-        return {i: {"loss": float(sums[i] / self.vn[i]), **metrics[i].compute()} for i in live}  # sync: per epoch
+        # sync: once per epoch and member
+        return {i: {"loss": float(sums[i] / self.vn[i]), **metrics[i].compute()} for i in live}
 
     # ------------------------------------------------------------------ results
     def member_weights(self, i: int) -> dict[str, Tensor]:

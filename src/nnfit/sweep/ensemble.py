@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from torch import Tensor, nn
 from .. import __version__
 from ..checkpoint import FORMAT_VERSION, load_state_dict_strict, tensors_from_bytes, tensors_to_bytes
 from ..config import TrainConfig
+from ..data.columns import column_name
 from ..data.preprocess import Preprocessor
+from ..data.read import read_table
 from ..data.sources import as_source
 from ..errors import CheckpointError, ConfigError, DataError
 from ..files import MANIFEST, parse_json, read_bundle, read_manifest, write_files
@@ -153,11 +156,13 @@ class Ensemble:
             DataError: a member's output is not finite (naming the data and the first such
                 row), or members that read different numbers of rows from ``x``.
         """
+        x = self._read_once(x)
         return self._combine(m.outputs(x, check_finite=check_finite) for m in self.members)
 
     def prediction_keys(self, x: Any) -> tuple[Tensor, dict[str, np.ndarray]]:
         """:meth:`outputs` for ``x`` and the columns naming each output row (an image's path,
         a sequence id, a forecast's time), as member 0's :meth:`Learner.prediction_keys`."""
+        x = self._read_once(x)
         first, keys = self.members[0].prediction_keys(x)
         rest = (m.outputs(x) for m in self.members[1:])
         return self._combine(_chain(first, rest)), keys
@@ -184,7 +189,7 @@ class Ensemble:
             DataError: bad data, a member output that is not finite, or members that read
                 different numbers of rows from the data.
         """
-        read: dict[str, Any] = {"source": "evaluation data"}
+        x, read = self._read_once(x, target), {"source": "evaluation data"}
 
         def outputs() -> Any:  # one member's outputs at a time: _combine keeps a running sum
             for m in self.members:  # each reads and encodes the data through its own fitting
@@ -199,6 +204,16 @@ class Ensemble:
         # metric code as Learner.evaluate, on the ensemble's answers in member 0's space.
         return self.members[0].trainer.evaluate(nn.Identity(), combined, target=read["targets"],
                                                 task=self.task, finite_outputs=read["source"])
+
+    def _read_once(self, x: Any, target: str | None = None) -> Any:
+        """A table file as columns, read once for every member (each would read it again), as
+        ``nnfit predict`` and ``nnfit evaluate`` read it; anything else as it is (a layout
+        reads its own files)."""
+        pre = self.preprocessor
+        if not isinstance(x, (str, os.PathLike)) or pre is None or pre.layout is not None:
+            return x
+        return read_table(x, exclude=column_name(target) or self.target_name,
+                          allow_missing=pre.table is not None or self.imputes)
 
     def _combine(self, outs: Any) -> Tensor:
         """The members' raw outputs (an iterable, consumed one at a time: a single running

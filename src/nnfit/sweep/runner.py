@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, Stopped, warn
+from ..errors import ConfigError, warn
 from .jobs import MemberJob
 
 SWEEP_FILE = "sweep.json"
@@ -221,7 +220,8 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if not (out / SWEEP_FILE).is_file():
         raise ConfigError(f"{out} holds files and no nnfit sweep: choose another --out")
     if not overwrite:
-        raise ConfigError(f"{out} holds an earlier sweep: pass --overwrite (overwrite=True) or choose another --out")
+        raise ConfigError(f"{out} holds an earlier sweep: pass --overwrite (overwrite=True) "
+                          "or choose another --out")
     import shutil
 
     for name in (MEMBERS, "checkpoints", "ensemble", "best"):
@@ -289,7 +289,10 @@ def _train_alone(b: Built, out: Path, resume: bool) -> Any:
     kw = dict(b.job.fit_kwargs)
     cfg = replace(b.job.config, quiet=True, plots=False, report=False)
     record = b.job.record or None
-    return fit(b.job.model() if callable(b.job.model) and not isinstance(b.job.model, nn.Module) else b.job.model,
+    model = b.job.model
+    if callable(model) and not isinstance(model, nn.Module):
+        model = model()
+    return fit(model,
                kw.pop("x", None), kw.pop("y", None), config=cfg, run_dir=d, run_config=record,
                resume=d if has_ckpt else None, overwrite=not has_ckpt, **kw)
 
@@ -439,11 +442,15 @@ def _summaries(rows: list[dict[str, Any]], built: list[Built]) -> list[dict[str,
         if len(members) < 2:
             continue
         numeric = [k for k in members[0] if k not in ("member", "stop_reason", *repeats)
-                   and all(isinstance(m.get(k), (int, float)) and not isinstance(m.get(k), bool) for m in members)]
+                   and all(_numeric(m.get(k)) for m in members)]
         mean = {"member": f"mean[{point}]", **{k: statistics.fmean(m[k] for m in members) for k in numeric}}
         std = {"member": f"std[{point}]", **{k: statistics.stdev(m[k] for m in members) for k in numeric}}
         out += [mean, std]
     return out
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

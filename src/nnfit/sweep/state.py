@@ -74,7 +74,8 @@ def restore(gt: GroupTrainer, tensors: dict[str, Tensor], meta: dict[str, Any], 
             m.drop_gen.set_state(tensors[f"rng.{i}.drop"])
             m.epoch_rng = tensors.get(f"rng.{i}.epoch")
             m.best, m.best_epoch = saved["best"], int(saved["best_epoch"])
-            m.stop, m.stop_reason, m.failed = bool(saved["stop"]), str(saved["stop_reason"]), bool(saved["failed"])
+            m.stop, m.stop_reason = bool(saved["stop"]), str(saved["stop_reason"])
+            m.failed = bool(saved["failed"])
             m.history = History([dict(r) for r in saved["history"]])
             m.dummy.load_state_dict({"state": {}, "param_groups": saved["param_groups"]})
             if m.schedule is not None and saved["schedule"] is not None:
@@ -87,7 +88,8 @@ def restore(gt: GroupTrainer, tensors: dict[str, Tensor], meta: dict[str, Any], 
 def _load(target: Tensor, tensors: dict[str, Tensor], key: str) -> None:
     value = tensors[key]
     if value.shape != target.shape or value.dtype != target.dtype:
-        raise ValueError(f"{key} is {tuple(value.shape)} {value.dtype}, expected {tuple(target.shape)} {target.dtype}")
+        raise ValueError(f"{key} is {tuple(value.shape)} {value.dtype}, "
+                         f"expected {tuple(target.shape)} {target.dtype}")
     target.copy_(value)
 
 
