@@ -73,7 +73,9 @@ class GroupTrainer:
         self.members, self.modules, self.device = members, modules, device
         self.config = members[0].config
         self.k = len(members)
-        self.model = Stacked(modules, device)
+        first = members[0].train.inputs  # keyword inputs (a table's numbers and codes) or positional
+        self.names = list(first) if isinstance(first, dict) else None
+        self.model = Stacked(modules, device, self.names)
         self.opt = StackedOptimizer(self.config.optimizer, list(self.model.params.values()))
         self.checkpoint_fn = checkpoint_fn
         self.epoch = 0
@@ -111,8 +113,9 @@ class GroupTrainer:
             ns = [s.length for s in sources]
             n = max(ns)
             inputs = []
-            for i in range(len(sources[0].inputs)):
-                inputs.append(_pad_stack([s.inputs[i] for s in sources], n).to(self.device))
+            for i in range(len(self.names) if self.names is not None else len(sources[0].inputs)):
+                key = self.names[i] if self.names is not None else i
+                inputs.append(_pad_stack([s.inputs[key] for s in sources], n).to(self.device))
             target = _pad_stack([s.target for s in sources], n).to(self.device)
             return inputs, target, ns
 

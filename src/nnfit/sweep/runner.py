@@ -73,12 +73,15 @@ def build_member(job: MemberJob) -> Built:
 
     kw = dict(job.fit_kwargs)
     task, _ = _custom_task(kw.get("task", "auto"), job.config, {})
-    trainer = Trainer(job.config, quiet=True)  # seeds the global RNG, as fit does
     model = job.model
     if callable(model) and not isinstance(model, nn.Module):
-        model = model()  # after the seed: initialised as its standalone run's module
+        # its twin: torch.manual_seed(seed); fit(factory(), seed=seed), as fit's docs advise
+        if job.config.seed is not None:
+            torch.manual_seed(job.config.seed)
+        model = model()
     elif isinstance(model, nn.Module):
         model = copy.deepcopy(model)
+    trainer = Trainer(job.config, quiet=True)  # seeds the global RNG, as fit does
     target = column_name(kw.get("target"))
     data = prepare(kw.get("x"), kw.get("y"), target=target, val=kw.get("val"), task=task,
                    config=job.config, resumed=None, numeric=built_in(model), family=family(model))
@@ -115,10 +118,12 @@ def why_not_stacked(group: list[Built]) -> str | None:
     if c.accumulate != 1 or c.compile:
         return "accumulate or compile is set"
     for b in group:
-        if type(b.train) is not TensorData or not isinstance(b.train.inputs, tuple):
-            return "the data is not in-memory rows of tensors"
-        if b.val is not None and (type(b.val) is not TensorData or not isinstance(b.val.inputs, tuple)):
-            return "the validation data is not in-memory rows of tensors"
+        if type(b.train) is not TensorData or (b.val is not None and type(b.val) is not TensorData):
+            return "the data is not in-memory rows of tensors (images, sequences, a Dataset)"
+        inputs = b.train.inputs
+        if (list(inputs) if isinstance(inputs, dict) else len(inputs)) != (
+                list(group[0].train.inputs) if isinstance(group[0].train.inputs, dict) else len(group[0].train.inputs)):
+            return "the members' inputs differ"
         if isinstance(b.learner.task, CustomTask):
             return "a custom loss function"
     if len({b.val is None for b in group}) > 1:

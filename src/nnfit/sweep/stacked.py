@@ -119,8 +119,10 @@ class Stacked:
         fast: True when the batched-matmul MLP path runs (else ``vmap``).
     """
 
-    def __init__(self, modules: Sequence[nn.Module], device: torch.device) -> None:
+    def __init__(self, modules: Sequence[nn.Module], device: torch.device,
+                 names: Sequence[str] | None = None) -> None:
         self.k = len(modules)
+        self.names = None if names is None else list(names)  # keyword inputs, in this order
         params, buffers = stack_state(modules)
         self.params = {n: p.detach().to(device).requires_grad_() for n, p in params.items()}
         self.buffers = {n: b.to(device) for n, b in buffers.items()}
@@ -130,7 +132,7 @@ class Stacked:
         # rate is above 0, and the others' layers are a subset of its (the same parameters)
         widest = max(range(self.k), key=lambda i: float(self.rates[i]))
         self.template = _without_dropout(modules[widest]).to("meta")
-        self.fast = type(modules[0]) is MLP and not modules[0].embeddings
+        self.fast = type(modules[0]) is MLP and not modules[0].embeddings and names is None
         self._shapes: dict[tuple, list[tuple[int, ...]]] = {}
         self._fn = vmap(self._one, randomness="error")
 
@@ -169,7 +171,7 @@ class Stacked:
                     with torch.no_grad():
                         state = ({n: p[0].to("meta") for n, p in self.params.items()},
                                  {n: b[0].to("meta") for n, b in self.buffers.items()})
-                        functional_call(self.template, state, sample)
+                        functional_call(self.template, state, *self._call_args(sample))
                 finally:
                     _MASKS.probing = False
                 self._shapes[key] = list(_MASKS.shapes)
@@ -196,7 +198,14 @@ class Stacked:
     def _one(self, params: dict[str, Tensor], buffers: dict[str, Tensor], masks: list[Tensor],
              *inputs: Tensor) -> Tensor:
         _MASKS.queue = list(masks)
-        return functional_call(self.template, (params, buffers), inputs)
+        return functional_call(self.template, (params, buffers), *self._call_args(inputs))
+
+    def _call_args(self, inputs: Sequence[Tensor]) -> tuple[tuple, dict[str, Tensor]]:
+        """``(args, kwargs)`` of the module's call: vmap batches positional arguments only, so
+        keyword inputs travel positionally and are named here."""
+        if self.names is None:
+            return tuple(inputs), {}
+        return (), dict(zip(self.names, inputs, strict=True))
 
     def _mlp(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, train: bool,
              masks: list[Tensor]) -> Tensor:
