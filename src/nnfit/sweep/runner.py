@@ -120,9 +120,7 @@ def why_not_stacked(group: list[Built]) -> str | None:
     for b in group:
         if type(b.train) is not TensorData or (b.val is not None and type(b.val) is not TensorData):
             return "the data is not in-memory rows of tensors (images, sequences, a Dataset)"
-        inputs = b.train.inputs
-        if (list(inputs) if isinstance(inputs, dict) else len(inputs)) != (
-                list(group[0].train.inputs) if isinstance(group[0].train.inputs, dict) else len(group[0].train.inputs)):
+        if _input_names(b.train.inputs) != _input_names(group[0].train.inputs):
             return "the members' inputs differ"
         if isinstance(b.learner.task, CustomTask):
             return "a custom loss function"
@@ -134,6 +132,11 @@ def why_not_stacked(group: list[Built]) -> str | None:
         if isinstance(m, nn.modules.dropout._DropoutNd) and type(m) is not nn.Dropout:
             return f"a {type(m).__name__} layer (only nn.Dropout is drawn per member)"
     return None
+
+
+def _input_names(inputs: Any) -> list[str] | int:
+    """The names of keyword inputs, or the number of positional ones."""
+    return list(inputs) if isinstance(inputs, dict) else len(inputs)
 
 
 def plan_groups(built: list[Built]) -> list[list[int]]:
