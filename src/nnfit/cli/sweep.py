@@ -10,6 +10,7 @@ the same members.
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ..run import RESUMABLE
 from ..sweep.jobs import MemberJob
 from ..sweep.members import Member, check_bootstrap, check_kfold, parse_grid, parse_seeds, plan_members
 from . import console, flag_values, split_items
-from .train import _config, _hold_out, _model_spec, _training_columns
+from .train import _config, _hold_out, _model_spec, _training_columns, write_test
 
 RECORD_FILE = "sweep.json"  # written by run_sweep: this command's record is its field "record"
 RECORD_VERSION = 1
@@ -209,14 +210,26 @@ def _jobs(members: list[Member], configs: list[RunConfig], cols: Any, target: st
         # share both share one training part (a copy of the data each would be K copies).
         key = (cfg.data, cfg.model.model, cfg.train.seed)
         if key not in parts:
-            parts[key] = _hold_out(cfg, cols, target, task)[0]
+            parts[key] = _hold_out(cfg, cols, target, task)
+        train_part, test_part, n_test = parts[key]
         record = cfg.to_dict()
         if record["data"] is not None:  # absolute, as nnfit train records it
             record["data"] = str(Path(record["data"]).resolve())
+        test = None if not n_test else functools.partial(
+            _member_test, cfg=cfg, cols=cols, test_part=test_part, n_test=n_test, target=target)
         jobs.append(MemberJob(name=member.name, settings=dict(member.settings),
                               model=_model_spec(cfg.model), config=cfg.train, record=record,
-                              fit_kwargs={"x": parts[key], "target": target, "task": task}))
+                              fit_kwargs={"x": train_part, "target": target, "task": task}, test=test))
     return jobs
+
+
+def _member_test(run_dir: Path, learner: Any, *, cfg: RunConfig, cols: Any, test_part: Any, n_test: int,
+                 target: str | None) -> dict[str, Any] | None:
+    """A member's test split scored into its run directory, as ``nnfit train`` scores it."""
+    import copy
+
+    # write_test names the rows' file on the part it writes: a shared part is not changed
+    return write_test(run_dir, learner, cfg, cols, copy.copy(test_part), n_test, target)
 
 
 def _check_out(out: Path) -> None:

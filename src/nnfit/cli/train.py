@@ -158,6 +158,26 @@ def _hold_out(cfg: RunConfig, data: Columns | str, target: str | None,
     return data.take(train_idx), data.take(test_idx), len(test_idx)
 
 
+def write_test(out: Path, learner: Any, cfg: RunConfig, cols: Any, test_cols: Any, n_test: int,
+               target: str | None) -> dict[str, Any] | None:
+    """The test split's ``test.csv`` and ``test_metrics.json`` in the run ``out``, and the
+    metrics (None without a test split). A layout writes its own test.csv (image paths, whole
+    sequences); a table's rows are written as they are."""
+    if not n_test:
+        return None
+    kind = layout_kind(cols, cfg.train, cfg.model.model)
+    if kind is not None:
+        test_file = layout_module(kind).write_test(out / "test.csv", test_cols, cfg.train, target)
+        test = learner.evaluate(str(test_file), target=target)
+    else:
+        write_csv(out / "test.csv", test_cols)
+        test_cols.source = str(out / "test.csv")  # its rows, as errors number them
+        test_cols.rows = None
+        test = learner.evaluate(test_cols, target=target)
+    test.pop("loss", None)
+    return write_metrics(out, "test", test, learner.classes)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if cfg.model.model not in CLI_MODELS:
@@ -181,20 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         except Stopped as e:
             raise Stopped(f"{e}; resume with: nnfit train --resume {out}", e.exit_code - 128) from None
         val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
-        test = None
-        kind = layout_kind(cols, cfg.train, cfg.model.model)
-        if n_test and kind is not None:  # the layout writes its own test.csv (paths, whole sequences)
-            test_file = layout_module(kind).write_test(out / "test.csv", test_cols, cfg.train, target)
-            test = learner.evaluate(str(test_file), target=target)
-            test.pop("loss", None)
-            test = write_metrics(out, "test", test, learner.classes)
-        elif n_test:
-            write_csv(out / "test.csv", test_cols)
-            test_cols.source = str(out / "test.csv")  # its rows, as errors number them
-            test_cols.rows = None
-            test = learner.evaluate(test_cols, target=target)
-            test.pop("loss", None)
-            test = write_metrics(out, "test", test, learner.classes)
+        test = write_test(out, learner, cfg, cols, test_cols, n_test, target)
         if cfg.train.report:
             from ..report import write_report
 

@@ -26,6 +26,8 @@ class MemberJob:
             ``val``, ``task``.
         config: the member's TrainConfig (its seed, fold, bootstrap, lr, weight decay...).
         record: what its run directory records as ``config.json`` (the standalone run's).
+        test: ``fn(run_dir, learner)`` scoring its test split into its run directory
+            (``test.csv``, ``test_metrics.json``, as ``nnfit train`` does), or None.
     """
 
     name: str
@@ -34,3 +36,4 @@ class MemberJob:
     fit_kwargs: dict[str, Any]
     config: TrainConfig
     record: dict[str, Any] = field(default_factory=dict)
+    test: Callable[[Any, Any], Any] | None = None

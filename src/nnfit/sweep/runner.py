@@ -193,6 +193,7 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
                     _say(f"group {g + 1}: {len(group)} members train one after another: {reason}")
                 for b in group:
                     result.members[b.job.name] = _train_alone(b, out, resume)
+                    _score_test(out, b, result.members[b.job.name])
             else:
                 own = ckpt if ckpt is not None and ckpt[2]["group"] == g else None
                 result.members.update(_train_group(g, len(groups), group, out, own, quiet))
@@ -342,8 +343,16 @@ def _train_group(g: int, n_groups: int, group: list[Built], out: Path, ckpt: tup
         learner.model.eval()
         learner.history, learner.stop_reason = m.history, m.stop_reason
         _write_member(out, b, m.failed)
+        _score_test(out, b, learner)
         learners[b.job.name] = learner
     return learners
+
+
+def _score_test(out: Path, b: Built, learner: Any) -> None:
+    """The member's test split, scored into its run directory (when the job has one)."""
+    d = out / MEMBERS / b.job.name
+    if b.job.test is not None and (d / "manifest.json").is_file():
+        b.job.test(d, learner)
 
 
 def _progress(gt: Any, g: int, n_groups: int) -> str:
@@ -395,6 +404,8 @@ def _finish(result: SweepResult, built: list[Built], quiet: bool) -> None:
                                "epochs": len(hist), "best_epoch": top[1], f"best_{monitor}": top[0]}
         metrics = _read_metrics(out / MEMBERS / b.job.name / "metrics.json")
         row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        test = _read_metrics(out / MEMBERS / b.job.name / "test_metrics.json")
+        row.update({f"test_{k}": v for k, v in test.items() if _numeric(v)})
         row["stop_reason"] = getattr(learner, "stop_reason", "") if learner is not None else "not trained"
         rows.append(row)
         if top[0] is not None and (best_value is None or sign * (top[0] - best_value) < 0):

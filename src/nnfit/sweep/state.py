@@ -141,6 +141,9 @@ def clear(out: Path) -> None:
     """Remove every checkpoint (a group finished: its members' run directories hold it)."""
     for name in _committed(out):
         remove_bundle(out / CHECKPOINTS / name)
+    d = out / CHECKPOINTS
+    if d.is_dir() and not any(d.iterdir()):  # nothing left to resume from: no empty folder
+        d.rmdir()
 
 
 __all__ = ["capture", "clear", "committed", "latest", "restore", "save"]
