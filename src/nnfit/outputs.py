@@ -81,3 +81,20 @@ def cat_outputs(outs: list[Any]) -> Any:
             column.append(t)
     joined = iter([torch.cat(column).cpu() for column in columns])
     return map_leaves(lambda _: next(joined), outs[0])
+
+
+@torch.inference_mode()
+def in_order(trainer: Any, model: torch.nn.Module, source: Any) -> tuple[list[Any], list[Any]]:
+    """``model``'s outputs and the targets of every batch of ``source``, in order, in eval mode
+    without autograd (the model's mode is put back); batches of the trainer's evaluation size."""
+    was_training = model.training
+    model.eval()
+    outs, targets = [], []
+    try:
+        for inputs, tgt in source.batches(trainer.config.eval_batch_size):
+            outs.append(trainer.forward(model, inputs))
+            targets.append(tgt)
+    finally:
+        model.train(was_training)
+    return outs, targets
+

@@ -278,17 +278,7 @@ class Trainer:
                 self._stop_by_signal(written or checkpoint_fn(self, False, True))
 
     def _catch_signals(self) -> dict[int, Any]:
-        """Route SIGINT/SIGTERM to a flag the loop checks after each step (main thread only);
-        a second signal interrupts at once. Returns the previous handlers."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def on_signal(signum: int, frame: Any) -> None:
-            if self._signal:
-                raise KeyboardInterrupt
-            self._signal = signum
-
-        return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return catch_signals(self)
 
     def _stop_by_signal(self, written: Any) -> None:
         st, name = self.state, signal.Signals(self._signal).name
@@ -559,6 +549,20 @@ class Trainer:
                 what no checkpoint may hold (NaN or infinite; NaN in a buffer).
         """
         return capture_state(self)
+
+
+def catch_signals(loop: Any) -> dict[int, Any]:
+    """Route SIGINT/SIGTERM to ``loop._signal``, a flag the loop checks after each step (main
+    thread only); a second signal interrupts at once. Returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if loop._signal:
+            raise KeyboardInterrupt
+        loop._signal = signum
+
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _monitored(logs: dict[str, Any], monitor: str) -> Any:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..data.sources import as_source
-from ..outputs import cat_outputs
+from ..outputs import cat_outputs, in_order
 from ..tasks import ClassificationTask, RegressionTask
 
 # A loss function vmap cannot batch (one reading a value, say) is called row by row: at most
@@ -59,16 +59,9 @@ def collect(trainer: Any, model: torch.nn.Module, task: Any, val: Any,
         keys: the rows' names; dropped when their count is not the rows'.
     """
     source = as_source(val).to(trainer.runtime.device)
-    was_training = model.training
-    model.eval()
-    outs, targets = [], []
-    try:
-        for inputs, tgt in source.batches(trainer.config.eval_batch_size):
-            out = trainer.forward(model, inputs)
-            outs.append(out.cpu() if isinstance(out, Tensor) else out)
-            targets.append(tgt.cpu())
-    finally:
-        model.train(was_training)
+    outs, targets = in_order(trainer, model, source)
+    outs = [o.cpu() if isinstance(o, Tensor) else o for o in outs]
+    targets = [t.cpu() for t in targets]
     outputs = torch.cat(outs) if isinstance(outs[0], Tensor) else cat_outputs(outs)
     target = torch.cat(targets)
     keys = {k: v for k, v in (keys or {}).items() if len(v) == len(target)}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -329,15 +328,9 @@ class GroupTrainer:
         return member_state(params, buffers, i, self.modules[i])
 
     def _catch_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
+        from ..trainer import catch_signals
 
-        def on_signal(signum: int, frame: Any) -> None:
-            if self._signal:
-                raise KeyboardInterrupt
-            self._signal = signum
-
-        return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return catch_signals(self)
 
 
 def _pad_stack(tensors: list[Tensor], n: int) -> Tensor:

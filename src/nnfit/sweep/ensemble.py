@@ -45,6 +45,7 @@ from ..io.model_dir import META_FILE, MODEL_FILE
 from ..io.validate import ENSEMBLE, MAX_MEMBERS, members_disagree, validate
 from ..io.weights import check_entries, check_finite_bytes, model_wants, read_header
 from ..learner import Learner
+from ..outputs import in_order
 from ..tasks import ClassificationTask, RegressionTask, Task, task_from_dict
 from ..trainer import Trainer
 
@@ -407,17 +408,7 @@ def _outputs_and_targets(member: Learner, data: Any, want_targets: bool) -> tupl
     """A member's raw outputs for labelled ``data``, in order, on the CPU, and (when asked)
     its encoded targets in the same order: one pass over the data."""
     trainer, model = member.trainer, member.model
-    source = as_source(data).to(trainer.runtime.device)
-    was_training = model.training
-    model.eval()
-    outs, targets = [], []
-    try:
-        for inputs, tgt in source.batches(trainer.config.eval_batch_size):
-            outs.append(trainer.forward(model, inputs))
-            if want_targets:
-                targets.append(tgt)
-    finally:
-        model.train(was_training)
+    outs, targets = in_order(trainer, model, as_source(data).to(trainer.runtime.device))
     if not outs:
         raise ConfigError("evaluate: the data is empty")
     return torch.cat(outs).cpu(), torch.cat(targets).cpu() if want_targets else None
