@@ -325,7 +325,7 @@ class GroupTrainer:
         source = self.best if use_best else {**self.model.params, **self.model.buffers}
         params = {n: source[n] for n in self.model.params}
         buffers = {n: source[n] for n in self.model.buffers}
-        return member_state(params, buffers, i, self.modules[i])
+        return member_state(params, buffers, i, self.modules[i], self.model.transposed)
 
     def _catch_signals(self) -> dict[int, Any]:
         from ..trainer import catch_signals
