@@ -215,3 +215,41 @@ def test_a_module_of_your_own_stacks_through_vmap_and_equals_its_twin(tmp_path):
         torch.manual_seed(seed)  # the twin of a factory member: seeded, built, then fit
         alone = nnfit.fit(_Net(), x, y, seed=seed, **common)
         assert _max_diff(alone.model, learner.model) < 1e-5, name
+
+
+def test_resume_refuses_changed_data_and_settings(tmp_path):
+    x, y = _data()
+    out = tmp_path / "s"
+    sweep(MLP, x, y, out=out, seeds="0-1", epochs=2, quiet=True)
+    x2 = x.copy()
+    x2[0, 0] += 1.0
+    with pytest.raises(nnfit.ConfigError, match="changed settings or data: member seed-0.*training data"):
+        sweep(MLP, x2, y, out=out, seeds="0-1", epochs=2, quiet=True, resume=True)
+    with pytest.raises(nnfit.ConfigError, match="lr"):
+        sweep(MLP, x, y, out=out, seeds="0-1", epochs=2, quiet=True, resume=True, lr=0.01)
+    sweep(MLP, x, y, out=out, seeds="0-1", epochs=3, quiet=True, resume=True)  # epochs may change
+
+
+def test_log_sinks_are_refused_and_a_sweep_folder_is_not_a_model(tmp_path):
+    x, y = _data()
+    with pytest.raises(nnfit.ConfigError, match="not available for a sweep"):
+        sweep(MLP, x, y, out=tmp_path / "s", seeds="0-1", epochs=1, quiet=True, log=("jsonl",))
+    assert not (tmp_path / "s").exists()
+    sweep(MLP, x, y, out=tmp_path / "s", seeds="0-1", epochs=1, quiet=True)
+    with pytest.raises(nnfit.ConfigError, match="is a sweep, not a model"):
+        nnfit.load(tmp_path / "s")
+
+
+def test_summary_rows_are_labelled_by_their_grid_point_and_the_best_is_marked(tmp_path):
+    import csv
+
+    x, y = _data()
+    result = sweep(MLP, x, y, out=tmp_path / "s", seeds="0-1", grid={"weight_decay": [0, 0.01]},
+                   epochs=1, quiet=True)
+    with open(tmp_path / "s" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = [r["member"] for r in rows[4:]]
+    assert labels == ["mean[weight_decay-0]", "std[weight_decay-0]",
+                      "mean[weight_decay-0.01]", "std[weight_decay-0.01]"]
+    assert rows[6]["weight_decay"] == "0.01" and rows[6]["seed"] == ""
+    assert [r["member"] for r in rows if r["best"] == "True"] == [result.best]

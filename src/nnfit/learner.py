@@ -265,6 +265,9 @@ class Learner:
         """
         from .sweep.ensemble import Ensemble, is_ensemble_dir
 
+        if (Path(path) / "sweep.json").is_file() and not (Path(path) / "manifest.json").exists():
+            raise ConfigError(f"{path} is a sweep, not a model: use {Path(path) / 'ensemble'}, "
+                              f"{Path(path) / 'best'} or {Path(path) / 'members'}/NAME")
         if is_ensemble_dir(path):  # told apart by its manifest's kind; checked as a model is
             return Ensemble.load(path, model, device=device, loss=loss)
         return cls._rebuilt(*read_model_dir(Path(path), model), device, loss)

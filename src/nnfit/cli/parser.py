@@ -188,7 +188,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         help="one member per seed: a range 0-7 (inclusive), a list 0,3,5, or both: 0-3,9")
     add("--grid", default=None, nargs="+", metavar="KEY=V1,V2",
         help="one member per grid point: every KEY=V1,V2 up to the next flag is one axis, the "
-             "grid their product; list-valued keys separate points with ';' (hidden=64,64;128). "
+             "grid their product; list-valued keys separate points with ';' "
+             "('hidden=64,64;128', quoted for the shell). "
              "Keys: seed, lr, weight_decay, dropout, and (trained as separate groups) the "
              "architecture, batch_size, the optimizer and the schedule")
     add("--kfold", default=None, type=int, metavar="K",

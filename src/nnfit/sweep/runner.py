@@ -169,12 +169,18 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
     names = [j.name for j in jobs]
     if not jobs or len(set(names)) != len(names):
         raise ConfigError(f"a sweep needs members with distinct names, got {names}")
+    logged = sorted({s for j in jobs for s in j.config.log})
+    if logged:  # refused before the directory is made
+        raise ConfigError(f"--log {','.join(logged)} (log=) is not available for a sweep: each member's "
+                          "history.csv and OUT/results.csv hold its metrics")
     with hold_run_dir(out, create=not resume):
         _check_out(out, resume, overwrite)
-        if not resume:
-            _write_json(out / SWEEP_FILE, {"format": 1, "members": [{"name": j.name, "settings": j.settings}
-                                                                    for j in jobs], "record": sweep_record})
         built = [build_member(j) for j in jobs]
+        members = [_member_record(b) for b in built]
+        if resume:
+            _check_same(out, members)
+        else:
+            _write_json(out / SWEEP_FILE, {"format": 1, "members": members, "record": sweep_record})
         groups = plan_groups(built)
         result = SweepResult(out)
         ckpt = _resume_point(out) if resume else None
@@ -202,6 +208,42 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
             state.clear(out)
         _finish(result, built, quiet)
     return result
+
+
+def _member_record(b: Built) -> dict[str, Any]:
+    """What ``sweep.json`` keeps of a member: its name, settings, the config its run records
+    and the fingerprint of its data (what a resume must find unchanged)."""
+    from ..run import data_fingerprint
+
+    record = b.job.record or {**asdict(b.job.config), "model": b.learner.spec}
+    return {"name": b.job.name, "settings": b.job.settings,
+            "config": json.loads(json.dumps(record, default=str)),
+            "data_sha256": data_fingerprint(b.train, b.val)}
+
+
+def _check_same(out: Path, members: list[dict[str, Any]]) -> None:
+    """Refuse to resume a sweep whose members, settings or data changed (what a run may change
+    on resume, ``epochs`` or ``patience`` say, may).
+
+    Raises:
+        ConfigError: naming the first member that differs and how.
+    """
+    from ..files import read_json
+    from ..run import resume_differences
+
+    saved = read_json(out / SWEEP_FILE)
+    old = saved.get("members") if isinstance(saved, dict) else None
+    if not isinstance(old, list) or [m.get("name") if isinstance(m, dict) else None for m in old] != [
+            m["name"] for m in members]:
+        raise ConfigError(f"{out / SWEEP_FILE}: its members are not this sweep's: start a new sweep")
+    for was, now in zip(old, members, strict=True):
+        config = was.get("config")
+        if not isinstance(config, dict):
+            raise ConfigError(f"{out / SWEEP_FILE}: member {now['name']} has no recorded settings")
+        diffs = resume_differences(config, now["config"], was.get("data_sha256"), now["data_sha256"])
+        if diffs:
+            raise ConfigError(f"cannot resume the sweep with changed settings or data: member {now['name']}: "
+                              f"{', '.join(diffs)}; start a new sweep (--overwrite)")
 
 
 def _say(text: str) -> None:
@@ -297,7 +339,7 @@ def _train_alone(b: Built, out: Path, resume: bool) -> Any:
     has_ckpt = resume and (d / "checkpoints").is_dir() and any((d / "checkpoints").iterdir())
     kw = dict(b.job.fit_kwargs)
     cfg = replace(b.job.config, quiet=True, plots=False, report=False)
-    record = b.job.record or None
+    record = {**b.job.record, "plots": False} if b.job.record else None
     model = b.job.model
     if callable(model) and not isinstance(model, nn.Module):
         model = model()
@@ -349,10 +391,17 @@ def _train_group(g: int, n_groups: int, group: list[Built], out: Path, ckpt: tup
 
 
 def _score_test(out: Path, b: Built, learner: Any) -> None:
-    """The member's test split, scored into its run directory (when the job has one)."""
+    """The member's test split, scored into its run directory (when the job has one), and its
+    report (``report=True``), as ``nnfit train`` ends a run."""
     d = out / MEMBERS / b.job.name
-    if b.job.test is not None and (d / "manifest.json").is_file():
+    if not (d / "manifest.json").is_file():
+        return
+    if b.job.test is not None:
         b.job.test(d, learner)
+    if b.job.config.report:
+        from ..report import write_report
+
+        write_report(d)
 
 
 def _progress(gt: Any, g: int, n_groups: int) -> str:
@@ -369,7 +418,7 @@ def _write_member(out: Path, b: Built, failed: bool) -> None:
     history.csv and metrics.json."""
     from ..checkpoint import atomic_write_text
     from ..guards import first_non_finite
-    from ..run import RunWriter, data_fingerprint
+    from ..run import RunWriter
 
     d = out / MEMBERS / b.job.name
     learner = b.learner
@@ -378,8 +427,9 @@ def _write_member(out: Path, b: Built, failed: bool) -> None:
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "history.csv", learner.history.to_csv())
         return
-    record = b.job.record or {**asdict(b.job.config), "model": learner.spec}
-    writer = RunWriter(d, learner, record, data_fingerprint(b.train, b.val))
+    record = dict(b.job.record or {**asdict(b.job.config), "model": learner.spec})
+    record["plots"] = False  # a sweep draws no member plots (0.6 s a member)
+    writer = RunWriter(d, learner, record)  # no checkpoints here: no fingerprint to keep
     writer.start()
     atomic_write_text(d / "history.csv", learner.history.to_csv())
     writer.finish(b.trainer, b.val)
@@ -410,6 +460,8 @@ def _finish(result: SweepResult, built: list[Built], quiet: bool) -> None:
         rows.append(row)
         if top[0] is not None and (best_value is None or sign * (top[0] - best_value) < 0):
             best, best_value = b.job.name, top[0]
+    for row in rows:
+        row["best"] = row["member"] == best
     rows += _summaries(rows, built)
     _write_csv(out / "results.csv", rows)
     result.rows, result.best = rows, best
@@ -448,23 +500,30 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 
 def _summaries(rows: list[dict[str, Any]], built: list[Built]) -> list[dict[str, Any]]:
     """Mean and std rows of the numeric columns over the members that differ only by seed,
-    fold or bootstrap sample (one pair per grid point)."""
+    fold or bootstrap sample (one pair per grid point, labelled as member names label it and
+    carrying the point's settings)."""
     import statistics
 
     repeats = ("seed", "fold", "bootstrap")
-    by_point: dict[str, list[dict[str, Any]]] = {}
+    settings = {k for b in built for k in b.job.settings}
+    by_point: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
     for row, b in zip(rows, built, strict=True):
-        point = "_".join(f"{k}-{_cell(v)}" for k, v in b.job.settings.items() if k not in repeats) or "all"
-        by_point.setdefault(point, []).append(row)
+        point = {k: v for k, v in b.job.settings.items() if k not in repeats}
+        # the name without its seed/fold/bootstrap parts ("weight_decay-0.01" splits and rejoins)
+        label = "_".join(p for p in b.job.name.split("_")
+                         if not p.startswith(("seed-", "fold-", "bootstrap-")))
+        by_point.setdefault(label or "all", (point, []))[1].append(row)
     out = []
-    for point, members in by_point.items():
+    for label, (point, members) in by_point.items():
         if len(members) < 2:
             continue
-        numeric = [k for k in members[0] if k not in ("member", "stop_reason", *repeats)
+        numeric = [k for k in members[0] if k not in ("member", "stop_reason", "best", *settings)
                    and all(_numeric(m.get(k)) for m in members)]
-        mean = {"member": f"mean[{point}]", **{k: statistics.fmean(m[k] for m in members) for k in numeric}}
-        std = {"member": f"std[{point}]", **{k: statistics.stdev(m[k] for m in members) for k in numeric}}
-        out += [mean, std]
+        shown = {k: _cell(v) for k, v in point.items()}
+        out.append({"member": f"mean[{label}]", **shown,
+                    **{k: statistics.fmean(m[k] for m in members) for k in numeric}})
+        out.append({"member": f"std[{label}]", **shown,
+                    **{k: statistics.stdev(m[k] for m in members) for k in numeric}})
     return out
 
 
