@@ -306,7 +306,7 @@ def test_resume_of_a_missing_or_huge_record(capsys, tmp_path):
     status, _, err = _run(capsys, "sweep", "--resume", tmp_path / "nowhere")
     assert status == 2 and "no such sweep directory" in err and err.count("\n") == 1
     (tmp_path / "big").mkdir()
-    (tmp_path / "big" / "sweep.json").write_text(" " * (2 << 20))
+    (tmp_path / "big" / "sweep.json").write_text(" " * (65 << 20))
     status, _, err = _run(capsys, "sweep", "--resume", tmp_path / "big")
     assert status == 2 and "larger than a sweep record can be" in err and err.count("\n") == 1
 
