@@ -5,6 +5,7 @@ others go on), a sweep killed with SIGKILL resumes bitwise, and the outputs load
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -227,7 +228,9 @@ def test_resume_refuses_changed_data_and_settings(tmp_path):
         sweep(MLP, x2, y, out=out, seeds="0-1", epochs=2, quiet=True, resume=True)
     with pytest.raises(nnfit.ConfigError, match="lr"):
         sweep(MLP, x, y, out=out, seeds="0-1", epochs=2, quiet=True, resume=True, lr=0.01)
-    sweep(MLP, x, y, out=out, seeds="0-1", epochs=3, quiet=True, resume=True)  # epochs may change
+    with pytest.raises(nnfit.ConfigError, match="epochs"):  # a sweep resumes as it was planned
+        sweep(MLP, x, y, out=out, seeds="0-1", epochs=3, quiet=True, resume=True)
+    sweep(MLP, x, y, out=out, seeds="0-1", epochs=2, quiet=True, resume=True)
 
 
 def test_log_sinks_are_refused_and_a_sweep_folder_is_not_a_model(tmp_path):
@@ -253,3 +256,58 @@ def test_summary_rows_are_labelled_by_their_grid_point_and_the_best_is_marked(tm
                       "mean[weight_decay-0.01]", "std[weight_decay-0.01]"]
     assert rows[6]["weight_decay"] == "0.01" and rows[6]["seed"] == ""
     assert [r["member"] for r in rows if r["best"] == "True"] == [result.best]
+
+
+def _stopped_sweep(tmp_path, monkeypatch, **kw):
+    """A sweep stopped by SIGTERM after its 3rd step: a checkpoint inside epoch 1."""
+    from nnfit.sweep import engine
+
+    step = engine.GroupTrainer._train_step
+
+    def signalled(self, *args):
+        step(self, *args)
+        if self.step == 3:
+            self._signal = signal.SIGTERM
+
+    monkeypatch.setattr(engine.GroupTrainer, "_train_step", signalled)
+    x, y = _data()
+    with pytest.raises(nnfit.errors.Stopped, match="SIGTERM"):
+        sweep(MLP, x, y, out=tmp_path / "s", seeds="0-1", epochs=2, quiet=True, **kw)
+    monkeypatch.setattr(engine.GroupTrainer, "_train_step", step)
+    return x, y
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("epoch", -5, "epoch"), ("epoch", 10**9, "epoch"), ("batch", -3, "batch"), ("step", "7", "step"),
+    ("members.0.best", "low", "members[0].best"), ("members.0.stop", [1], "members[0].stop"),
+    ("members.1.history", [1, 2, 3], "members[1].history"),
+    ("members.0.param_groups.0.lr", "fast", "members[0].param_groups.lr"),
+    ("members.1.param_groups.0.betas", [0.9, -1], "members[1].param_groups.betas"),
+])
+def test_a_tampered_sweep_checkpoint_is_refused_in_one_line(tmp_path, monkeypatch, field, value, named):
+    import json
+
+    from nnfit.files import manifest_bytes
+
+    x, y = _stopped_sweep(tmp_path, monkeypatch)
+    (ckpt,) = list((tmp_path / "s" / "checkpoints").iterdir())
+    meta = json.loads((ckpt / "state.json").read_text())
+    *path, last = field.split(".")
+    at = meta
+    for key in path:
+        at = at[int(key)] if isinstance(at, list) else at[key]
+    at[int(last) if isinstance(at, list) else last] = value
+    files = {"state.json": json.dumps(meta).encode(),
+             "state.safetensors": (ckpt / "state.safetensors").read_bytes()}
+    (ckpt / "state.json").write_bytes(files["state.json"])
+    (ckpt / "manifest.json").write_bytes(manifest_bytes("checkpoint", files))
+    with pytest.raises(nnfit.CheckpointError, match=re.escape(f"field '{named}'")):
+        sweep(MLP, x, y, out=tmp_path / "s", seeds="0-1", epochs=2, quiet=True, resume=True)
+
+
+def test_a_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    x, y = _stopped_sweep(tmp_path, monkeypatch)
+    resumed = sweep(MLP, x, y, out=tmp_path / "s", seeds="0-1", epochs=2, quiet=True, resume=True)
+    whole = sweep(MLP, x, y, out=tmp_path / "w", seeds="0-1", epochs=2, quiet=True)
+    for name in whole.members:
+        assert _max_diff(whole.members[name].model, resumed.members[name].model) == 0.0

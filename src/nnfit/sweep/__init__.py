@@ -22,6 +22,9 @@ from .members import Member, parse_grid, parse_seeds, plan_members
 from .runner import SweepResult, run_sweep
 
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
+# settings whose value is a list (a grid point of them is a list: hidden=[64, 64])
+LIST_KEYS = {f.name for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)
+             if str(f.type).startswith("tuple")}
 
 
 def sweep(model: Mapping | str | nn.Module | Callable[[], nn.Module], x: Any, y: Any = None, *,
@@ -68,7 +71,11 @@ def sweep(model: Mapping | str | nn.Module | Callable[[], nn.Module], x: Any, y:
 def _seeds(seeds: Any) -> list[int] | None:
     if seeds is None or isinstance(seeds, str):
         return None if seeds is None else parse_seeds(seeds)
-    return parse_seeds(",".join(str(int(s)) for s in seeds))
+    seeds = list(seeds) if isinstance(seeds, Iterable) else [seeds]
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int)]
+    if bad:
+        raise ConfigError(f"seeds: {bad[0]!r} is not a whole number (seeds=[0, 1, 2] or seeds=\"0-7\")")
+    return parse_seeds(",".join(str(s) for s in seeds))
 
 
 def _grid(grid: Any) -> dict[str, list[Any]] | None:
@@ -79,7 +86,10 @@ def _grid(grid: Any) -> dict[str, list[Any]] | None:
         for k, values in grid.items():
             many = isinstance(values, Iterable) and not isinstance(values, str)
             values = list(values) if many else [values]
-            sep = ";" if any(isinstance(v, (list, tuple)) for v in values) else ","
+            listed = k in LIST_KEYS
+            if listed and not all(isinstance(v, (list, tuple)) for v in values):
+                raise ConfigError(f"grid {k}: give each point as a list, e.g. {{{k!r}: [[64, 64], [128]]}}")
+            sep = ";" if listed else ","
             text = sep.join(",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
                             for v in values)
             tokens.append(f"{k}={text}")

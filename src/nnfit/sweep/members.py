@@ -218,8 +218,12 @@ def check_kfold(k: int) -> None:
     Raises:
         ConfigError: ``k`` < 2.
     """
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ConfigError(f"--kfold {k!r}: the number of folds is a whole number (e.g. --kfold 5)")
     if k < 2:
         raise ConfigError(f"--kfold {k}: k-fold needs at least 2 folds (e.g. --kfold 5)")
+    if k > MAX_MEMBERS:  # before any list of folds is made
+        raise ConfigError(f"--kfold {k}: more than {MAX_MEMBERS} members")
 
 
 def check_bootstrap(k: int) -> None:
@@ -229,8 +233,12 @@ def check_bootstrap(k: int) -> None:
     Raises:
         ConfigError: ``k`` < 2.
     """
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ConfigError(f"--bootstrap {k!r}: the number of samples is a whole number (e.g. --bootstrap 8)")
     if k < 2:
         raise ConfigError(f"--bootstrap {k}: a bootstrap needs at least 2 samples (e.g. --bootstrap 8)")
+    if k > MAX_MEMBERS:  # before any list of samples is made
+        raise ConfigError(f"--bootstrap {k}: more than {MAX_MEMBERS} members")
 
 
 def plan_members(*, seeds: list[int] | None = None, grid: dict[str, list[Any]] | None = None,
@@ -257,9 +265,9 @@ def plan_members(*, seeds: list[int] | None = None, grid: dict[str, list[Any]] |
         [('fold-1', {'fold': '1/2'}), ('fold-2', {'fold': '2/2'})]
     """
     grid = dict(grid or {})
-    if kfold:
+    if kfold is not None and kfold != 0:
         check_kfold(kfold)
-    if bootstrap:
+    if bootstrap is not None and bootstrap != 0:
         check_bootstrap(bootstrap)
     if kfold and bootstrap:
         raise ConfigError("--kfold and --bootstrap: choose one (each member validates on its own "

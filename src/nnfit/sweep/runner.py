@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, warn
+from ..errors import ConfigError, TrainingError, warn
 from .jobs import MemberJob
 
 SWEEP_FILE = "sweep.json"
+FAILED = "failed.json"  # in a member's directory: it diverged, no model was written
 MEMBERS = "members"
 # Settings a stacked group lets differ between its members; any other difference splits groups.
 PER_MEMBER = ("seed", "fold", "bootstrap", "lr", "weight_decay")
@@ -241,6 +242,10 @@ def _check_same(out: Path, members: list[dict[str, Any]]) -> None:
         if not isinstance(config, dict):
             raise ConfigError(f"{out / SWEEP_FILE}: member {now['name']} has no recorded settings")
         diffs = resume_differences(config, now["config"], was.get("data_sha256"), now["data_sha256"])
+        # a sweep resumes as planned: groups already written cannot train on, and members of
+        # one ensemble trained for different epochs would not be the sweep asked for
+        diffs += [f"{k} ({config.get(k)!r} -> {now['config'].get(k)!r})" for k in ("epochs", "patience")
+                  if k in now["config"] and config.get(k) != now["config"].get(k)]
         if diffs:
             raise ConfigError(f"cannot resume the sweep with changed settings or data: member {now['name']}: "
                               f"{', '.join(diffs)}; start a new sweep (--overwrite)")
@@ -293,9 +298,12 @@ def _written(out: Path, group: list[Built]) -> dict[str, Any] | None:
     """The group's members loaded from their run directories when every one is written."""
     from ..learner import Learner
 
-    found = {}
+    found: dict[str, Any] = {}
     for b in group:
         d = out / MEMBERS / b.job.name
+        if (d / FAILED).is_file():  # a member that diverged: done, without a model
+            found[b.job.name] = None
+            continue
         if not (d / "manifest.json").is_file() or not (d / "history.csv").is_file():
             return None
         try:
@@ -342,10 +350,22 @@ def _train_alone(b: Built, out: Path, resume: bool) -> Any:
     record = {**b.job.record, "plots": False} if b.job.record else None
     model = b.job.model
     if callable(model) and not isinstance(model, nn.Module):
+        if cfg.seed is not None:  # built as its twin builds it (see build_member)
+            torch.manual_seed(cfg.seed)
         model = model()
-    return fit(model,
-               kw.pop("x", None), kw.pop("y", None), config=cfg, run_dir=d, run_config=record,
-               resume=d if has_ckpt else None, overwrite=not has_ckpt, **kw)
+    try:
+        return fit(model, kw.pop("x", None), kw.pop("y", None), config=cfg, run_dir=d,
+                   run_config=record, resume=d if has_ckpt else None, overwrite=not has_ckpt, **kw)
+    except TrainingError as e:  # a diverging member ends, the sweep goes on
+        _mark_failed(d, b.job.name, str(e))
+        return None
+
+
+def _mark_failed(d: Path, name: str, reason: str) -> None:
+    """Record that member ``name`` failed (``OUT/members/<name>/failed.json``): a resume
+    counts it done, results.csv gives the reason."""
+    warn(f"member {name} failed: {reason}")
+    _write_json(d / FAILED, {"member": name, "reason": reason})
 
 
 def _train_group(g: int, n_groups: int, group: list[Built], out: Path, ckpt: tuple | None,
@@ -423,9 +443,9 @@ def _write_member(out: Path, b: Built, failed: bool) -> None:
     d = out / MEMBERS / b.job.name
     learner = b.learner
     if first_non_finite(learner.model.named_parameters()) is not None:
-        warn(f"member {b.job.name}: its weights are not finite ({learner.stop_reason}); no model written")
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "history.csv", learner.history.to_csv())
+        _mark_failed(d, b.job.name, f"its weights are not finite ({learner.stop_reason}); no model written")
         return
     record = dict(b.job.record or {**asdict(b.job.config), "model": learner.spec})
     record["plots"] = False  # a sweep draws no member plots (0.6 s a member)
@@ -433,6 +453,8 @@ def _write_member(out: Path, b: Built, failed: bool) -> None:
     writer.start()
     atomic_write_text(d / "history.csv", learner.history.to_csv())
     writer.finish(b.trainer, b.val)
+    if not any((d / "checkpoints").iterdir()):  # the writer's folder: a stacked member has none
+        (d / "checkpoints").rmdir()
 
 
 def _finish(result: SweepResult, built: list[Built], quiet: bool) -> None:
@@ -456,7 +478,9 @@ def _finish(result: SweepResult, built: list[Built], quiet: bool) -> None:
         row.update({f"val_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         test = _read_metrics(out / MEMBERS / b.job.name / "test_metrics.json")
         row.update({f"test_{k}": v for k, v in test.items() if _numeric(v)})
-        row["stop_reason"] = getattr(learner, "stop_reason", "") if learner is not None else "not trained"
+        failed = _read_metrics(out / MEMBERS / b.job.name / FAILED).get("reason")
+        row["stop_reason"] = (f"failed: {failed}" if failed else
+                              getattr(learner, "stop_reason", "") if learner is not None else "not trained")
         rows.append(row)
         if top[0] is not None and (best_value is None or sign * (top[0] - best_value) < 0):
             best, best_value = b.job.name, top[0]
@@ -465,9 +489,11 @@ def _finish(result: SweepResult, built: list[Built], quiet: bool) -> None:
     rows += _summaries(rows, built)
     _write_csv(out / "results.csv", rows)
     result.rows, result.best = rows, best
-    if best is not None:
+    if best is not None and result.members.get(best) is not None and _finite(result.members[best]):
         result.members[best].save(out / "best")
     trained = [(n, lr) for n, lr in result.members.items() if lr is not None and _finite(lr)]
+    if len(trained) < 2 and len(built) > 1:
+        warn(f"no ensemble written: {len(trained)} of {len(built)} members have a finite model")
     if len(trained) > 1:
         try:
             from .ensemble import Ensemble, write_ensemble

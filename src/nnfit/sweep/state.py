@@ -4,6 +4,7 @@ go on bit for bit, as safetensors tensors and JSON (nothing is ever unpickled)."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ def restore(gt: GroupTrainer, tensors: dict[str, Tensor], meta: dict[str, Any], 
     if names != [m.name for m in gt.members]:
         raise CheckpointError(f"{where}: its members {names} are not this sweep's group "
                               f"{[m.name for m in gt.members]}")
+    check_meta(meta, gt, where)
     try:
         with torch.no_grad():
             for n, p in gt.model.params.items():
@@ -83,6 +85,62 @@ def restore(gt: GroupTrainer, tensors: dict[str, Tensor], meta: dict[str, Any], 
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{where}: not a checkpoint of this sweep ({type(e).__name__}: {e})") from None
     gt.restored()
+
+
+def check_meta(meta: dict[str, Any], gt: GroupTrainer, where: str) -> None:
+    """Every field of a group checkpoint's ``state.json`` against what a sweep writes there:
+    its manifest proves the bytes are as written, not that a person did not write them.
+
+    Raises:
+        CheckpointError: naming the first field that holds what no sweep writes.
+    """
+    def bad(field: str, value: Any) -> CheckpointError:
+        return CheckpointError(f"{where}: field {field!r} holds {str(value)[:60]!r}, "
+                               "not what a sweep writes there")
+
+    def whole(field: str, value: Any, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise bad(field, value)
+        return value
+
+    c = gt.config
+    epoch = whole("epoch", meta.get("epoch"), 0, c.epochs)
+    last = max(m.n_batches for m in gt.members) - 1 if epoch < c.epochs else 0
+    whole("batch", meta.get("batch"), 0, last)
+    whole("step", meta.get("step"), 0, 2**62)
+    for i, m in enumerate(meta["members"]):
+        at = f"members[{i}]"
+        if m.get("best") is not None and not _number(m.get("best"), finite=False):
+            raise bad(f"{at}.best", m.get("best"))
+        whole(f"{at}.best_epoch", m.get("best_epoch"), 0, epoch)
+        for key, kind in (("stop", bool), ("failed", bool), ("stop_reason", str)):
+            if not isinstance(m.get(key), kind):
+                raise bad(f"{at}.{key}", m.get(key))
+        history = m.get("history")
+        if not isinstance(history, list) or len(history) > epoch or not all(_record(r) for r in history):
+            raise bad(f"{at}.history", history)
+        groups = m.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict):
+            raise bad(f"{at}.param_groups", groups)
+        for key, value in groups[0].items():
+            numbers = value if key == "betas" and isinstance(value, list) else [value]
+            if key in _RATES and not all(_number(v) and v >= 0 for v in numbers):
+                raise bad(f"{at}.param_groups.{key}", value)
+        if m.get("schedule") is not None and not isinstance(m.get("schedule"), dict):
+            raise bad(f"{at}.schedule", m.get("schedule"))
+
+
+_RATES = ("lr", "weight_decay", "momentum", "eps", "betas", "initial_lr", "max_lr", "min_lr")
+
+
+def _number(v: Any, finite: bool = True) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (not finite or math.isfinite(v))
+
+
+def _record(r: Any) -> bool:
+    """An epoch's record: names to numbers, text or None."""
+    return isinstance(r, dict) and all(isinstance(k, str) and (v is None or isinstance(v, (int, float, str)))
+                                       for k, v in r.items())
 
 
 def _load(target: Tensor, tensors: dict[str, Tensor], key: str) -> None:
