@@ -164,3 +164,26 @@ def test_options_pass_other_settings_and_refuse_named_ones(blobs):
         NNClassifier(**QUICK, options={"no_such_setting": 1}).fit(x, y)
     with pytest.raises(ConfigError, match="model must be one of mlp, resmlp, got 'cnn'"):
         NNClassifier(model="cnn").fit(x, y)
+
+
+def test_tampered_pickled_state_is_refused_by_name():
+    """An edited ``classes_`` would name every prediction wrongly; broken fields raise one
+    CheckpointError, never a bare Python error."""
+    import numpy as np
+
+    from nnfit.errors import CheckpointError, ConfigError
+    from nnfit.sklearn import NNClassifier
+
+    x = np.random.default_rng(0).normal(size=(80, 3))
+    y = np.array(["a", "b"])[(x[:, 0] > 0).astype(int)]
+    fitted = NNClassifier(epochs=2, hidden=(4,)).fit(x, y)
+    state = fitted.__getstate__()
+    state["classes_"] = np.array(["b", "a"])
+    with pytest.raises(CheckpointError, match="classes_"):
+        NNClassifier.__new__(NNClassifier).__setstate__(state)
+    state = fitted.__getstate__()
+    state["learner_"] = {"files": 3, "stop_reason": ""}
+    with pytest.raises(CheckpointError, match="does not load"):
+        NNClassifier.__new__(NNClassifier).__setstate__(state)
+    with pytest.raises(ConfigError, match="'task' is not a training setting"):
+        NNClassifier(options={"task": "binary"}).fit(x, y)

@@ -311,3 +311,21 @@ def test_a_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_result(tmp_path
     whole = sweep(MLP, x, y, out=tmp_path / "w", seeds="0-1", epochs=2, quiet=True)
     for name in whole.members:
         assert _max_diff(whole.members[name].model, resumed.members[name].model) == 0.0
+
+
+def test_regression_members_are_ranked_in_the_targets_units(tmp_path):
+    """Each member's loss is on its own standardised target: the best member is the one with
+    the lowest validation mse in the target's units."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 4)).astype(np.float32)
+    y = 100 * x[:, 0] + 5 * rng.normal(size=150)
+    result = sweep(MLP, x, y, out=tmp_path / "s", seeds="0-3", epochs=3, quiet=True)
+    members = result.rows[:4]
+    assert result.best == min(members, key=lambda r: r["val_mse"])["member"]
+
+
+def test_an_error_in_one_member_names_it(tmp_path):
+    x, y = _data()
+    y = np.where(np.arange(len(y)) < 3, 7, y)  # a class of 3 rows: samples that draw none of it
+    with pytest.raises(nnfit.errors.NnfitError, match="member bootstrap-[0-9]+: "):
+        sweep(MLP, x, y, out=tmp_path / "s", bootstrap=30, epochs=1, quiet=True)

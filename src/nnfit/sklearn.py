@@ -36,7 +36,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 # The TrainConfig fields the constructors name; ``options`` holds any other one.
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "scheduler", "val_split",
@@ -156,6 +156,11 @@ class _NNEstimator(BaseEstimator):
     def _settings(self) -> dict[str, Any]:
         """nnfit.fit's keyword arguments: the model spec and the TrainConfig fields."""
         options = dict(self.options or {})
+        fixed = [k for k in ("task", "target", "val", "run_dir", "resume", "config", "callbacks")
+                 if k in options]
+        if fixed:  # fit's own arguments, which the estimator decides
+            raise ConfigError(f"options: {fixed[0]!r} is not a training setting: {type(self).__name__} "
+                              "decides it")
         named = [k for k in (*_TRAIN_KEYS, *_MODEL_KEYS, "seed", "quiet", "model") if k in options]
         if named:
             param = {"seed": "random_state", "quiet": "verbose"}.get(named[0], named[0])
@@ -214,14 +219,38 @@ class _NNEstimator(BaseEstimator):
         from .callbacks import History
         from .learner import Learner
 
+        where = f"pickled {type(self).__name__}"
         saved = state.pop("learner_", None)
         if saved is not None:
-            learner = Learner.from_files(saved["files"], device=state.get("device", "cpu"),
-                                         source=f"pickled {type(self).__name__}")
-            learner.history = History(state.get("history_", []))
-            learner.stop_reason = saved["stop_reason"]
+            try:
+                files, reason = saved["files"], saved["stop_reason"]
+                history = state.get("history_", [])
+                if not (isinstance(files, dict) and isinstance(reason, str) and isinstance(history, list)):
+                    raise TypeError("not the fields a fitted estimator pickles")
+                learner = Learner.from_files(files, device=state.get("device", "cpu"), source=where)
+                learner.history = History(history)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise CheckpointError(f"{where}: its fitted state does not load ({e})") from None
+            learner.stop_reason = reason
+            _check_classes(state, learner, where)
             state["learner_"] = learner
         super().__setstate__(state)
+
+
+def _check_classes(state: dict[str, Any], learner: Any, where: str) -> None:
+    """A classifier's ``classes_`` must be the labels its model predicts, in order: a pickle
+    whose list was edited would otherwise name every prediction wrongly, silently.
+
+    Raises:
+        CheckpointError: the pickled labels are not the model's.
+    """
+    if "classes_" not in state:
+        return
+    model_classes = learner.classes
+    pickled = np.asarray(state["classes_"])
+    if model_classes is None or len(pickled) != len(model_classes) or [str(c) for c in pickled] != [
+            str(c) for c in model_classes]:
+        raise CheckpointError(f"{where}: classes_ {pickled.tolist()!r:.80} are not its model's labels")
 
 
 class NNClassifier(ClassifierMixin, _NNEstimator):

@@ -176,7 +176,7 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
                           "history.csv and OUT/results.csv hold its metrics")
     with hold_run_dir(out, create=not resume):
         _check_out(out, resume, overwrite)
-        built = [build_member(j) for j in jobs]
+        built = [_built(j) for j in jobs]
         members = [_member_record(b) for b in built]
         if resume:
             _check_same(out, members)
@@ -209,6 +209,19 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
             state.clear(out)
         _finish(result, built, quiet)
     return result
+
+
+def _built(job: MemberJob) -> Built:
+    """:func:`build_member`, its errors naming the member (a fold without a class's rows,
+    a bootstrap sample that drew none of one)."""
+    from ..errors import NnfitError
+
+    try:
+        return build_member(job)
+    except NnfitError as e:
+        if e.args and isinstance(e.args[0], str):
+            e.args = (f"member {job.name}: {e.args[0]}", *e.args[1:])
+        raise
 
 
 def _member_record(b: Built) -> dict[str, Any]:
@@ -472,6 +485,7 @@ def _finish(result: SweepResult, built: list[Built], quiet: bool) -> None:
         values = [(r.get(monitor), r.get("epoch")) for r in hist
                   if isinstance(r.get(monitor), (int, float)) and r.get(monitor) == r.get(monitor)]
         top = min(values, key=lambda v: sign * v[0]) if values else (None, None)
+        rank = _comparable(b, monitor, out, top[0])
         row: dict[str, Any] = {"member": b.job.name, **{k: _cell(v) for k, v in b.job.settings.items()},
                                "epochs": len(hist), "best_epoch": top[1], f"best_{monitor}": top[0]}
         metrics = _read_metrics(out / MEMBERS / b.job.name / "metrics.json")
@@ -482,8 +496,8 @@ def _finish(result: SweepResult, built: list[Built], quiet: bool) -> None:
         row["stop_reason"] = (f"failed: {failed}" if failed else
                               getattr(learner, "stop_reason", "") if learner is not None else "not trained")
         rows.append(row)
-        if top[0] is not None and (best_value is None or sign * (top[0] - best_value) < 0):
-            best, best_value = b.job.name, top[0]
+        if rank is not None and (best_value is None or sign * (rank - best_value) < 0):
+            best, best_value = b.job.name, rank
     for row in rows:
         row["best"] = row["member"] == best
     rows += _summaries(rows, built)
@@ -502,6 +516,20 @@ def _finish(result: SweepResult, built: list[Built], quiet: bool) -> None:
             result.ensemble = Ensemble([lr for _, lr in trained], [n for n, _ in trained])
         except ConfigError as e:
             warn(f"no ensemble written: {e}")
+
+
+def _comparable(b: Built, monitor: str, out: Path, value: Any) -> float | None:
+    """The value members are ranked by: the monitored one, but for a regression's loss, which
+    each member takes on its own standardised target, its error in the target's units (the
+    final model's validation mse, or mae for an l1 loss), so members compare."""
+    from ..tasks.regression import RegressionTask
+
+    task = b.learner.task
+    if monitor != "val_loss" or not isinstance(task, RegressionTask):
+        return value
+    metrics = _read_metrics(out / MEMBERS / b.job.name / "metrics.json")
+    found = metrics.get("mae" if task.loss_name == "l1" else "mse")
+    return found if _numeric(found) else None
 
 
 def _finite(learner: Any) -> bool:
