@@ -43,9 +43,10 @@ def data(rows: int) -> tuple[np.ndarray, np.ndarray]:
     return x, (x @ w + rng.normal(size=(rows, 10))).argmax(1)
 
 
-def in_process(hidden: list[int], k: int, x: np.ndarray, y: np.ndarray, epochs: int, tmp: Path) -> dict:
+def in_process(hidden: list[int], k: int, x: np.ndarray, y: np.ndarray, epochs: int, tmp: Path,
+               device: str = "cpu") -> dict:
     """Seconds of ``k`` sequential fits and of one K=k sweep of the same members."""
-    common = dict(epochs=epochs, batch_size=128, patience=0, quiet=True, device="cpu", plots=False)
+    common = dict(epochs=epochs, batch_size=128, patience=0, quiet=True, device=device, plots=False)
     spec = {"name": "mlp", "hidden": hidden}
     t0 = time.perf_counter()
     for s in range(k):
@@ -55,8 +56,8 @@ def in_process(hidden: list[int], k: int, x: np.ndarray, y: np.ndarray, epochs: 
     result = nnfit.sweep(spec, x, y, out=tmp / f"sweep-{hidden[0]}-{k}", seeds=f"0-{k - 1}", **common)
     swept = time.perf_counter() - t0
     assert all(result.stacked)
-    return {"model": f"32-{'-'.join(map(str, hidden))}-10", "members": k, "sequential_s": sequential,
-            "sweep_s": swept, "speedup": sequential / swept}
+    return {"model": f"32-{'-'.join(map(str, hidden))}-10", "members": k, "device": device,
+            "sequential_s": sequential, "sweep_s": swept, "speedup": sequential / swept}
 
 
 def processes(x: np.ndarray, y: np.ndarray, epochs: int, tmp: Path, k: int = 8) -> dict:
@@ -101,6 +102,8 @@ def main() -> None:
         nnfit.fit({"name": "mlp", "hidden": [8]}, x[:256], y[:256], epochs=1, quiet=True, device="cpu")
         rows.append(in_process([128, 128], 8, x, y, args.epochs, tmp))
         rows.append(in_process([32, 32], 32, x, y, args.epochs, tmp))
+        if torch.cuda.is_available():  # a lent GPU: 64 sequential CUDA runs vs one K=64 sweep
+            rows.append(in_process([128, 128], 64, x, y, args.epochs, tmp, device="cuda"))
         proc = None if args.no_processes else processes(x, y, args.epochs, tmp)
     report = {"rows": args.rows, "epochs": args.epochs, "batch_size": 128, "in_process": rows,
               "processes": proc, "torch": torch.__version__,
@@ -113,7 +116,8 @@ def main() -> None:
     lines = [title, "",
              "| workload | sequential s | sweep s | speedup |", "|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['members']} x {r['model']} (in process) | {r['sequential_s']:.2f} | "
+        lines.append(f"| {r['members']} x {r['model']} (in process, {r['device']}) | "
+                     f"{r['sequential_s']:.2f} | "
                      f"{r['sweep_s']:.2f} | {r['speedup']:.2f}x |")
     if proc:
         lines.append(f"| 8 x 32-128-128-10, `nnfit train` processes vs `nnfit sweep` | "

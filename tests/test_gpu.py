@@ -160,3 +160,17 @@ def test_a_cpu_run_resumes_on_cuda_with_graphs_and_back(tmp_path):
     back = nnfit.fit(spec, x, y, epochs=4, device="cpu", fused=False, run_dir=tmp_path / "r",
                      resume=tmp_path / "r", **kw)
     assert len(back.history) == 4
+
+
+def test_a_sweep_on_cuda_equals_its_members_runs_there(tmp_path):
+    """The stacked model on the GPU: each member close to its own CUDA run (cuBLAS picks
+    other kernels for batched products, so closely, not to CPU's 1e-5)."""
+    x, y = _data()
+    common = dict(epochs=3, batch_size=64, quiet=True, device="cuda")
+    result = nnfit.sweep({"name": "mlp", "hidden": [32, 32]}, x, y, out=tmp_path / "s", seeds="0-3",
+                         grid={"lr": [1e-3, 3e-3]}, **common)
+    assert all(result.stacked)
+    for name, learner in result.members.items():
+        seed, lr = int(name.split("_")[0].split("-")[1]), float(name.split("_")[1].split("-")[1])
+        alone = nnfit.fit({"name": "mlp", "hidden": [32, 32]}, x, y, seed=seed, lr=lr, **common)
+        np.testing.assert_allclose(learner.predict_proba(x), alone.predict_proba(x), atol=1e-3)

@@ -19,8 +19,9 @@ STACKED_OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def _per_member(values: Tensor, like: Tensor) -> Tensor:
-    """``values`` (K,) shaped to broadcast against a stacked tensor ``like`` (K, ...)."""
-    return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    """``values`` (K,) shaped to broadcast against a stacked tensor ``like`` (K, ...), on its
+    device (the hyperparameters live on the CPU)."""
+    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
 class StackedOptimizer:
@@ -180,7 +181,7 @@ class _Coef:
             return self.value
         key = (t.dim(), t.device)
         if key not in self._views:
-            self._views[key] = _per_member(self._values, t).to(t.device)
+            self._views[key] = _per_member(self._values, t)
         return self._views[key]
 
 
