@@ -28,7 +28,7 @@ _SOURCES = {
     "DataConfig": "config", "ModelConfig": "config", "RunConfig": "config", "TrainConfig": "config",
     "DataSource": "data", "LoaderData": "data", "StreamData": "data", "TensorData": "data",
     "CheckpointError": "errors", "ConfigError": "errors", "DataError": "errors", "NnfitError": "errors",
-    "Learner": "learner", "fit": "learner", "load": "learner",
+    "Learner": "learner", "fit": "learner", "load": "loading",
     "LRFindResult": "lr_range", "lr_find": "lr_range",
     "ClassificationMetrics": "metrics", "Metric": "metrics", "RegressionMetrics": "metrics",
     "MLP": "models", "MultiInput": "models", "ResidualBlock": "models", "ResidualMLP": "models",
@@ -69,7 +69,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from .data import DataSource, LoaderData, StreamData, TensorData
     from .errors import CheckpointError, ConfigError, DataError, NnfitError
-    from .learner import Learner, fit, load
+    from .learner import Learner, fit
+    from .loading import load
     from .lr_range import LRFindResult, lr_find
     from .metrics import ClassificationMetrics, Metric, RegressionMetrics
     from .models import CNN, GRU, LSTM, MLP, MultiInput, ResidualBlock, ResidualMLP, build_model

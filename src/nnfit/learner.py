@@ -42,7 +42,6 @@ from .trainer import Trainer
 
 if TYPE_CHECKING:
     from .run import RunWriter
-    from .sweep.ensemble import Ensemble
 
 
 class Learner:
@@ -244,9 +243,9 @@ class Learner:
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None, *,
-             device: str = "auto", loss: Callable | None = None) -> Learner | Ensemble:
-        """Load a saved model or run directory, or a sweep's ensemble directory (then an
-        :class:`~nnfit.sweep.ensemble.Ensemble`, which predicts and evaluates alike).
+             device: str = "auto", loss: Callable | None = None) -> Learner:
+        """Load a saved model or run directory (:func:`nnfit.load` also takes a sweep's
+        ensemble directory).
 
         Args:
             path: a directory written by :meth:`save` or ``nnfit train``.
@@ -263,13 +262,6 @@ class Learner:
                 the model (missing/unexpected tensors, shapes, dtypes, NaN), all named. Every
                 byte is checked before the model is built (:mod:`nnfit.io.model_dir`).
         """
-        from .sweep.ensemble import Ensemble, is_ensemble_dir
-
-        if (Path(path) / "sweep.json").is_file() and not (Path(path) / "manifest.json").exists():
-            raise ConfigError(f"{path} is a sweep, not a model: use {Path(path) / 'ensemble'}, "
-                              f"{Path(path) / 'best'} or {Path(path) / 'members'}/NAME")
-        if is_ensemble_dir(path):  # told apart by its manifest's kind; checked as a model is
-            return Ensemble.load(path, model, device=device, loss=loss)
         return cls._rebuilt(*read_model_dir(Path(path), model), device, loss)
 
     @classmethod
@@ -565,17 +557,4 @@ def _check_resume(ckpt: Any, spec: dict | None, record: dict[str, Any] | None,
         check_resume(ckpt[1], record, fingerprint, force, fits)
 
 
-def load(path: str | Path, model: nn.Module | None = None, *, device: str = "auto",
-         loss: Callable | None = None) -> Learner | Ensemble:
-    """Load a model saved by :meth:`Learner.save`, a ``nnfit train`` run directory or a
-    sweep's ensemble directory (arguments as :meth:`Learner.load`; ``loss``: a custom-loss
-    model's function, to evaluate it).
-
-    Example:
-        >>> learner = nnfit.load("runs/breast_cancer-1")  # doctest: +SKIP
-        >>> learner.predict(x)  # doctest: +SKIP
-    """
-    return Learner.load(path, model, device=device, loss=loss)
-
-
-__all__ = ["Learner", "fit", "load"]
+__all__ = ["Learner", "fit"]

@@ -9,7 +9,7 @@ from typing import Any
 from ..confusion import MAX_SHOWN_CLASSES, split_confusion
 from ..data.read import read_table
 from ..errors import ConfigError, printable
-from ..learner import load
+from ..loading import load
 from ..run import jsonable_metrics
 from ..tasks import CustomTask
 from . import console, dumps

@@ -6,7 +6,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..errors import printable
-from ..learner import Learner, load
+from ..learner import Learner
+from ..loading import load
 from . import console, dumps
 
 if TYPE_CHECKING:

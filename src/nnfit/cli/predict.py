@@ -12,7 +12,8 @@ from ..data.columns import Columns
 from ..data.read import read_table
 from ..errors import ConfigError
 from ..io.layout import run_name
-from ..learner import Learner, load
+from ..learner import Learner
+from ..loading import load
 
 
 def _lenient(learner: Learner) -> bool:
