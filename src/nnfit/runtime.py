@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -207,3 +210,17 @@ def memory_format(model: nn.Module, runtime: Runtime, setting: bool | None) -> t
                                 and runtime.device.type == "cpu"):
         return None
     return torch.channels_last
+
+
+def catch_signals(loop: Any) -> dict[int, Any]:
+    """Route SIGINT/SIGTERM to ``loop._signal``, a flag the loop checks after each step (main
+    thread only); a second signal interrupts at once. Returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if loop._signal:
+            raise KeyboardInterrupt
+        loop._signal = signum
+
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

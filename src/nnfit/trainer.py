@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -47,7 +46,7 @@ from .guards import FiniteGuard, all_finite, check_finite_outputs, first_non_fin
 from .metrics import metric_direction
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule, match_state_layout
 from .outputs import cat_outputs
-from .runtime import Runtime, cpu_threads, make_runtime, memory_format, step_params
+from .runtime import Runtime, catch_signals, cpu_threads, make_runtime, memory_format, step_params
 from .state import FitState, capture_state, restore_state
 from .tasks import Task
 
@@ -549,20 +548,6 @@ class Trainer:
                 what no checkpoint may hold (NaN or infinite; NaN in a buffer).
         """
         return capture_state(self)
-
-
-def catch_signals(loop: Any) -> dict[int, Any]:
-    """Route SIGINT/SIGTERM to ``loop._signal``, a flag the loop checks after each step (main
-    thread only); a second signal interrupts at once. Returns the previous handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if loop._signal:
-            raise KeyboardInterrupt
-        loop._signal = signum
-
-    return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _monitored(logs: dict[str, Any], monitor: str) -> Any:

@@ -328,7 +328,7 @@ class GroupTrainer:
         return member_state(params, buffers, i, self.modules[i], self.model.transposed)
 
     def _catch_signals(self) -> dict[int, Any]:
-        from ..trainer import catch_signals
+        from ..runtime import catch_signals
 
         return catch_signals(self)
 

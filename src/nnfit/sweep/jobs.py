@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..config import TrainConfig
+
+SWEEP_FILE = "sweep.json"
+FAILED = "failed.json"  # in a member's directory: it diverged, no model was written
+MEMBERS = "members"
 
 
 @dataclass
@@ -37,3 +43,30 @@ class MemberJob:
     config: TrainConfig
     record: dict[str, Any] = field(default_factory=dict)
     test: Callable[[Any, Any], Any] | None = None
+
+
+@dataclass
+class Built:
+    """A member built as its standalone ``fit`` builds it, before any training step."""
+
+    job: MemberJob
+    learner: Any
+    trainer: Any
+    train: Any
+    val: Any
+    val_keys: dict[str, Any]
+    drop_state: torch.Tensor  # the global RNG right after the model was built (dropout's stream)
+
+
+@dataclass
+class SweepResult:
+    """What a sweep returns: ``rows`` (results.csv as dicts), ``members`` (name -> Learner),
+    ``best`` (the best member's name), ``ensemble`` (or None) and ``out`` (the directory)."""
+
+    out: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    members: dict[str, Any] = field(default_factory=dict)
+    best: str | None = None
+    ensemble: Any = None
+    groups: list[list[str]] = field(default_factory=list)
+    stacked: list[bool] = field(default_factory=list)

@@ -213,32 +213,33 @@ def _example(key: str) -> str:
 
 
 def check_kfold(k: int) -> None:
-    """Refuse a ``--kfold`` given with fewer than 2 folds.
+    """Refuse a ``--kfold`` that is not a whole number of at least 2 folds (or more than
+    :data:`MAX_MEMBERS`, before any list of folds is made).
 
     Raises:
-        ConfigError: ``k`` < 2.
+        ConfigError: naming the flag and the value.
     """
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise ConfigError(f"--kfold {k!r}: the number of folds is a whole number (e.g. --kfold 5)")
-    if k < 2:
-        raise ConfigError(f"--kfold {k}: k-fold needs at least 2 folds (e.g. --kfold 5)")
-    if k > MAX_MEMBERS:  # before any list of folds is made
-        raise ConfigError(f"--kfold {k}: more than {MAX_MEMBERS} members")
+    _check_count("--kfold", k, "k-fold needs at least 2 folds", "the number of folds", "--kfold 5")
 
 
 def check_bootstrap(k: int) -> None:
-    """Refuse a ``--bootstrap`` given with fewer than 2 samples (as ``TrainConfig.bootstrap``
-    does: one sample is a plain run on resampled rows, not a sweep).
+    """Refuse a ``--bootstrap`` that is not a whole number of at least 2 samples (as
+    ``TrainConfig.bootstrap`` does: one sample is a plain run on resampled rows, not a sweep).
 
     Raises:
-        ConfigError: ``k`` < 2.
+        ConfigError: naming the flag and the value.
     """
+    _check_count("--bootstrap", k, "a bootstrap needs at least 2 samples", "the number of samples",
+                 "--bootstrap 8")
+
+
+def _check_count(flag: str, k: Any, too_few: str, what: str, example: str) -> None:
     if isinstance(k, bool) or not isinstance(k, int):
-        raise ConfigError(f"--bootstrap {k!r}: the number of samples is a whole number (e.g. --bootstrap 8)")
+        raise ConfigError(f"{flag} {k!r}: {what} is a whole number (e.g. {example})")
     if k < 2:
-        raise ConfigError(f"--bootstrap {k}: a bootstrap needs at least 2 samples (e.g. --bootstrap 8)")
-    if k > MAX_MEMBERS:  # before any list of samples is made
-        raise ConfigError(f"--bootstrap {k}: more than {MAX_MEMBERS} members")
+        raise ConfigError(f"{flag} {k}: {too_few} (e.g. {example})")
+    if k > MAX_MEMBERS:
+        raise ConfigError(f"{flag} {k}: more than {MAX_MEMBERS} members")
 
 
 def plan_members(*, seeds: list[int] | None = None, grid: dict[str, list[Any]] | None = None,
