@@ -187,3 +187,5 @@ def test_tampered_pickled_state_is_refused_by_name():
         NNClassifier.__new__(NNClassifier).__setstate__(state)
     with pytest.raises(ConfigError, match="'task' is not a training setting"):
         NNClassifier(options={"task": "binary"}).fit(x, y)
+    with pytest.raises(ConfigError, match="options must be a dict"):
+        NNClassifier(options=[1]).fit(x, y)

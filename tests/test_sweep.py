@@ -160,6 +160,12 @@ def test_a_sweep_killed_mid_epoch_resumes_bitwise(tmp_path):
     (dict(grid={}), "grid|sweep"),
     (dict(grid={"epochs": [1, 2]}), "epochs"),
     (dict(grid={"lrr": [1e-3]}), "lrr"),
+    (dict(grid={"hidden": [8, 16]}), "give each point as a list"),
+    (dict(grid={"activation": ["relu,gelu"]}), "holds ','"),
+    (dict(seeds=[1.5, 2]), "not a whole number"),
+    (dict(kfold=2.5), "whole number"),
+    (dict(kfold="3"), "whole number"),
+    (dict(bootstrap=10**9), "more than 1024"),
 ])
 def test_bad_sweeps_are_refused_in_one_line(tmp_path, kwargs, message):
     x, y = _data()

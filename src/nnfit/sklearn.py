@@ -155,6 +155,9 @@ class _NNEstimator(BaseEstimator):
 
     def _settings(self) -> dict[str, Any]:
         """nnfit.fit's keyword arguments: the model spec and the TrainConfig fields."""
+        if self.options is not None and not isinstance(self.options, dict):
+            raise ConfigError("options must be a dict of TrainConfig fields, got "
+                              f"{type(self.options).__name__}")
         options = dict(self.options or {})
         fixed = [k for k in ("task", "target", "val", "run_dir", "resume", "config", "callbacks")
                  if k in options]

@@ -89,6 +89,9 @@ def _grid(grid: Any) -> dict[str, list[Any]] | None:
             listed = k in LIST_KEYS
             if listed and not all(isinstance(v, (list, tuple)) for v in values):
                 raise ConfigError(f"grid {k}: give each point as a list, e.g. {{{k!r}: [[64, 64], [128]]}}")
+            if not listed and any(isinstance(v, str) and ("," in v or ";" in v) for v in values):
+                raise ConfigError(f"grid {k}: a value holds ',' or ';': give each point as its own "
+                                  "list item")
             sep = ";" if listed else ","
             text = sep.join(",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
                             for v in values)
