@@ -100,7 +100,7 @@ def test_every_layout_trains_on_the_bootstrap_and_validates_out_of_bag(tmp_path)
     rng = np.random.default_rng(0)
     cfg = TrainConfig(bootstrap="2/4", seed=0)
     x, y = rng.normal(size=(60, 3)).astype(np.float32), rng.integers(0, 2, 60)
-    _, oob = holdout(60, cfg, None)
+    _, oob = holdout(60, cfg, y)  # classification: a stratified bootstrap
     rows = prepare(x, y, config=cfg)
     assert len(rows.train) == 60 and len(rows.val) == len(oob)
     images = prepare(rng.integers(0, 255, (60, 1, 6, 6)).astype(np.uint8), y, config=cfg, family="cnn")
@@ -108,7 +108,7 @@ def test_every_layout_trains_on_the_bootstrap_and_validates_out_of_bag(tmp_path)
     path = order_table(tmp_path / "seq.csv", n=40)
     seqs = prepare(str(path), target="first", config=TrainConfig(bootstrap="2/4", sequence_id="id", time="t"),
                    family="lstm")
-    assert len(seqs.train) == 40 and len(seqs.val) == len(holdout(40, cfg)[1])
+    assert len(seqs.train) == 40 and 0 < len(seqs.val) < 40
 
 
 def test_a_bootstrap_judges_an_id_column_on_the_distinct_rows_drawn() -> None:
@@ -160,3 +160,14 @@ def test_fit_refuses_folds_with_its_own_validation_data_a_stream_or_a_forecast()
         train_config(fold=(2, 5))
     with pytest.raises(ConfigError, match=r"^fold must be a string k/K such as '2/5', got \(2, 5\)"):
         TrainConfig(fold=(2, 5))
+
+
+def test_a_classification_bootstrap_draws_every_class_from_its_own_rows() -> None:
+    """A class of 3 rows in 120: a plain draw misses it in about one sample of 20; the
+    stratified draw keeps each class's count in every sample."""
+    y = np.array([0] * 60 + [1] * 57 + [2] * 3)
+    for b in range(1, 41):
+        train, oob = holdout(120, TrainConfig(bootstrap=f"{b}/40", seed=0), y)
+        assert np.bincount(y[train], minlength=3).tolist() == [60, 57, 3]
+        assert len(np.intersect1d(train, oob)) == 0 and len(np.union1d(train, oob)) == 120
+

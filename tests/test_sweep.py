@@ -332,6 +332,6 @@ def test_regression_members_are_ranked_in_the_targets_units(tmp_path):
 
 def test_an_error_in_one_member_names_it(tmp_path):
     x, y = _data()
-    y = np.where(np.arange(len(y)) < 3, 7, y)  # a class of 3 rows: samples that draw none of it
-    with pytest.raises(nnfit.errors.NnfitError, match="member bootstrap-[0-9]+: "):
-        sweep(MLP, x, y, out=tmp_path / "s", bootstrap=30, epochs=1, quiet=True)
+    y = np.where(np.arange(len(y)) < 3, 7, y)  # a class of 3 rows: fewer than 5 folds
+    with pytest.raises(nnfit.errors.NnfitError, match="member fold-1: .*fewer than 5 folds"):
+        sweep(MLP, x, y, out=tmp_path / "s", kfold=5, epochs=1, quiet=True)

@@ -49,7 +49,7 @@ def holdout(n: int, cfg: TrainConfig, stratify: np.ndarray | None = None, *,
         fold = fold_of(n, folds, cfg.seed, stratify, source=source)
         return np.flatnonzero(fold != k - 1), np.flatnonzero(fold == k - 1)
     if cfg.bootstrap is not None:
-        return _bootstrap(n, cfg.bootstrap, cfg.seed, source)
+        return _bootstrap(n, cfg.bootstrap, cfg.seed, source, stratify)
     return split_indices(n, cfg.val_split, cfg.seed, stratify)
 
 
@@ -89,12 +89,20 @@ def fold_of(n: int, folds: int, seed: int | None, stratify: np.ndarray | None = 
     return fold
 
 
-def _bootstrap(n: int, part: str, seed: int | None, source: str) -> tuple[np.ndarray, np.ndarray]:
+def _bootstrap(n: int, part: str, seed: int | None, source: str,
+               stratify: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap sample ``b`` of ``part`` ("b/K"): ``n`` draws with replacement by (seed, b),
-    sorted, and the out-of-bag rows."""
+    sorted, and the out-of-bag rows. With ``stratify`` (classification) each class draws as
+    many rows as it has, from its own rows: every class is in every sample (a plain draw
+    misses a class of 3 rows in one sample of 20, and its member cannot learn that class)."""
     b = int(part.split("/")[0])
     rng = np.random.default_rng(None if seed is None else (seed, b))
-    train = np.sort(rng.integers(0, n, size=n)) if n else np.arange(0)
+    if stratify is not None and n:
+        codes = _group_codes(np.asarray(stratify))
+        train = np.sort(np.concatenate([rng.choice(rows, size=len(rows)) for rows in
+                                        (np.flatnonzero(codes == c) for c in range(codes.max() + 1))]))
+    else:
+        train = np.sort(rng.integers(0, n, size=n)) if n else np.arange(0)
     drawn = np.zeros(n, dtype=bool)
     drawn[train] = True
     if drawn.all():
