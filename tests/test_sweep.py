@@ -335,3 +335,15 @@ def test_an_error_in_one_member_names_it(tmp_path):
     y = np.where(np.arange(len(y)) < 3, 7, y)  # a class of 3 rows: fewer than 5 folds
     with pytest.raises(nnfit.errors.NnfitError, match="member fold-1: .*fewer than 5 folds"):
         sweep(MLP, x, y, out=tmp_path / "s", kfold=5, epochs=1, quiet=True)
+
+
+def test_a_warning_of_the_data_is_said_once_for_all_members(tmp_path):
+    import warnings
+
+    x, y = _data()
+    x[::9, 0] = np.nan  # filled by every member: one warning, not one per member
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sweep(MLP, x, y, out=tmp_path / "s", seeds="0-3", epochs=1, quiet=True)
+    filled = [str(w.message) for w in caught if "filled missing values" in str(w.message)]
+    assert len(filled) == 1 and filled[0].endswith("(4 of 4 members)"), filled

@@ -24,7 +24,7 @@ from ..models import CLI_MODELS
 from ..run import RESUMABLE
 from ..sweep.jobs import MemberJob
 from ..sweep.members import Member, check_bootstrap, check_kfold, parse_grid, parse_seeds, plan_members
-from . import console, flag_values, split_items
+from . import console, flag_values, release_warnings, split_items
 from .train import _config, _hold_out, _model_spec, _training_columns, write_test
 
 RECORD_FILE = "sweep.json"  # written by run_sweep: this command's record is its field "record"
@@ -59,6 +59,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             _check_out(out)
         try:
             result = run_sweep(jobs, out, resume=bool(args.resume), overwrite=args.overwrite,
+                               started=release_warnings,
                                sweep_record=record, quiet=configs[0].train.quiet)
         except Stopped as e:
             raise Stopped(f"{e}; resume with: nnfit sweep --resume {out}", e.exit_code - 128) from None

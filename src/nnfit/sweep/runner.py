@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,8 @@ def plan_groups(built: list[Built]) -> list[list[int]]:
 
 
 def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, overwrite: bool = False,
-              sweep_record: dict[str, Any] | None = None, quiet: bool = False) -> SweepResult:
+              sweep_record: dict[str, Any] | None = None, quiet: bool = False,
+              started: Callable[[], None] | None = None) -> SweepResult:
     """Train every job's member and write ``out`` (see the module's docstring).
 
     Args:
@@ -130,6 +132,8 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
         overwrite: start over in an ``out`` that holds an earlier sweep (its files removed).
         sweep_record: JSON-able data stored in ``sweep.json`` for ``nnfit sweep --resume``.
         quiet: no progress lines.
+        started: called once every member is built, before training (the CLI shows the
+            warnings it held while the inputs were checked).
 
     Raises:
         ConfigError: duplicate member names, ``out`` in the way, nothing to resume.
@@ -147,7 +151,9 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
                           "history.csv and OUT/results.csv hold its metrics")
     with hold_run_dir(out, create=not resume):
         _check_out(out, resume, overwrite)
-        built = [_built(j) for j in jobs]
+        built = _build_all(jobs)
+        if started is not None:
+            started()
         members = [_member_record(b) for b in built]
         if resume:
             _check_same(out, members)
@@ -180,6 +186,24 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
             state.clear(out)
         finish(result, built, quiet)
     return result
+
+
+def _build_all(jobs: list[MemberJob]) -> list[Built]:
+    """Every member built; a warning its data gives each member (a filled gap, a dropped id
+    column) is said once, with how many members it concerns, not once per member."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        built = [_built(j) for j in jobs]
+    counts: dict[tuple[type, str], int] = {}
+    for w in caught:
+        key = (w.category, str(w.message))
+        counts[key] = counts.get(key, 0) + 1
+    for (category, text), n in counts.items():
+        many = f" ({n} of {len(jobs)} members)" if len(jobs) > 1 else ""
+        warnings.warn(text + many, category, stacklevel=3)
+    return built
 
 
 def _built(job: MemberJob) -> Built:
