@@ -63,7 +63,7 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
-    def __call__(self, jobs, out, *, resume, overwrite, sweep_record, quiet):
+    def __call__(self, jobs, out, *, resume, overwrite, sweep_record, quiet, started=None):
         self.calls.append(dict(jobs=jobs, out=Path(out), resume=resume, overwrite=overwrite,
                                record=sweep_record, quiet=quiet))
         members = [{"name": j.name, "settings": j.settings} for j in jobs]
