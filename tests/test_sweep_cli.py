@@ -391,19 +391,22 @@ def test_resume_rebuilds_the_same_jobs_from_sweep_json_alone(capsys, tmp_path, r
     first = recorder.calls[0]
     os.chdir(tmp_path / "sub")  # from another directory: the data path is absolute
     try:
-        status, out, err = _run(capsys, "sweep", "--resume", tmp_path / "sw", "--epochs", "6", "patience=2")
+        status, out, err = _run(capsys, "sweep", "--resume", tmp_path / "sw", "threads=1")
+        refused = _run(capsys, "sweep", "--resume", tmp_path / "sw", "--epochs", "6")
     finally:
         os.chdir(tmp_path)
     assert status == 0, err
+    # a sweep resumes as planned: its epochs and patience are its own
+    assert refused[0] == 2 and "'epochs' cannot change in a resumed sweep" in refused[2]
     again = recorder.calls[1]
     assert again["resume"] is True and again["out"] == tmp_path / "sw"
     assert [j.name for j in again["jobs"]] == [j.name for j in first["jobs"]]
     for a, b in zip(first["jobs"], again["jobs"], strict=True):
-        assert b.config.epochs == 6 and b.config.patience == 2
-        assert b.record | {"epochs": 4, "patience": 10} == a.record
+        assert b.config.epochs == 4 and b.config.threads == 1
+        assert b.record | {"threads": 0} == a.record
         assert b.model == a.model and b.settings == a.settings
         assert np.array_equal(a.fit_kwargs["x"].rows, b.fit_kwargs["x"].rows)
-    assert again["record"]["base"]["epochs"] == 6 and again["record"]["base"]["patience"] == "2"
+    assert again["record"]["base"]["threads"] == "1"  # as given, read as any key=value
     assert f"sweep written to {tmp_path / 'sw'}" in out
 
 

@@ -199,7 +199,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     add("--out", default=None, help="sweep directory (default sweeps/NAME-N)")
     add("--resume", default=None, metavar="OUT",
         help="continue a sweep from its checkpoints: its settings come from OUT/sweep.json "
-             "(only epochs, patience, device and how it runs and logs may be given again)")
+             "(only the device and how it runs may be given again; epochs and patience are the sweep's)")
     add("--overwrite", action="store_true",
         help="start over in an existing --out: the earlier sweep's files are removed, yours stay")
     _add_output_flags(p)

@@ -98,8 +98,9 @@ def _without_sweep_flags(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _resumed_record(args: argparse.Namespace) -> dict[str, Any]:
-    """``OUT/sweep.json`` of ``--resume OUT``, with the settings a resume may change (epochs,
-    patience, device...: ``nnfit.run.RESUMABLE``) as given now; anything else given is refused."""
+    """``OUT/sweep.json`` of ``--resume OUT``, with the settings a resume may change (device,
+    threads, quiet...: ``nnfit.run.RESUMABLE`` but epochs and patience) as given now; anything
+    else given is refused."""
     given = [f"--{k}" for k in SWEEP_FLAGS if getattr(args, k) is not None]
     given += [f"--{k}" for k in ("out", "config") if getattr(args, k)]
     given += ["--overwrite"] * bool(args.overwrite)
@@ -110,10 +111,12 @@ def _resumed_record(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--resume takes the sweep's settings from {RECORD_FILE}: {given[0]!r:.60} "
                           "cannot be given with it")
     changes = {**overrides, **flag_values(_without_sweep_flags(args))}
-    fixed = next((k for k in changes if k not in RESUMABLE), None)
+    # a sweep resumes as planned: its written groups cannot train on (nnfit.sweep.runner)
+    may = sorted(RESUMABLE - {"epochs", "patience"})
+    fixed = next((k for k in changes if k not in may), None)
     if fixed is not None:
         raise ConfigError(f"--resume: {fixed!r:.60} cannot change in a resumed sweep (what may: "
-                          f"{', '.join(sorted(RESUMABLE))})")
+                          f"{', '.join(may)})")
     record = read_record(Path(args.resume))
     record["base"].update(changes)
     return record
