@@ -23,6 +23,7 @@ from .errors import CheckpointError, ConfigError, TrainingError
 from .guards import first_non_finite
 from .io.optim_state import Plan, check_plan, check_task_loss
 from .io.resume import check_resume
+from .metrics import metric_direction
 from .optim import build_optimizer, build_schedule
 
 if TYPE_CHECKING:
@@ -240,3 +241,18 @@ def restore_best(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[str, A
     st.best, st.best_epoch = meta["best"], meta["best_epoch"]
     st.best_weights = {k: v.to(trainer.runtime.device) for k, v in best.items()} or None
     st.stop, st.stop_reason = meta.get("stop", False), meta.get("stop_reason", "")
+
+
+def improves(value: float, best: float | None, monitor: str, min_delta: float) -> bool:
+    """Whether ``value`` of ``monitor`` is a new best over ``best`` (by more than
+    ``min_delta``, in the metric's direction); an undefined or overflowed value never is."""
+    sign = 1.0 if metric_direction(monitor) == "min" else -1.0
+    if best is not None and not sign * (best - value) > min_delta:
+        return False
+    return math.isfinite(value)
+
+
+def early_stop_reason(monitor: str, patience: int, best: float | None, best_epoch: int) -> str:
+    """Why early stopping ended a fit (``best`` is None when every value so far was NaN)."""
+    shown = f"best {best:.4g} at epoch {best_epoch}" if best is not None else "no finite value"
+    return f"early stopping: {monitor} did not improve for {patience} epochs ({shown})"

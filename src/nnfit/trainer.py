@@ -43,11 +43,10 @@ from .data.buckets import metric_batches
 from .errors import ConfigError, Stopped, TrainingError
 from .graphs import GraphedStep, graphs_wanted
 from .guards import FiniteGuard, all_finite, check_finite_outputs, first_non_finite
-from .metrics import metric_direction
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule, match_state_layout
 from .outputs import cat_outputs
 from .runtime import Runtime, catch_signals, cpu_threads, make_runtime, memory_format, step_params
-from .state import FitState, capture_state, restore_state
+from .state import FitState, capture_state, early_stop_reason, improves, restore_state
 from .tasks import Task
 
 
@@ -463,10 +462,7 @@ class Trainer:
 
     def _track_best(self, logs: dict[str, Any], monitor: str) -> bool:
         value, st = _monitored(logs, monitor), self.state
-        sign = 1.0 if metric_direction(monitor) == "min" else -1.0
-        if st.best is not None and not sign * (st.best - value) > self.config.min_delta:
-            return False
-        if not math.isfinite(value):  # an undefined or overflowed metric is never the best
+        if not improves(value, st.best, monitor, self.config.min_delta):
             return False
         st.best, st.best_epoch = value, st.epoch + 1
         if self.config.restore_best:
@@ -477,9 +473,7 @@ class Trainer:
         p, st = self.config.patience, self.state
         if p and monitor.startswith("val_") and st.epoch - st.best_epoch >= p:
             st.stop = True
-            best = (f"best {st.best:.4g} at epoch {st.best_epoch}" if st.best is not None
-                    else "no finite value")  # None when every value so far was NaN
-            st.stop_reason = f"early stopping: {monitor} did not improve for {p} epochs ({best})"
+            st.stop_reason = early_stop_reason(monitor, p, st.best, st.best_epoch)
 
     # ------------------------------------------------------------------ evaluate / predict
     @torch.inference_mode()

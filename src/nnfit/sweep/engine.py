@@ -26,8 +26,8 @@ from ..callbacks import History
 from ..config import TrainConfig
 from ..data import TensorData
 from ..errors import Stopped
-from ..metrics import metric_direction
 from ..optim import build_optimizer, build_schedule
+from ..state import early_stop_reason, improves
 from .optim import StackedOptimizer, hyper
 from .stacked import Stacked, member_losses
 
@@ -98,10 +98,11 @@ class GroupTrainer:
             m.schedule = build_schedule(m.dummy, replace(m.config, monitor=m.monitor), steps)
             m.dummy._opt_called = True  # its steps are the stacked optimizer's: torch need not warn
         self._per_step = any(m.schedule is not None and m.schedule.interval == "step" for m in members)
-        self._hyper = hyper([m.dummy.param_groups[0] for m in members], self.config.optimizer)
+        self.restored()
 
     def restored(self) -> None:
-        """After a checkpoint was loaded: the rates of the next step from the schedules."""
+        """The rates of the next step, as the members' schedules set them (at the start, after
+        a schedule stepped, after a checkpoint was loaded)."""
         self._hyper = hyper([m.dummy.param_groups[0] for m in self.members], self.config.optimizer)
 
     # ------------------------------------------------------------------ data
@@ -221,7 +222,7 @@ class GroupTrainer:
         if c.grad_clip > 0:
             self._clip(c.grad_clip)
         if self._per_step:
-            self._hyper = hyper([m.dummy.param_groups[0] for m in self.members], c.optimizer)
+            self.restored()
         active = None if everyone else torch.zeros(self.k, dtype=torch.bool).index_fill_(
             0, torch.tensor(stepping), True)
         self.opt.step(self._hyper["lr"], self._hyper["weight_decay"], self._hyper, active)
@@ -266,10 +267,8 @@ class GroupTrainer:
             p = m.config.patience
             if p and m.monitor.startswith("val_") and self.epoch + 1 - m.best_epoch >= p:
                 m.stop = True
-                best = (f"best {m.best:.4g} at epoch {m.best_epoch}" if m.best is not None
-                        else "no finite value")
-                m.stop_reason = f"early stopping: {m.monitor} did not improve for {p} epochs ({best})"
-        self._hyper = hyper([m.dummy.param_groups[0] for m in self.members], self.config.optimizer)
+                m.stop_reason = early_stop_reason(m.monitor, p, m.best, m.best_epoch)
+        self.restored()  # the epoch schedules stepped: the next epoch's rates
         self.epoch += 1
         if self.on_epoch is not None:
             self.on_epoch(self)
@@ -285,10 +284,7 @@ class GroupTrainer:
     def _track_best(self, i: int, logs: dict[str, Any]) -> None:
         m = self.members[i]
         value = logs[m.monitor]
-        sign = 1.0 if metric_direction(m.monitor) == "min" else -1.0
-        if m.best is not None and not sign * (m.best - value) > m.config.min_delta:
-            return
-        if not math.isfinite(value):
+        if not improves(value, m.best, m.monitor, m.config.min_delta):
             return
         m.best, m.best_epoch = value, self.epoch + 1
         if m.config.restore_best:

@@ -140,6 +140,7 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
         Stopped: SIGINT/SIGTERM: a checkpoint was committed; resume with ``resume=True``.
     """
     from ..io.lock import hold_run_dir
+    from . import state  # with the engine: loaded once a sweep runs
 
     out = Path(out)
     names = [j.name for j in jobs]
@@ -161,17 +162,16 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
             _write_json(out / SWEEP_FILE, {"format": 1, "members": members, "record": sweep_record})
         groups = plan_groups(built)
         result = SweepResult(out)
-        ckpt = _resume_point(out) if resume else None
+        ckpt = state.latest(out) if resume else None
         for g, idx in enumerate(groups):
             group = [built[i] for i in idx]
             result.groups.append([b.job.name for b in group])
+            reason = why_not_stacked(group)
+            result.stacked.append(reason is None)
             done = _written(out, group) if resume else None
             if done is not None:
                 result.members.update(done)
-                result.stacked.append(why_not_stacked(group) is None)
                 continue
-            reason = why_not_stacked(group)
-            result.stacked.append(reason is None)
             if reason is not None:
                 if not quiet and len(group) > 1:
                     _say(f"group {g + 1}: {len(group)} members train one after another: {reason}")
@@ -181,8 +181,6 @@ def run_sweep(jobs: list[MemberJob], out: str | Path, *, resume: bool = False, o
             else:
                 own = ckpt if ckpt is not None and ckpt[2]["group"] == g else None
                 result.members.update(_train_group(g, len(groups), group, out, own, quiet))
-            from . import state
-
             state.clear(out)
         finish(result, built, quiet)
     return result
@@ -294,12 +292,6 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     for name in ("results.csv", SWEEP_FILE):
         if (out / name).is_file():
             (out / name).unlink()
-
-
-def _resume_point(out: Path) -> tuple | None:
-    from . import state
-
-    return state.latest(out)
 
 
 def _written(out: Path, group: list[Built]) -> dict[str, Any] | None:
