@@ -26,6 +26,9 @@ from .errors import ConfigError
 
 # Where ``log`` may send metrics besides history.csv (TrainConfig.log).
 LOG_SINKS = ("jsonl", "tensorboard", "mlflow")
+# TrainConfig.precision and TrainConfig.dist_backend.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+DIST_BACKENDS = ("auto", "gloo", "nccl")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -193,6 +196,15 @@ class TrainConfig:
             i-horizon. Default 1.
         season: the seasonal-naive baseline's period in rows; 0 (the default) infers it from
             the time column's frequency (7 for daily data, 24 hourly, 12 monthly...).
+        precision: "fp32" (the default: bitwise reproducible), "tf32" (CUDA matmuls and
+            convolutions in TF32), "bf16" (autocast to bfloat16, no loss scaling) or "fp16"
+            (autocast to float16 with a gradient scaler; CUDA only).
+        dist_backend: the torch.distributed backend under ``torchrun``: "auto" (nccl on CUDA,
+            gloo on CPU), "gloo" or "nccl" (needs CUDA). Ignored in a single process.
+        stream: read a Parquet/CSV file by row groups instead of loading it whole: True,
+            False, or None (the default) to stream files above ``STREAM_THRESHOLD`` bytes.
+        shuffle_buffer: rows of the shuffle buffer a stream draws from (with a random row-group
+            order). Default 65536.
     """
 
     epochs: int = 100
@@ -252,8 +264,18 @@ class TrainConfig:
     window: int = 0
     horizon: int = 1
     season: int = 0
+    precision: str = "fp32"
+    dist_backend: str = "auto"
+    stream: bool | None = None
+    shuffle_buffer: int = 65536
 
     def __post_init__(self) -> None:
+        _check(self.precision in PRECISIONS,
+               f"precision must be one of {', '.join(PRECISIONS)}, got {_short(self.precision)}")
+        _check(self.dist_backend in DIST_BACKENDS,
+               f"dist_backend must be one of {', '.join(DIST_BACKENDS)}, got {_short(self.dist_backend)}")
+        _check(1 <= self.shuffle_buffer <= 10**9,
+               f"shuffle_buffer must be in [1, 1e9], got {self.shuffle_buffer}")
         _check(len(self.image_size) in (0, 2) and all(0 < v <= 65536 for v in self.image_size),
                f"image_size must be two positive sizes H,W, got {self.image_size}")
         _check(self.augment in AUGMENTS,
@@ -336,7 +358,9 @@ LATER_SETTINGS: dict[str, Any] = {"numeric_transform": "standard", "categorical"
                                   "augment": "auto", "image_cache": False, "sequence_id": None,
                                   "time": None, "window": 0, "horizon": 1, "season": 0,
                                   "channels_last": None, "plots": True, "report": False, "log": [],
-                                  "log_every": 50, "fold": None, "bootstrap": None}
+                                  "log_every": 50, "fold": None, "bootstrap": None,
+                                  "precision": "fp32", "dist_backend": "auto", "stream": None,
+                                  "shuffle_buffer": 65536}
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 # What a resumed run may change: how long and where it runs, not what it trains.
 RESUMABLE = {"epochs", "patience", "quiet", "device", "eval_batch_size", "threads", "checkpoint_every",
              "checkpoint_steps", "keep_checkpoints", "compile", "check_finite", "cuda_graphs", "fused",
-             "channels_last", "plots", "report", "log", "log_every"}
+             "channels_last", "plots", "report", "log", "log_every", "dist_backend"}
 
 
 def jsonable_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

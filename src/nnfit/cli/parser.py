@@ -71,6 +71,17 @@ def _add_train_flags(p: argparse.ArgumentParser, *, run: bool = True) -> None:
         help="numeric columns: standardise (default), or quantile-map to normal scores first")
     _add_layout_flags(p)
     add("--device", default=S, help="auto, cpu, cuda or cuda:N (default auto)")
+    add("--precision", default=S, choices=["fp32", "tf32", "bf16", "fp16"],
+        help="fp32 (default, reproducible), tf32 (CUDA matmuls), bf16 (autocast) or fp16 "
+             "(autocast with loss scaling; CUDA only)")
+    add("--dist-backend", dest="dist_backend", default=S, choices=["auto", "gloo", "nccl"],
+        help="under torchrun: the process group's backend (default auto: nccl on CUDA, gloo on CPU)")
+    add("--stream", default=S, action="store_true",
+        help="read a Parquet/CSV file by row groups instead of loading it (automatic for large files)")
+    add("--no-stream", dest="stream", default=S, action="store_false",
+        help="load the data file whole, however large")
+    add("--shuffle-buffer", dest="shuffle_buffer", default=S, type=int, metavar="ROWS",
+        help="streaming: rows of the shuffle buffer (default 65536)")
     add("--config", default=None, help="YAML or TOML config file; flags override it")
     add("--quiet", default=S, action="store_true", help="no progress display")
     if run:
