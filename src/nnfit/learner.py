@@ -29,7 +29,7 @@ from .data import LoaderData, TensorData
 from .data.columns import column_name
 from .data.prepare import labelled_inputs, model_inputs, prepare
 from .data.preprocess import Preprocessor
-from .errors import ConfigError
+from .errors import ConfigError, warn
 from .files import write_files
 from .guards import check_finite_outputs
 from .io.model_dir import META_FILE, MODEL_FILE, model_from_files, read_model_dir
@@ -402,15 +402,19 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
             every writer holds the directory's lock (``nnfit.io.lock``) for all of ``fit``.
     """
     from .callbacks.sinks import check_sinks, make_sinks, note_resumed_sinks
+    from .distributed import check_world_size
     from .io.resume import read_resume
     from .memory import check_training_memory
     from .models import state_shapes
-    from .run import RunWriter, data_fingerprint
+    from .run import RankWriter, RunWriter, data_fingerprint
+    from .runtime import launched_rank
 
-    with _holding(run_dir, resume):  # one writer per run directory, for all of fit
-        _check_run_dir(run_dir, resume, overwrite, (x, val))
+    main = launched_rank()[0] == 0  # under torchrun only rank 0 writes (the run directory, its lock)
+    with _holding(run_dir if main else None, resume if main else None):  # one writer per run directory
+        if main:
+            _check_run_dir(run_dir, resume, overwrite, (x, val))
         # checked whole (the task, preprocessing and model it describes too) before any use
-        ckpt = read_resume(resume) if resume is not None else None
+        ckpt = read_resume(resume, set_aside=main) if resume is not None else None
         task, overrides = _custom_task(task, config, overrides)
         if ckpt is not None:  # a custom run goes on with its function, a built-in task without one
             check_resumed(ckpt[1]["learner"]["task"], task, force_resume)
@@ -419,9 +423,13 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
             overrides = {**overrides, "impute": ckpt[1]["config"].get("impute", True)}
         cfg = train_config(config, **overrides)
         check_sinks(cfg.log, run_dir)  # a missing extra is named before any data is read
-        if ckpt is not None and run_dir is not None:  # other sinks than the run's: say where they part
+        if ckpt is not None and run_dir is not None and main:  # other sinks than the run's: say where
             note_resumed_sinks(ckpt[1], cfg.log)
         trainer = Trainer(cfg, callbacks=callbacks)  # seeds the global RNG before any model init
+        if ckpt is not None:  # the processes that wrote it: torchrun's world size
+            changed = check_world_size(ckpt[1], trainer.runtime, force_resume, f"{ckpt[2]}/state.json")
+            if changed is not None and main:
+                warn(changed)
         target = column_name(target)
         data = prepare(x, y, target=target, val=val, task=task, config=cfg,
                        resumed=None if ckpt is None else ckpt[1]["learner"], numeric=built_in(model),
@@ -429,7 +437,7 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         fitted_task, pre, train_src, val_src = data.task, data.preprocessor, data.train, data.val
         if isinstance(task, CustomTask):  # a resumed run's task comes back without its function
             fitted_task = training_task(fitted_task, task.fn, train_src, val_src)
-        if pre is not None and pre.table is not None and not cfg.quiet:
+        if pre is not None and pre.table is not None and not cfg.quiet and main:
             _say(pre.table.summary())
         spec = complete_spec(model, pre, fitted_task)  # whole and counted, nothing built yet
         record = None if run_dir is None else (
@@ -442,8 +450,10 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         module = model if isinstance(model, nn.Module) else build_model(spec)
         learner = Learner(module, task=fitted_task, preprocessor=pre, spec=spec, config=cfg,
                           trainer=trainer, target_name=None if pre is None else target)
-        writer = None
-        if run_dir is not None:
+        writer: Any = None
+        if run_dir is not None and not main:
+            writer = RankWriter()
+        elif run_dir is not None:
             writer = RunWriter(run_dir, learner, record, fingerprint,
                                best=None if ckpt is None else ckpt[1].get("best_checkpoint"),
                                overwrite=overwrite and resume is None,
@@ -454,7 +464,9 @@ def fit(model: nn.Module | Mapping | str, x: Any, y: Any = None, *, target: str 
         learner.history = trainer.fit(module, train_src, val_src, task=fitted_task, resume=ckpt,
                                       checkpoint_fn=writer.checkpoint if writer else None)
         learner.stop_reason = trainer.state.stop_reason
-        if writer is not None:
+        if writer is not None and not main:
+            writer.finish(trainer, val_src)
+        elif writer is not None:
             _finish_run(writer, learner, trainer, val_src, data.val_keys)
     return learner
 
@@ -464,10 +476,18 @@ def _finish_run(writer: RunWriter, learner: Learner, trainer: Trainer, val: Any,
     """What a run directory gets after training, in order: the final model and metrics, the
     plots (or the removal of an earlier fit's, which would show an older state than
     history.csv), the report, and the sinks' last word (MLflow uploads the whole directory)."""
-    from .callbacks.sinks import finish_sinks
+    from .distributed import local_only
 
     cfg, run_dir = learner.config, writer.dir
-    writer.finish(trainer, val)
+    writer.finish(trainer, val)  # under torchrun: with every rank (RankWriter.finish)
+    with local_only():  # rank 0 alone from here
+        _finish_files(cfg, run_dir, learner, trainer, val, val_keys)
+
+
+def _finish_files(cfg: TrainConfig, run_dir: Path, learner: Learner, trainer: Trainer, val: Any,
+                  val_keys: dict[str, Any]) -> None:
+    from .callbacks.sinks import finish_sinks
+
     if cfg.plots:  # after the model is written, from its history
         from .plots import plot_run
 

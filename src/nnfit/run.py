@@ -89,7 +89,9 @@ def write_metrics(run_dir: str | Path, split: str, metrics: dict[str, Any],
 
 def data_fingerprint(*sources: Any) -> str:
     """SHA-256 of the training (and validation) tensors as trained on: a resume checks that it
-    continues on the same data. A Dataset/DataLoader contributes only its type and length."""
+    continues on the same data. A Dataset/DataLoader contributes only its type and length; a
+    source with a ``fingerprint()`` of its own (a file streamed by row groups) that, so no
+    file too large for memory is read for it."""
     h = hashlib.sha256()
     for s in sources:
         if isinstance(s, TensorData):
@@ -100,6 +102,8 @@ def data_fingerprint(*sources: Any) -> str:
         elif isinstance(s, LoaderData):  # a stream's length is None
             ds = getattr(s.data, "dataset", s.data)
             h.update(f"{type(ds).__name__}:{s.length}:{getattr(s.data, 'batch_size', None)};".encode())
+        elif callable(getattr(s, "fingerprint", None)):  # a streamed file (nnfit.data.stream)
+            h.update(f"{type(s).__name__}:{s.fingerprint()};".encode())
         elif s is not None:  # a StreamData or a source of the user's own
             h.update(f"{type(s).__name__}:{s.length}:{s.num_batches(1)};".encode())
         else:
@@ -121,6 +125,30 @@ def resume_differences(saved: dict[str, Any], record: dict[str, Any], saved_data
     if saved_data is not None and data is not None and saved_data != data:
         diffs.append(f"training data (sha256 {saved_data[:12]}... -> {data[:12]}...)")
     return diffs
+
+
+def checkpoint_due(trainer: Trainer, improved: bool, force: bool = False) -> bool:
+    """Whether :meth:`RunWriter.checkpoint` writes a checkpoint now: inside an epoch when
+    called, at an epoch end every ``checkpoint_every`` epochs, at the end, when ``improved``,
+    or when ``force``d. Every rank of a torchrun run asks at the same points, and all take
+    part in the checkpoint (:class:`RankWriter`)."""
+    c, st = trainer.config, trainer.state
+    return st.batch > 0 or force or improved or bool(c.checkpoint_every) and (
+        st.epoch % c.checkpoint_every == 0 or st.stop or st.epoch == c.epochs)
+
+
+class RankWriter:
+    """What a rank other than 0 does where rank 0's :class:`RunWriter` writes: the same
+    checkpoint decisions, taking part in gathering each checkpoint's per-rank state, and the
+    last validation; it writes nothing."""
+
+    def checkpoint(self, trainer: Trainer, improved: bool, force: bool = False) -> None:
+        if checkpoint_due(trainer, improved, force):
+            trainer.checkpoint_parts()  # gathers this rank's generators into rank 0's checkpoint
+
+    def finish(self, trainer: Trainer, val: Any) -> None:
+        if val is not None:  # rank 0 evaluates too: an evaluation of all ranks
+            trainer.evaluate(trainer.model, val, task=trainer.task)
 
 
 class RunWriter:
@@ -192,9 +220,7 @@ class RunWriter:
         self._note_resume()
         if not mid_epoch:
             atomic_write_text(self.dir / "history.csv", st.history.to_csv())
-        due = mid_epoch or force or improved or bool(c.checkpoint_every) and (
-            st.epoch % c.checkpoint_every == 0 or st.stop or st.epoch == c.epochs)
-        if not due:
+        if not checkpoint_due(trainer, improved, force):
             return None
         name = checkpoint_name(st.step, None if mid_epoch else st.epoch)
         tensors, meta = trainer.checkpoint_parts()  # checks every tensor is finite

@@ -1,11 +1,14 @@
-"""Device, precision and seeding: decided once at start-up and passed to everything else.
+"""Device, ranks and seeding: decided once at start-up and passed to everything else.
 
-Nothing outside this module branches on the device type. A later DDP backend resolves its
-rank, world size and device here too, and the trainer only asks the :class:`Runtime`.
+Nothing outside this module branches on the device type. Under ``torchrun`` (its environment
+names RANK, WORLD_SIZE and LOCAL_RANK) :func:`make_runtime` also joins the process group once,
+picks each rank's device, and the trainer only asks the :class:`Runtime` (see
+:mod:`nnfit.distributed` for what ranks do together).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import re
@@ -40,6 +43,12 @@ class Runtime:
     seed: int | None = None
     rank: int = 0
     world_size: int = 1
+    backend: str | None = None
+
+    @property
+    def distributed(self) -> bool:
+        """True when several processes train together (a process group of more than one)."""
+        return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -117,24 +126,109 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_runtime(device: str | torch.device = "auto", seed: int | None = 0) -> Runtime:
-    """Resolve the device and seed for a run; call once at start-up.
+def launched_rank() -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` of this process: from a process group already
+    joined, else from ``torchrun``'s environment; ``(0, 1, 0)`` for a single process.
+
+    Raises:
+        ConfigError: torchrun's variables hold something other than whole numbers in range.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        return rank, world, _env_int("LOCAL_RANK", rank)
+    world = _env_int("WORLD_SIZE", 1)
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if world < 1 or not 0 <= rank < world or not 0 <= local < world:
+        raise ConfigError(f"torchrun environment: RANK={rank}, LOCAL_RANK={local} and WORLD_SIZE={world} "
+                          "do not fit together")
+    return rank, world, local
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or len(value) > 6:
+        raise ConfigError(f"environment variable {name}={value[:20]!r} is not a process count or rank")
+    return int(value)
+
+
+def _backend(name: str, device: torch.device) -> str:
+    """The process group's backend: nccl for CUDA devices, gloo for the CPU.
+
+    Raises:
+        ConfigError: nccl without CUDA, or for a CPU device.
+    """
+    if name == "nccl" and not torch.cuda.is_available():
+        raise ConfigError("dist_backend nccl needs CUDA, and this machine has no CUDA device: "
+                          "use dist_backend gloo (or auto)")
+    if name == "nccl" and device.type != "cuda":
+        raise ConfigError(f"dist_backend nccl runs on CUDA devices, not on {device}: use dist_backend "
+                          "gloo (or auto)")
+    if name == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    return name
+
+
+def join_process_group(backend: str, device: torch.device) -> None:
+    """Join torchrun's process group once (a no-op when this process already belongs to one)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    try:
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    except (ValueError, RuntimeError) as e:  # e.g. MASTER_ADDR missing: not started by torchrun
+        raise ConfigError(f"cannot join the process group ({backend}): {str(e).splitlines()[0]}; "
+                          "start several processes with torchrun --nproc-per-node N") from None
+    atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def make_runtime(device: str | torch.device = "auto", seed: int | None = 0,
+                 dist_backend: str = "auto") -> Runtime:
+    """Resolve the device, ranks and seed for a run; call once at start-up.
 
     Args:
-        device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+        device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N". Under
+            torchrun, "auto" and "cuda" mean each rank's own GPU, ``cuda:LOCAL_RANK``.
         seed: seeds torch's global RNG (dropout, init) and the data-order generator. None
-            leaves both unseeded.
+            leaves both unseeded. Under torchrun every rank draws the same data order from
+            ``seed`` and its own dropout from ``seed + rank`` (rank 0's initial weights are
+            those of a one-process run; DDP gives them to every rank).
+        dist_backend: "auto" (nccl on CUDA, gloo on CPU), "gloo" or "nccl".
+
+    Raises:
+        ConfigError: an unknown or missing device, nccl without CUDA, torchrun's environment
+            out of range.
 
     Example:
         >>> make_runtime("cpu", seed=0).device
         device(type='cpu')
     """
+    rank, world, local = launched_rank()
+    if world > 1 and str(device) in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{local % torch.cuda.device_count()}"
     dev = resolve_device(device)
+    backend = _backend(dist_backend, dev)  # checked in one process too: nccl needs CUDA anyway
+    if world > 1:
+        join_process_group(backend, dev)
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
-        seed_everything(seed)
-    return Runtime(device=dev, seed=seed)
+        seed_everything(seed + rank)
+    return Runtime(device=dev, seed=seed, rank=rank, world_size=world,
+                   backend=backend if world > 1 else None)
 
 
 # Below this many multiply-adds per op (batch size x the parameters one op multiplies: see

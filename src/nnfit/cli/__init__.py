@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import warnings
 
+        if _RANK and args.command not in RANKED:  # under torchrun: rank 0 runs it alone
+            return 0
+        if _RANK:  # rank 0 prints the results and progress; the others say only what fails
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
         module = importlib.import_module(f".{COMMANDS[args.command]}", __name__)
 
         _imports_done()
@@ -103,8 +107,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def _say(line: str) -> None:
     """One line on stderr, whatever the message holds (a column name with a newline or an
-    escape sequence, say): the last line of defence after NnfitError's own escaping."""
-    print(printable(line), file=sys.stderr)
+    escape sequence, say): the last line of defence after NnfitError's own escaping. Under
+    torchrun a rank other than 0 names itself, and says nothing but errors and stops."""
+    if _RANK and "warning:" in line[:16]:
+        return
+    print(("" if not _RANK else f"[rank {_RANK}] ") + printable(line), file=sys.stderr)
+
+
+def _torchrun_rank() -> int:
+    """This process's rank when torchrun started several (0 otherwise); read from torchrun's
+    environment without importing torch, so ``--help`` stays fast."""
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return int(rank) if rank.isdigit() and world.isdigit() and int(world) > 1 and len(rank) < 7 else 0
+
+
+# Under torchrun, the commands every rank runs: training and evaluation take all ranks (sweep
+# and lr-find refuse torchrun themselves); any other command is rank 0's alone.
+RANKED = {"train", "evaluate", "sweep", "lr-find"}
+_RANK = _torchrun_rank()
 
 
 _HELD: list[list[str]] = []  # warnings not shown yet: [] outside a command, [lines] inside

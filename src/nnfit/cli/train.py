@@ -15,6 +15,8 @@ from ..data.layouts import IMAGE_MODELS, is_image_path, layout_kind
 from ..data.layouts import module as layout_module
 from ..data.read import read_table
 from ..data.split import split_indices, stratify_labels
+from ..data.stream_fit import stream_reason
+from ..distributed import local_only
 from ..errors import ConfigError, DataError, Stopped, printable
 from ..io.layout import check_run_target, new_run_dir
 from ..io.lock import hold_run_dir
@@ -22,6 +24,7 @@ from ..io.model_dir import resume_config
 from ..learner import fit
 from ..models import BUILT_IN_STACKS, CLI_MODELS
 from ..run import write_metrics
+from ..runtime import launched_rank
 from . import console, flag_values, release_warnings, split_items
 from .evaluate import _print_metrics
 
@@ -59,8 +62,13 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 def _training_columns(cfg: RunConfig) -> tuple[Columns | str, str | None, str, str]:
     """Columns (the data path for an image folder or image files), target name (None for
-    images: the folders are the labels), task name and a short run name for the data."""
+    images: the folders are the labels), task name and a short run name for the data. A file
+    streamed by row groups (``--stream``, or large) is returned as its path, never read here."""
     d = cfg.data
+    if stream_reason(d.data, cfg.train, cfg.model.model) is not None:  # refuses --stream on the rest
+        if d.target is None:
+            raise ConfigError("--target is required with a data file")
+        return d.data, d.target, d.task, Path(d.data).resolve().stem or "data"
     if d.data is not None and (is_image_path(d.data) or (cfg.model.model in IMAGE_MODELS
                                                          and d.target is None)):
         # image folders and files, and a table of image paths with a `label` column: the image
@@ -149,6 +157,11 @@ def _hold_out(cfg: RunConfig, data: Columns | str, target: str | None,
     as the data's layout holds out."""
     test_split = cfg.data.test_split if cfg.data.test_split is not None else (
         0.2 if cfg.data.data is None else 0.0)
+    if not isinstance(data, Columns) and stream_reason(data, cfg.train, cfg.model.model) is not None:
+        if test_split > 0:  # test.csv would hold a share of a file too large for memory
+            raise ConfigError(f"--test-split {test_split:g}: a streamed file is not split into a test file; "
+                              "keep a test file apart and score it with nnfit evaluate RUN FILE")
+        return data, None, 0
     kind = layout_kind(data, cfg.train, cfg.model.model)
     if kind is not None:
         return layout_module(kind).hold_out(data, test_split, cfg.train, target, task)
@@ -188,6 +201,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     record = cfg.to_dict()
     if record["data"] is not None:  # absolute, so `--resume` works from any directory
         record["data"] = str(Path(record["data"]).resolve())
+    if launched_rank()[0] != 0:  # under torchrun: train with rank 0, which writes everything
+        fit(spec, train_cols, target=target, task=task, config=cfg.train,
+            run_dir=Path(args.resume or args.out or "runs"), run_config=record,
+            resume=args.resume, force_resume=args.force_resume, report=False)
+        return 0
     out, made = _run_dir(args, name)
     # One writer per run: the lock covers fit and the test files written after it (fit takes
     # it again, re-entrantly); a second writer is refused here, before anything is written.
@@ -200,12 +218,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                           callbacks=[_InputsChecked()], report=False)  # written below, with the test metrics
         except Stopped as e:
             raise Stopped(f"{e}; resume with: nnfit train --resume {out}", e.exit_code - 128) from None
-        val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
-        test = write_test(out, learner, cfg, cols, test_cols, n_test, target)
-        if cfg.train.report:
-            from ..report import write_report
+        with local_only():  # the test split and the report: rank 0 alone under torchrun
+            val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
+            test = write_test(out, learner, cfg, cols, test_cols, n_test, target)
+            if cfg.train.report:
+                from ..report import write_report
 
-            write_report(out)
+                write_report(out)
     if not cfg.train.quiet and learner.stop_reason:
         console().print(learner.stop_reason)
     _print_metrics({"validation": val, "test": test})

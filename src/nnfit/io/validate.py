@@ -429,6 +429,22 @@ def _loop(d: dict) -> tuple[str, str] | None:
         return "step", f"{d['step']} steps cannot complete {d['epoch']} epochs and {d['batch']} batches"
     if d["loss_n"] < d["batch"]:
         return "loss_n", f"{d['loss_n']} samples in {d['batch']} batches"
+    if d.get("skipped_steps", 0) > d["step"]:  # by an fp16 gradient scaler (nnfit.precision)
+        return "skipped_steps", f"{d['skipped_steps']} skipped of {d['step']} steps"
+    return None
+
+
+MAX_WORLD = 65536  # processes of one run
+
+
+def _ranks(d: dict) -> tuple[str, str] | None:
+    """A multi-process checkpoint's per-rank counts: one per rank but rank 0, only inside an
+    epoch (between epochs there is no running loss)."""
+    world, counts = d.get("world_size", 1), d.get("rank_loss_n")
+    if counts is None:
+        return None
+    if not d["batch"] or len(counts) != world - 1:
+        return "rank_loss_n", f"{len(counts)} counts for world_size {world} at batch {d['batch']}"
     return None
 
 
@@ -477,13 +493,18 @@ LOOP = {
     # its type's fields are checked against the schedule it is loaded into (nnfit.io.optim_state)
     "scheduler": Maybe(Obj(rest=Json(), rest_keys=r"[A-Za-z_][A-Za-z0-9_]{0,100}")),
 }
-LOOP_STATE = Obj(LOOP, rest=Json(), rules=(_loop,))  # a trainer's resume: run keys checked by fit
+# Keys a checkpoint has only when it needs them: a run of several processes (torchrun) records
+# its world size and each rank's sample count of the running epoch (rank 0's is ``loss_n``).
+LOOP_OPTIONAL = {"world_size": Int(1, MAX_WORLD), "rank_loss_n": Seq(COUNT, 1, MAX_WORLD - 1),
+                 "skipped_steps": COUNT}  # steps an fp16 gradient scaler skipped (nnfit.precision)
+LOOP_STATE = Obj({**LOOP, **LOOP_OPTIONAL}, optional=frozenset(LOOP_OPTIONAL), rest=Json(),
+                 rules=(_loop, _ranks))  # a trainer's resume: run keys checked by fit
 # A run's checkpoint (state.json): the loop's state and what RunWriter.checkpoint adds.
 CHECKPOINT = Obj({
-    **LOOP, "format": Int(1, FORMAT_VERSION), "learner": LEARNER, "config": CONFIG,
+    **LOOP, **LOOP_OPTIONAL, "format": Int(1, FORMAT_VERSION), "learner": LEARNER, "config": CONFIG,
     # null would turn off the check that a resume continues on the same data
     "data_sha256": SHA256, "best_checkpoint": Maybe(CHECKPOINT_NAME),
-}, rules=(_loop, _run))
+}, optional=frozenset(LOOP_OPTIONAL), rules=(_loop, _run, _ranks))
 
 
 # ------------------------------------------------------------------------------ entry points
