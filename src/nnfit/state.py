@@ -72,6 +72,7 @@ def capture_state(trainer: Trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     opt_tensors, opt_meta = optimizer_to_parts(trainer.optimizer)
     tensors.update(opt_tensors)
     tensors.update({f"rng/{k}": v for k, v in trainer._rng_states().items()})
+    tensors.update(trainer.precision.state_tensors())  # fp16: the gradient scaler's scale
     if st.best_weights is not None:
         tensors.update({f"best/{k}": v for k, v in st.best_weights.items()})
     if st.batch:  # inside an epoch: its order and its running loss
@@ -82,7 +83,7 @@ def capture_state(trainer: Trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     # statistic gone NaN would poison every later prediction).
     params = {n for n, _ in trainer.model.named_parameters()}
     weights = [(k, v) for k, v in tensors.items() if k.startswith(("model/", "best/"))]
-    checked = [(k, v) for k, v in tensors.items() if k.split("/", 1)[0] in ("optimizer", "loop")]
+    checked = [(k, v) for k, v in tensors.items() if k.split("/", 1)[0] in ("optimizer", "loop", "scaler")]
     checked += [(k, v) for k, v in weights if k.split("/", 1)[1] in params]
     bad = first_non_finite(checked)
     if bad is not None:  # fit() adds which earlier checkpoint, if any, is left
@@ -98,6 +99,15 @@ def capture_state(trainer: Trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
         "stop_reason": st.stop_reason, "optimizer": opt_meta,
         "scheduler": None if trainer.schedule is None else trainer.schedule.scheduler.state_dict(),
     }
+    skipped = trainer.precision.skipped_steps()  # steps an fp16 scaler skipped (0 in fp32)
+    if skipped or trainer.precision.scaler is not None:
+        meta["skipped_steps"] = skipped
+    if trainer.runtime.distributed:  # every rank's generators and running loss, into rank 0's
+        from .distributed import gather_rank_states
+
+        ranks, more = gather_rank_states(trainer)
+        tensors.update(ranks)
+        meta.update(more)
     return tensors, meta
 
 
@@ -123,6 +133,7 @@ def restore_state(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[str, 
     try:
         restore_model(trainer, tensors, meta)
         restore_optimizer(trainer, tensors, meta)
+        restore_precision(trainer, tensors, meta)
         restore_schedule(trainer, tensors, meta)
         restore_rng(trainer, tensors, meta)
         restore_progress(trainer, tensors, meta)
@@ -192,6 +203,11 @@ def restore_optimizer(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[s
     except (KeyError, ValueError, RuntimeError) as e:
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"checkpoint: optimizer state does not fit ({why})") from None
+
+
+def restore_precision(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """The fp16 gradient scaler where the checkpoint left it, and the run's skipped steps."""
+    trainer.precision.load_state(tensors, int(meta.get("skipped_steps", 0)))
 
 
 def restore_schedule(trainer: Trainer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from . import rng
+from . import distributed, rng
 from .callbacks import Callback, History, ProgressBar
 from .config import TrainConfig, train_config
 from .data import DataSource, Inputs, LoaderData, as_source
@@ -45,6 +45,7 @@ from .graphs import GraphedStep, graphs_wanted
 from .guards import FiniteGuard, all_finite, check_finite_outputs, first_non_finite
 from .optim import FusedStepper, Schedule, build_optimizer, build_schedule, match_state_layout
 from .outputs import cat_outputs
+from .precision import Precision, resolve_precision
 from .runtime import Runtime, catch_signals, cpu_threads, make_runtime, memory_format, step_params
 from .state import FitState, capture_state, early_stop_reason, improves, restore_state
 from .tasks import Task
@@ -81,8 +82,10 @@ class Trainer:
     def __init__(self, config: TrainConfig | None = None, *, callbacks: Sequence[Callback] = (),
                  runtime: Runtime | None = None, **overrides: Any) -> None:
         self.config = train_config(config, **overrides)
-        self.runtime = runtime or make_runtime(self.config.device, self.config.seed)
-        self.callbacks: list[Callback] = ([] if self.config.quiet else [ProgressBar()]) + list(callbacks)
+        self.runtime = runtime or make_runtime(self.config.device, self.config.seed, self.config.dist_backend)
+        # the progress display is rank 0's alone (under torchrun every rank trains)
+        shows = not self.config.quiet and self.runtime.is_main
+        self.callbacks: list[Callback] = ([ProgressBar()] if shows else []) + list(callbacks)
         self._batch_cbs = [c for c in self.callbacks if _overrides(type(c), "on_train_batch_end")]
         self.state = FitState()
         self.model: nn.Module | None = None
@@ -104,7 +107,10 @@ class Trainer:
         self._checkpoint_fn: Any = None
         self._left = ""  # what a failed run leaves to resume from, for its error message
         self._signal = 0  # set by SIGINT/SIGTERM: commit a checkpoint after this step and stop
+        self._agreed = 0  # under torchrun: the signal all ranks agreed on at the last agreement point
         self.guard: FiniteGuard | None = None
+        # Decided once: fp16 without CUDA is refused here; each fit starts a fresh one (_setup).
+        self.precision = resolve_precision(self.config.precision, self.runtime.device)
 
     # ------------------------------------------------------------------ the step's seams
     def forward(self, model: nn.Module, inputs: Inputs) -> Tensor:
@@ -121,16 +127,24 @@ class Trainer:
         ``scale`` is ``1 / (batches in this accumulation window)``: gradients of a window add
         up to the gradient of their mean, also for a shorter last window of the epoch.
         """
-        output = self.forward(self.step_model, inputs)
-        loss = self.compute_loss(output, target)
-        (loss * scale if scale != 1.0 else loss).backward()
+        with self.precision.autocast():  # bf16/fp16; fp32 and tf32: a no-op context
+            output = self.forward(self.step_model, inputs)
+            loss = self.compute_loss(output, target)
+        self.precision.backward(loss * scale if scale != 1.0 else loss)  # fp16: the scaled loss
         return loss.detach()
 
     def optimizer_step(self) -> None:
-        """Clip (when configured), step the optimizer and clear the gradients."""
+        """Clip (when configured), step the optimizer and clear the gradients; under fp16 the
+        gradient scaler skips a step whose gradients are inf/NaN (:mod:`nnfit.precision`)."""
+        scaler = self.precision.scaler
         if self.config.grad_clip > 0:
+            if scaler is not None:  # clip the true gradients, not the scaled ones
+                scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.stepper.step()
+        if scaler is None:
+            self.stepper.step()
+        else:
+            self.precision.step(self.optimizer)
         self.stepper.zero_grad()
         self.state.step += 1
         if self.schedule is not None and self.schedule.interval == "step":
@@ -170,7 +184,8 @@ class Trainer:
         layout = memory_format(model, rt, c.channels_last)
         if layout is not None:  # before the optimizer exists: its state follows these strides
             model.to(memory_format=layout)
-        train = as_source(train, target).to(rt.device)
+        # under torchrun: this rank's rows of every global batch (nnfit.distributed)
+        train = distributed.shard(as_source(train, target).to(rt.device), rt)
         val = None if val is None else as_source(val, val_target).to(rt.device)
         monitor = self._setup(train, val, resume, checkpoint_fn)
         match_state_layout(self.optimizer)  # a resumed state was saved contiguous
@@ -179,7 +194,13 @@ class Trainer:
         threads = cpu_threads(rt, step_params(model), c.batch_size, c.threads)
         if threads:
             torch.set_num_threads(threads)
-        self.step_model = torch.compile(model) if c.compile else model
+        self.step_model = model
+        if rt.distributed:  # gradients all-reduced in backward; rank 0's weights given to all
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [rt.device.index] if rt.is_cuda else None
+            self.step_model = DistributedDataParallel(model, device_ids=ids)
+        self.step_model = torch.compile(self.step_model) if c.compile else self.step_model
         self.compile_time = None
         # Taken again here: callbacks may have been added since __init__ (fit adds the --log sinks).
         self._batch_cbs = [c for c in self.callbacks if _overrides(type(c), "on_train_batch_end")]
@@ -187,8 +208,9 @@ class Trainer:
             cb.on_fit_start(self)
         previous = self._catch_signals() if checkpoint_fn is not None else {}
         try:
-            while self.state.epoch < c.epochs and not self.state.stop:
-                self._run_epoch(train, val, monitor, checkpoint_fn)
+            with self.precision.fit_scope():  # tf32: TF32 on CUDA for this fit only
+                while self.state.epoch < c.epochs and not self.state.stop:
+                    self._run_epoch(train, val, monitor, checkpoint_fn)
         except TrainingError as e:  # a guard or the checkpoint check: say what is left on disk
             raise TrainingError(self._with_left(str(e))) from None
         finally:
@@ -222,7 +244,7 @@ class Trainer:
         # Unknown length: 1 stands in, as only epoch schedules (which ignore it) are allowed then.
         steps_per_epoch = math.ceil((self.batches_per_epoch or 1) / c.accumulate)
         monitor = c.monitor if val is not None or not c.monitor.startswith("val_") else "train_loss"
-        graphed = graphs_wanted(self, train)
+        graphed = graphs_wanted(self, train) and not self.runtime.distributed
         self.optimizer = build_optimizer(model.parameters(), c, capturable=graphed)
         # "plateau" takes its direction from the monitor actually watched (train_loss without
         # validation data), not from a configured val_ metric that is never logged.
@@ -230,13 +252,19 @@ class Trainer:
         if self.batches_per_epoch is None:
             _refuse_without_length(c, self.schedule, checkpoint_fn is not None)
         self.state = FitState()
-        self._checkpoint_fn, self._signal, self._left = checkpoint_fn, 0, "no checkpoint was written yet"
+        self.precision = Precision(c.precision, self.runtime.device)  # a fresh scaler each fit
+        self._checkpoint_fn, self._signal, self._agreed = checkpoint_fn, 0, 0
+        self._left = "no checkpoint was written yet"
         if resume is not None:
             restore_state(self, *resume, monitor=monitor, data=(train, val))
+            if self.runtime.distributed:  # each rank's own generators and running loss
+                distributed.restore_rank_states(self, *resume[:2])
             self._left = f"the checkpoint resumed from (step {self.state.step}) is untouched"
             self._resume_ended(resume[1])
             self._resume_stopped(resume[1], monitor)
-        self.guard = FiniteGuard(model, per_step=not self.runtime.is_cuda) if c.check_finite else None
+        # With a scaler, inf/NaN gradients are skipped steps: no per-step gradient check.
+        per_step = not self.runtime.is_cuda and self.precision.scaler is None
+        self.guard = FiniteGuard(model, per_step=per_step) if c.check_finite else None
         self.stepper = FusedStepper(self.optimizer)
         self.graphed = GraphedStep(self) if graphed else None
         self.optimizer.zero_grad(set_to_none=True)
@@ -253,6 +281,7 @@ class Trainer:
             where = f"in epoch {self.state.epoch + 1} (by step {self.state.step})"
             if not math.isfinite(train_loss):
                 raise TrainingError(f"non-finite mean training loss ({train_loss}) {where}")
+            self.precision.check_scale(where)  # fp16: steps skipped until no step can succeed
             self.guard.check_params(where)
         logs: dict[str, Any] = {"epoch": self.state.epoch + 1, "train_loss": train_loss}
         if val is not None:
@@ -272,14 +301,24 @@ class Trainer:
         if checkpoint_fn is not None:
             written = checkpoint_fn(self, improved)
             self._note_saved(written)
-            if self._signal:
+            if self._stop_signal():
                 self._stop_by_signal(written or checkpoint_fn(self, False, True))
 
     def _catch_signals(self) -> dict[int, Any]:
         return catch_signals(self)
 
+    def _stop_signal(self) -> int:
+        """The signal to stop for: this process's, or under torchrun the one all ranks agreed
+        on at the last agreement point (a signal to any rank stops all at the same step)."""
+        return self._agreed if self.runtime.distributed else self._signal
+
+    def _agree_stop(self) -> int:
+        """Under torchrun, agree now whether any rank was signalled (one all-reduce)."""
+        self._agreed = int(distributed.agree_max([self._signal], self.runtime)[0])
+        return self._agreed
+
     def _stop_by_signal(self, written: Any) -> None:
-        st, name = self.state, signal.Signals(self._signal).name
+        st, name = self.state, signal.Signals(self._stop_signal()).name
         at = f"in epoch {st.epoch + 1} after batch {st.batch}" if st.batch else f"after epoch {st.epoch}"
         raise Stopped(f"stopped by {name} {at} (step {st.step}); checkpoint {written} committed",
                       self._signal)
@@ -287,7 +326,7 @@ class Trainer:
     def _stop_unsaved(self) -> None:
         """Stop inside an epoch of a stream without a checkpoint: one of unknown length
         resumes at epoch ends only (it cannot be replayed to a batch inside an epoch)."""
-        st, name = self.state, signal.Signals(self._signal).name
+        st, name = self.state, signal.Signals(self._stop_signal()).name
         raise Stopped(f"stopped by {name} in epoch {st.epoch + 1} after batch {st.batch} (step {st.step}); "
                       f"training data of unknown length resumes from epoch ends: {self._left}", self._signal)
 
@@ -362,10 +401,13 @@ class Trainer:
         last_start = (n_batches - 1) // c.accumulate * c.accumulate if n_batches else None
         guard = self.guard if self.guard is not None and self.guard.per_step else None
         every = c.checkpoint_steps if self._checkpoint_fn is not None else 0  # 0 for a stream
+        shard = train if self.runtime.distributed else None  # a distributed.Sharded
         i, where = start - 1, None
         for i, (inputs, target) in enumerate(batches, start):
             last = last_start is not None and i >= last_start
             scale = 1.0 / (n_batches - last_start if last else c.accumulate)
+            if shard is not None:  # this rank's share of the global batch's mean loss
+                scale *= shard.weight
             boundary = (i + 1) % c.accumulate == 0 or i + 1 == n_batches
             if self.graphed is not None and len(target) == c.batch_size:
                 loss = self.graphed(inputs, target)  # a whole step, replayed as a CUDA graph
@@ -373,16 +415,20 @@ class Trainer:
             else:
                 if self.config.compile and st.step == 0 and i == 0:
                     loss = self._timed_first_step(inputs, target, scale)
+                elif shard is not None and not boundary:  # accumulating: all-reduce at the window's end
+                    with self.step_model.no_sync():
+                        loss = self.train_step(inputs, target, scale)
                 else:
                     loss = self.train_step(inputs, target, scale)
                 if guard is not None:
                     where = self._where(i)  # the text is built only on failure
-                    guard.check_loss(loss, where)
+                    if shard is None:  # a rank's loss is its own: under torchrun the gradients,
+                        guard.check_loss(loss, where)  # all-reduced and so alike on every rank, are checked
                 if boundary:
                     if guard is not None:
                         guard.check_grads(where)
                     self.optimizer_step()
-            n = len(target)
+            n = len(target) if shard is None else shard.rows
             self._loss_sum.add_(loss, alpha=n)  # on device: no sync
             self._loss_n += n
             self.last_loss = loss
@@ -390,16 +436,22 @@ class Trainer:
                 cb.on_train_batch_end(self, i)
             if boundary:
                 st.batch = i + 1
-                if self._signal and n_batches is None:
+                due = every and st.step % every == 0 and i + 1 < n_batches
+                stop = self._signal
+                if shard is not None:  # agreed at step checkpoints and every AGREE_STEPS steps only
+                    stop = self._agree_stop() if due or st.step % distributed.AGREE_STEPS == 0 else 0
+                if stop and n_batches is None:
                     self._stop_unsaved()
-                if self._signal or (every and st.step % every == 0 and i + 1 < n_batches):
+                if stop or due:
                     written = self._checkpoint_fn(self, False, True)
                     self._note_saved(written)
-                    if self._signal:
+                    if stop:
                         self._stop_by_signal(written)
         if n_batches is None:
             self._end_stream(i + 1 - start, guard, where)
         st.batch = 0
+        if shard is not None:  # the ranks' sums and any signal, in one all-reduce
+            return distributed.epoch_loss(self)
         return (self._loss_sum / max(1, self._loss_n)).item()  # sync: once per epoch
 
     def _end_stream(self, n: int, guard: FiniteGuard | None, where: Any) -> None:
@@ -498,12 +550,17 @@ class Trainer:
         source = as_source(data, target).to(self.runtime.device)
         was_training = model.training
         model.eval()
+        if distributed.active(self.runtime):  # the ranks together: every sample once
+            try:
+                return self._evaluate_together(model, source, task, finite_outputs)
+            finally:
+                model.train(was_training)
         metrics = task.make_metrics()
         loss_sum, n = torch.zeros((), dtype=torch.float64, device=self.runtime.device), 0
         finite = torch.ones((), dtype=torch.bool, device=self.runtime.device)
         try:
             for inputs, tgt in metric_batches(source, self.config.eval_batch_size):  # order-free
-                out = self.forward(model, inputs)
+                out = self.precision.infer(self.forward, model, inputs)  # bf16/fp16: autocast
                 if finite_outputs is not None:  # on the device: no sync per batch
                     finite &= torch.isfinite(out).all() if isinstance(out, Tensor) else all_finite(out)
                 loss_sum += task.loss(out, tgt).double() * len(tgt)
@@ -518,6 +575,24 @@ class Trainer:
             check_finite_outputs(self.predict_outputs(model, source), finite_outputs)
         return {"loss": loss, **metrics.compute()}
 
+    def _evaluate_together(self, model: nn.Module, source: Any, task: Task,
+                           finite_outputs: str | None) -> dict[str, Any]:
+        """:meth:`evaluate` by all ranks of a torchrun run: each runs the model on its share of
+        the batches, one all-reduce gives every rank every output, and the loss and metrics
+        are then summed batch by batch as one process sums them."""
+        outputs, target, sizes = distributed.evaluate_sharded(self, model, source, task,
+                                                              self.config.eval_batch_size)
+        metrics = task.make_metrics()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.runtime.device)
+        for out, tgt in distributed.batch_slices(outputs, target, sizes):
+            loss_sum += task.loss(out, tgt).double() * len(tgt)
+            metrics.update(*task.metric_inputs(out, tgt))
+        n = sum(sizes)
+        ok = bool(all_finite(outputs)) if finite_outputs is not None else True  # sync: once
+        if not ok:
+            check_finite_outputs(distributed.on_cpu(outputs), finite_outputs)
+        return {"loss": (loss_sum / n).item(), **metrics.compute()}  # sync: once per evaluation
+
     @torch.inference_mode()
     def predict_outputs(self, model: nn.Module, data: Any) -> Any:
         """Raw model outputs for every row of ``data``, in order, on the CPU: one tensor, or
@@ -526,7 +601,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            outs = [self.forward(model, inputs) for inputs, _ in
+            outs = [self.precision.infer(self.forward, model, inputs) for inputs, _ in
                     source.batches(self.config.eval_batch_size)]
         finally:
             model.train(was_training)

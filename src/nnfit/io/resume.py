@@ -32,7 +32,9 @@ from .validate import CHECKPOINT, LOOP_STATE, validate
 from .weights import Want, check_entries, check_values, model_wants, rng_wants, scalar_dtypes
 
 # Every group of tensors a checkpoint holds, by the prefix of its names.
-PREFIXES = ("model", "best", "optimizer", "rng", "rng_epoch", "loop")
+PREFIXES = ("model", "best", "optimizer", "rng", "rng_epoch", "loop", "ranks", "scaler")
+# The generators each rank of a torchrun run has its own state of (the data order's is shared).
+RANK_RNG = ("torch", "cuda", "numpy", "numpy_gauss", "python", "python_gauss")
 _OPTIMIZER_KEY = re.compile(r"(0|[1-9][0-9]{0,8})/([A-Za-z_][A-Za-z0-9_]{0,100})")
 
 
@@ -143,14 +145,41 @@ def check_resume(tensors: Mapping[str, Tensor], meta: Any, *, model: nn.Module,
         None if float(t) >= loss_floor * meta["loss_n"]
         else f"is below {loss_floor} a sample, the least the loss can be")
     wants["loop"] = {"loss_sum": Want((), scalar_dtypes(), finite=True, value=floor)} if batch else {}
+    # a run of several processes: every other rank's generators and running loss (nnfit.distributed)
+    per_rank = {**{f"rng/{k}": w for k, w in wants["rng"].items() if k in RANK_RNG},
+                **{f"loop/{k}": w for k, w in wants["loop"].items()}}
+    wants["ranks"] = {f"{r}/{k}": w for r in range(1, meta.get("world_size", 1)) for k, w in per_rank.items()}
+    wants["scaler"] = scaler_wants(config, bool(parts["scaler"]))
     for prefix in PREFIXES:
         weights = prefix in ("model", "best")
         check_entries(parts[prefix], wants[prefix], src, f"{prefix}/",
                       *(("weights do not fit the model", "model") if weights else ()))
         check_values(parts[prefix], wants[prefix], src, f"{prefix}/")
     check_steps(parts["optimizer"], meta["step"], src)
-    if built_in:  # every parameter of a built-in model is stepped at every optimizer step
-        check_equal_steps(parts["optimizer"], meta["step"], src)
+    if built_in:  # every parameter of a built-in model is stepped at every step not skipped (fp16)
+        check_equal_steps(parts["optimizer"], meta["step"] - meta.get("skipped_steps", 0), src)
+
+
+def scaler_wants(config: Any, present: bool) -> dict[str, Want]:
+    """The fp16 gradient scaler's state (:mod:`nnfit.precision`) a checkpoint holds: required
+    when its run's ``config`` says fp16, none for another precision, and both tensors or
+    neither when there is no config to say (a checkpoint of :meth:`Trainer.checkpoint_parts`).
+    A fit that has no scaler ignores a checked one (a forced resume to another precision)."""
+    from ..precision import GROWTH_INTERVAL
+
+    precision = config.get("precision", "fp32") if isinstance(config, dict) else None
+    if precision not in (None, "fp16"):
+        return {}
+    optional = precision is None and not present
+
+    def positive(t: Tensor) -> str | None:
+        return None if float(t) > 0 else "is not a positive scale"
+
+    def tracker(t: Tensor) -> str | None:
+        return None if int(t) < GROWTH_INTERVAL else f"is not below the growth interval {GROWTH_INTERVAL}"
+
+    return {"scale": Want((), (torch.float32,), finite=True, optional=optional, value=positive),
+            "growth_tracker": Want((), (torch.int64,), nonneg=True, optional=optional, value=tracker)}
 
 
 def check_counters(meta: Mapping[str, Any], batches_per_epoch: int, accumulate: int,
@@ -172,7 +201,7 @@ def check_counters(meta: Mapping[str, Any], batches_per_epoch: int, accumulate: 
     if batch and epoch_samples is not None:
         per_batch, total = epoch_samples
         n = min(batch * per_batch, total)
-        if meta["loss_n"] != n:
+        if meta["loss_n"] + sum(meta.get("rank_loss_n", ())) != n:  # over every rank
             raise CheckpointError(f"{source}: loss_n: {meta['loss_n']}, but {batch} batches of "
                                   f"{per_batch} ({total} samples an epoch) hold {n}")
 
@@ -207,9 +236,13 @@ def check_place(meta: Mapping[str, Any], path: Path) -> None:
         raise CheckpointError(f"{path / STATE_JSON}: best_checkpoint: {best} is not a checkpoint of the run")
 
 
-def read_resume(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
+def read_resume(run_dir: str | Path,
+                set_aside: bool = True) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
     """The newest checkpoint of ``run_dir`` that verifies (damaged ones set aside, see
     :func:`nnfit.io.checkpoints.latest_checkpoint`), checked by :func:`check_checkpoint`.
+
+    ``set_aside`` False reads without renaming damaged checkpoints (what the ranks of a
+    torchrun run but rank 0 do: rank 0 renames them).
 
     Returns:
         ``(tensors, meta, checkpoint directory)``: what ``Trainer.fit(resume=...)`` takes.
@@ -218,7 +251,7 @@ def read_resume(run_dir: str | Path) -> tuple[dict[str, Tensor], dict[str, Any],
         CheckpointError: no checkpoint verifies, or the newest one's content is invalid
             (refused, not skipped: its bytes are as written, so it was written so).
     """
-    path, tensors, meta = latest_checkpoint(run_dir, set_aside=True)
+    path, tensors, meta = latest_checkpoint(run_dir, set_aside=set_aside)
     check_checkpoint(tensors, meta, path)
     check_place(meta, path)
     return tensors, meta, path
