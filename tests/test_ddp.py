@@ -149,3 +149,31 @@ def test_nccl_without_cuda_is_one_line(table: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["nnfit: error: dist_backend nccl needs CUDA, and this machine has no CUDA device: "
                    "use dist_backend gloo (or auto)"]
+
+
+def test_a_rank_keeps_its_rows_and_its_share_of_the_mean() -> None:
+    from nnfit.data import TensorData
+    from nnfit.distributed import Sharded
+
+    data = TensorData(torch.arange(7.0).unsqueeze(1), torch.arange(7))
+    parts = [Sharded(data, r, 3) for r in range(3)]
+    got = [[(t.tolist(), s.weight, s.rows) for _, t in s.batches(5)] for s in parts]
+    # batch 1: rows 0-4 as 1 + 2 + 2; batch 2: rows 5-6, of which rank 0 gets none: a stand-in row of weight 0
+    assert got[0] == [([0], 3 / 5, 1), ([5], 0.0, 0)]
+    assert got[1] == [([1, 2], 6 / 5, 2), ([5], 1.5, 1)]
+    assert got[2] == [([3, 4], 6 / 5, 2), ([6], 1.5, 1)]
+    # the weighted mean of the ranks' mean losses is the global batch's mean
+    assert sum(w * (sum(t) / len(t)) for w, t in ((3 / 5, [0]), (6 / 5, [1, 2]), (6 / 5, [3, 4]))) / 3 == 2.0
+
+
+def test_batchnorm_is_synced_for_training_and_given_back() -> None:
+    from nnfit.distributed import plain_batchnorm, sync_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sequential(torch.nn.BatchNorm1d(4)),
+                                torch.nn.BatchNorm1d(4))
+    inner, outer = model[1][0], model[2]
+    synced = sync_batchnorm(model)
+    assert isinstance(synced[2], torch.nn.SyncBatchNorm) and isinstance(synced[1][0], torch.nn.SyncBatchNorm)
+    assert synced[2].running_mean is outer.running_mean and synced[2].weight is outer.weight
+    plain_batchnorm(model)
+    assert model[1][0] is inner and model[2] is outer

@@ -154,6 +154,28 @@ def shard(source: Any, runtime: Runtime) -> Any:
     return Sharded(source, runtime.rank, runtime.world_size) if runtime.distributed else source
 
 
+def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its BatchNorm layers as ``SyncBatchNorm`` (statistics over the global
+    batch), for training under DDP on CUDA. The synced layers hold the very parameters and
+    buffers of the model's own (updated in place), which :func:`plain_batchnorm` puts back."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    if isinstance(model, _BatchNorm):  # a bare BatchNorm: torch would return a new module
+        return model
+    _ORIGINAL_BN[id(model)] = [(parent, name, child) for parent in model.modules()
+                               for name, child in parent.named_children() if isinstance(child, _BatchNorm)]
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+_ORIGINAL_BN: dict[int, list[tuple[torch.nn.Module, str, torch.nn.Module]]] = {}
+
+
+def plain_batchnorm(model: torch.nn.Module) -> None:
+    """Put back the BatchNorm layers :func:`sync_batchnorm` replaced (a no-op otherwise)."""
+    for parent, name, child in _ORIGINAL_BN.pop(id(model), []):
+        setattr(parent, name, child)
+
+
 # ------------------------------------------------------------------------------ agreeing
 def agree(values: list[float], runtime: Runtime) -> list[float]:
     """The sums over all ranks of ``values`` (float64), in one all-reduce; every rank calls it

@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import warnings
 
+        if args.command in ("sweep", "lr-find") and _torchrun_world() > 1:
+            raise ConfigError(f"nnfit {args.command} runs in one process: start it without torchrun "
+                              "(nnfit train takes torchrun --nproc-per-node N)")
         if _RANK and args.command not in RANKED:  # under torchrun: rank 0 runs it alone
             return 0
         if _RANK:  # rank 0 prints the results and progress; the others say only what fails
@@ -119,6 +122,11 @@ def _torchrun_rank() -> int:
     environment without importing torch, so ``--help`` stays fast."""
     rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
     return int(rank) if rank.isdigit() and world.isdigit() and int(world) > 1 and len(rank) < 7 else 0
+
+
+def _torchrun_world() -> int:
+    world = os.environ.get("WORLD_SIZE", "1")
+    return int(world) if world.isdigit() and len(world) < 7 else 1
 
 
 # Under torchrun, the commands every rank runs: training and evaluation take all ranks (sweep
