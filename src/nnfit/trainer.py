@@ -199,7 +199,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [rt.device.index] if rt.is_cuda else None
-            self.step_model = DistributedDataParallel(model, device_ids=ids)
+            # On CUDA, BatchNorm normalises over the global batch, as one process does (torch's
+            # SyncBatchNorm runs on GPUs only; on the CPU each rank normalises its own share).
+            synced = distributed.sync_batchnorm(model) if rt.is_cuda else model
+            self.step_model = DistributedDataParallel(synced, device_ids=ids)
         self.step_model = torch.compile(self.step_model) if c.compile else self.step_model
         self.compile_time = None
         # Taken again here: callbacks may have been added since __init__ (fit adds the --log sinks).
@@ -217,6 +220,7 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
             torch.set_num_threads(threads_before)
+            distributed.plain_batchnorm(model)  # the model is returned with its own layers
             if layout is not None:  # the model is returned as it came: contiguous
                 model.to(memory_format=torch.contiguous_format)
             for cb in self.callbacks:
