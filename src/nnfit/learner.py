@@ -228,10 +228,14 @@ class Learner:
         ``manifest.json`` (their SHA-256) into the directory ``path``; returns it.
 
         No pickle: reloading runs no code from the files, and :meth:`load` refuses any file
-        that does not match the manifest.
+        that does not match the manifest. Under torchrun only rank 0 writes (every rank holds
+        the same weights).
         """
+        from .runtime import launched_rank
+
         out = Path(path)
-        write_files(out, "model", self.files())
+        if launched_rank()[0] == 0:
+            write_files(out, "model", self.files())
         return out
 
     def files(self) -> dict[str, bytes]:
