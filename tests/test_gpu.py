@@ -174,3 +174,70 @@ def test_a_sweep_on_cuda_equals_its_members_runs_there(tmp_path):
         seed, lr = int(name.split("_")[0].split("-")[1]), float(name.split("_")[1].split("-")[1])
         alone = nnfit.fit({"name": "mlp", "hidden": [32, 32]}, x, y, seed=seed, lr=lr, **common)
         np.testing.assert_allclose(learner.predict_proba(x), alone.predict_proba(x), atol=1e-3)
+
+
+# ------------------------------------------------------------------ precision (nnfit.precision)
+def _raw_regression():
+    """Raw targets in the thousands: fp16 gradients overflow at the scaler's first scales."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 5))
+    return x, 3000 * x[:, 0] + 500 * rng.normal(size=240)
+
+
+def test_fp16_trains_and_resumes_exactly_with_its_scaler_state_on_cuda(tmp_path):
+    from nnfit.run import committed
+    from test_validation import read_checkpoint
+
+    x, y = _raw_regression()
+    kw = dict(task="regression", epochs=3, batch_size=16, device="cuda", precision="fp16", quiet=True,
+              scale_target=False, lr=0.05, seed=0, checkpoint_steps=5)
+    spec = {"name": "mlp", "hidden": [16]}
+    full = nnfit.fit(spec, x, y, **kw)
+    assert full.trainer.graphed is None  # fp16 trains eagerly: the scaler is not captured
+    assert full.history["train_loss"][-1] < full.history["train_loss"][0]
+    assert full.trainer.precision.skipped_steps() > 0
+    with pytest.raises(nnfit.errors.Stopped):
+        nnfit.fit(spec, x, y, run_dir=tmp_path / "r", callbacks=[_TermAt(21)], **kw)
+    tensors, meta = read_checkpoint(tmp_path / "r" / "checkpoints" / committed(tmp_path / "r")[-1])
+    assert meta["batch"] > 0 and meta["skipped_steps"] > 0 and float(tensors["scaler/scale"]) < 2 ** 16
+    resumed = nnfit.fit(spec, x, y, run_dir=tmp_path / "r", resume=tmp_path / "r", **kw)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+def test_bf16_and_tf32_train_on_cuda_close_to_fp32(precision, graphs):
+    x, y = _data(n=1000)
+    matmul = torch.backends.cuda.matmul.fp32_precision
+    kw = dict(epochs=3, batch_size=64, device="cuda", quiet=True, patience=0, val_split=0.2,
+              cuda_graphs=graphs, seed=0)
+    fp32 = nnfit.fit({"name": "mlp", "hidden": [64, 64]}, x, y, **kw)
+    ours = nnfit.fit({"name": "mlp", "hidden": [64, 64]}, x, y, precision=precision, **kw)
+    assert (ours.trainer.graphed is not None and ours.trainer.graphed.graph is not None) == graphs
+    assert ours.history["train_loss"][-1] < ours.history["train_loss"][0]
+    assert torch.backends.cuda.matmul.fp32_precision == matmul  # tf32 only for the fit
+    np.testing.assert_allclose(ours.predict_proba(x), fp32.predict_proba(x), atol=0.05)
+
+
+@pytest.mark.filterwarnings("ignore:Synchronization debug mode is a prototype")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_have_no_host_sync_on_cuda(precision):
+    x, y = _data(n=1000)
+    task = nnfit.tasks.make_task("binary", y)
+
+    class NoSync(nnfit.Callback):  # as test_training_loop_has_no_per_step_sync_on_cuda
+        def on_epoch_start(self, t):
+            if t.state.epoch >= 1:
+                torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_batch_end(self, t, batch):
+            if batch == t.batches_per_epoch - 1:
+                torch.cuda.set_sync_debug_mode("default")
+
+    try:
+        trainer = nnfit.Trainer(epochs=3, batch_size=64, device="cuda", quiet=True, patience=0,
+                                val_split=0, precision=precision, callbacks=[NoSync()])
+        trainer.fit(nnfit.MLP(8, [32], 1), (torch.from_numpy(x),), task=task, target=task.encode_target(y))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

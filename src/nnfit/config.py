@@ -544,11 +544,12 @@ def check_names(cfg: RunConfig) -> None:
 
     Raises:
         ConfigError: an unknown model, activation, optimizer, scheduler, loss, task, device or
-            dataset, naming the valid choices.
+            dataset, naming the valid choices; a precision the device cannot run (fp16 on CPU).
     """
     from .datasets import DATASETS
     from .models import ACTIVATIONS, MODELS
     from .optim import OPTIMIZERS, SCHEDULERS
+    from .precision import check_precision
     from .runtime import resolve_device
     from .tasks import LOSSES, TASKS
 
@@ -558,7 +559,7 @@ def check_names(cfg: RunConfig) -> None:
     SCHEDULERS.get(cfg.train.scheduler)
     LOSSES.get(cfg.train.loss)
     _check(cfg.data.task in TASKS, f"unknown task {cfg.data.task!r} (choose from: {', '.join(TASKS)})")
-    resolve_device(cfg.train.device)
+    check_precision(cfg.train.precision, resolve_device(cfg.train.device))
     if cfg.data.data is None:
         DATASETS.get(cfg.data.dataset)
 

@@ -248,9 +248,9 @@ def evaluate_sharded(trainer: Trainer, model: torch.nn.Module, source: Any, task
     for i, (inputs, tgt) in enumerate(metric_batches(source, batch_size)):
         n = len(tgt)
         if i % rt.world_size == rt.rank:
-            mine.append((offset, trainer.forward(model, inputs), tgt))
+            mine.append((offset, trainer.precision.infer(trainer.forward, model, inputs), tgt))
         elif shape_of is None and i == 0:
-            shape_of = (_rows_of(trainer.forward(model, _head(inputs))), tgt[:1])
+            shape_of = (_rows_of(trainer.precision.infer(trainer.forward, model, _head(inputs))), tgt[:1])
         sizes.append(n)
         offset += n
     if not mine and shape_of is None:  # no batch at all: nothing to gather

@@ -7,8 +7,9 @@ buffers. The epoch's shorter last batch, and everything outside the step, run ea
 
 Used when training on CUDA with ``cuda_graphs=True`` (the default) for in-memory data whose
 batches keep their shapes (not sequences trimmed per batch: ``TensorData.fixed_shapes``), a
-constant learning rate, no gradient accumulation or clipping, no ``compile`` and the stock
-step methods; anything else trains eagerly as before.
+constant learning rate, no gradient accumulation or clipping, no ``compile``, no fp16 (its
+gradient scaler decides whether to step) and the stock step methods; anything else trains
+eagerly as before. bf16 and tf32 steps are captured like fp32 ones.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def graphs_wanted(trainer: Trainer, train: object) -> bool:
     return (trainer.runtime.is_cuda and c.cuda_graphs and isinstance(train, TensorData)
             and train.fixed_shapes  # sequences trimmed per batch vary in shape
             and c.accumulate == 1 and c.grad_clip == 0 and c.scheduler == "none" and not c.compile
+            and c.precision != "fp16"  # the gradient scaler's skip and scale update stay eager
             and cls.train_step is Trainer.train_step and cls.optimizer_step is Trainer.optimizer_step
             and cls.forward is Trainer.forward and cls.compute_loss is Trainer.compute_loss)
 
@@ -91,8 +93,10 @@ class GraphedStep:
         t.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):  # records the step; the replay after it runs it
-            out = t.forward(t.step_model, static)
-            loss = t.compute_loss(out, self.target)
+            # bf16: autocast's cast cache must be off inside a capture (torch's AMP notes)
+            with t.precision.autocast(cache=False):
+                out = t.forward(t.step_model, static)
+                loss = t.compute_loss(out, self.target)
             loss.backward()
             t.optimizer.step()
         self.loss = loss.detach()
