@@ -22,6 +22,7 @@ from ..io.layout import is_empty, new_run_dir
 from ..io.lock import hold_run_dir
 from ..models import CLI_MODELS
 from ..run import RESUMABLE
+from ..sweep import check_sweepable
 from ..sweep.jobs import MemberJob
 from ..sweep.members import Member, check_bootstrap, check_kfold, parse_grid, parse_seeds, plan_members
 from . import console, flag_values, release_warnings, split_items
@@ -47,6 +48,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     members, configs = _plan(record, Path(args.resume) / RECORD_FILE if args.resume else None)
     if args.out and not args.overwrite:
         _check_out(Path(args.out))
+    check_sweepable(configs[0].train)  # before any data is read
     cols, target, task, name = _training_columns(configs[0])
     jobs = _jobs(members, configs, cols, target, task)
     if record["base"].get("data") is not None:  # absolute, so --resume works from any directory

@@ -100,12 +100,25 @@ def _grid(grid: Any) -> dict[str, list[Any]] | None:
     return parse_grid(list(grid))
 
 
+def check_sweepable(cfg: TrainConfig) -> None:
+    """A sweep's members train in memory and in fp32 (the stacked model has neither streams
+    nor autocast).
+
+    Raises:
+        ConfigError: ``stream`` on, or a precision other than fp32, naming it.
+    """
+    if cfg.precision != "fp32" or cfg.stream:
+        what = f"precision {cfg.precision}" if cfg.precision != "fp32" else "stream"
+        raise ConfigError(f"nnfit sweep trains in memory and in fp32: drop {what} (nnfit train takes it)")
+
+
 def _job(model: Any, member: Member, base: TrainConfig, fit_kwargs: dict[str, Any]) -> MemberJob:
     """The member's standalone run: the shared settings with its own on top."""
     model_keys = {k: v for k, v in member.settings.items() if k in MODEL_KEYS}
     train_keys = {k: v for k, v in member.settings.items() if k not in MODEL_KEYS}
     cfg = dataclasses.replace(base, **train_keys) if train_keys else base
     cfg = train_config(cfg)  # checked as any config
+    check_sweepable(cfg)
     if model_keys:
         if not isinstance(model, (Mapping, str)):
             raise ConfigError(f"{', '.join(model_keys)} can vary only for a built-in model (a spec or "
