@@ -124,18 +124,28 @@ def roc_auc_binary(scores: Tensor, target: Tensor) -> Tensor:
         tensor(0.7500, dtype=torch.float64)
     """
     scores = scores.reshape(-1)
-    positive = target.reshape(-1).to(scores.device) == 1
+    n, dev = scores.numel(), scores.device
     sorted_scores, order = torch.sort(scores)
-    _, inverse, counts = torch.unique_consecutive(
-        sorted_scores, return_inverse=True, return_counts=True
-    )
-    counts = counts.to(torch.float64)
-    # 1-based ranks: a tie group starting after `start` items spans start+1 .. start+count.
-    start = torch.cumsum(counts, 0) - counts
-    group_rank = start + (counts + 1) / 2
-    n_pos = positive.sum().to(torch.float64)
-    n_neg = positive.numel() - n_pos
-    rank_sum = torch.where(positive[order], group_rank[inverse], 0.0).sum()
+    positive = (target.reshape(-1).to(dev) == 1)[order]  # in score order
+    # From here on a few bytes per score: evaluation keeps every score, and a validation set
+    # streamed from a file may hold millions of them.
+    del order
+    edges = torch.ones(n + 1, dtype=torch.bool, device=dev)  # where a tie group begins (and n)
+    edges[1:n] = sorted_scores[1:] != sorted_scores[:-1]
+    del sorted_scores
+    edges = torch.nonzero(edges).reshape(-1)
+    before = torch.zeros(n + 1, dtype=torch.int32 if n < 2**31 else torch.int64, device=dev)
+    torch.cumsum(positive, 0, out=before[1:])  # positives before each row
+    # 1-based ranks: a tie group of c rows after the first f spans f+1 .. f+c, average f + (c+1)/2.
+    # Twice the positives' rank sum, group by group in integers (exact), a block of groups at a time.
+    twice = torch.zeros((), dtype=torch.int64, device=dev)
+    for i in range(0, len(edges) - 1, 1 << 16):
+        e = edges[i:i + (1 << 16) + 1]
+        f, c = e[:-1], e[1:] - e[:-1]
+        twice += ((before[e[1:]] - before[f]).long() * (2 * f + c + 1)).sum()
+    n_pos = before[-1].to(torch.float64)
+    n_neg = n - n_pos
+    rank_sum = twice.to(torch.float64) / 2
     auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return torch.where((n_pos > 0) & (n_neg > 0), auc, math.nan)
 
@@ -393,7 +403,8 @@ class ClassificationMetrics(Metric):
         if self.roc_auc:
             # clone: the caller may reuse the output buffer for the next batch.
             self._scores.append(auc_scores.clone())
-            self._targets.append(target)
+            # the kept labels as small as the classes allow (one byte up to 256 classes)
+            self._targets.append(target.to(torch.uint8 if self.num_classes <= 256 else torch.int32))
 
     def state(self) -> dict[str, Tensor]:
         """The summable ``confusion_matrix`` (C, C) and ``invalid`` label count, on the device.

@@ -84,16 +84,21 @@ def cat_outputs(outs: list[Any]) -> Any:
 
 
 @torch.inference_mode()
-def in_order(trainer: Any, model: torch.nn.Module, source: Any) -> tuple[list[Any], list[Any]]:
+def in_order(trainer: Any, model: torch.nn.Module, source: Any,
+             limit: int | None = None) -> tuple[list[Any], list[Any]]:
     """``model``'s outputs and the targets of every batch of ``source``, in order, in eval mode
-    without autograd (the model's mode is put back); batches of the trainer's evaluation size."""
+    without autograd (the model's mode is put back); batches of the trainer's evaluation size.
+    ``limit``: stop after the batch that reaches this many rows (None: read them all)."""
     was_training = model.training
     model.eval()
-    outs, targets = [], []
+    outs, targets, rows = [], [], 0
     try:
         for inputs, tgt in source.batches(trainer.config.eval_batch_size):
+            if limit is not None and rows >= limit:
+                break
             outs.append(trainer.forward(model, inputs))
             targets.append(tgt)
+            rows += len(tgt)
     finally:
         model.train(was_training)
     return outs, targets

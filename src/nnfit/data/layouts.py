@@ -80,10 +80,12 @@ def from_dict(d: Mapping[str, Any]) -> Layout:
 
 
 def is_image_path(x: Any) -> bool:
-    """A directory, an image file, or a list of image files."""
+    """A directory (but one of Parquet files, a table), an image file, or a list of image files."""
     if isinstance(x, (str, Path)):
+        from .stream_files import is_parquet_dir
+
         p = Path(x)
-        return p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES
+        return (p.is_dir() and not is_parquet_dir(p)) or p.suffix.lower() in IMAGE_SUFFIXES
     return (isinstance(x, (list, tuple)) and len(x) > 0
             and all(isinstance(v, (str, Path)) and Path(v).suffix.lower() in IMAGE_SUFFIXES for v in x))
 

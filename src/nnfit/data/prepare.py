@@ -4,7 +4,8 @@ fitted preprocessing to later data (evaluate, predict, a loaded run).
 
 Stages, each in its own module: read (:mod:`.read`, :mod:`.columns`, :mod:`.inputs`) ->
 column roles (:mod:`.schema`) -> split (:mod:`.split`) -> fit the preprocessing on the training
-split (:mod:`.preprocess`) -> sources (:mod:`.sources`).
+split (:mod:`.preprocess`) -> sources (:mod:`.sources`). A file too large for memory takes
+the same stages by row groups (:mod:`.stream_fit`, :mod:`.stream`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .read import read_table
 from .schema import fit_schema, warn_filled
 from .sources import DataSource, Inputs, LoaderData, StreamData, TensorData, as_source
 from .split import holdout, holds_out, stratify_labels
+from .stream_fit import prepare_stream, stream_reason
 
 
 @dataclass
@@ -72,7 +74,9 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
     """Read, give columns roles, split, fit the task and preprocessing, and build sources.
 
     Args:
-        x: a path, DataFrame, Columns, array, tensor, tuple/dict of them, or Dataset/DataLoader.
+        x: a path, DataFrame, Columns, array, tensor, tuple/dict of them, or Dataset/DataLoader;
+            a Parquet/CSV path (or a directory of Parquet files) is streamed by row groups
+            per ``config.stream`` (:func:`~nnfit.data.stream_fit.stream_reason`).
         y: targets, unless ``target`` names a column of ``x``.
         target: the target column of a table.
         val: validation data like ``x`` (``(x, y)`` for arrays); else ``val_split`` is held out.
@@ -87,6 +91,10 @@ def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None
         DataError, ConfigError: bad data or arguments, in one line.
     """
     cfg = config or TrainConfig()
+    streamed = stream_reason(x, cfg, family, val=val, y=y)  # refuses --stream on data in memory
+    if streamed is not None:  # a file too large for memory: read by row groups (.stream_fit)
+        return prepare_stream(x, target=column_name(target), task=task, config=cfg, resumed=resumed,
+                              reason=streamed)
     _check_resampling(cfg, val, _is_stream(x))
     if _is_stream(x):  # the user's batches: no preprocessing to fit
         src = as_source(x)

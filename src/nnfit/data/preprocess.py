@@ -101,12 +101,25 @@ class Preprocessor:
         x, codes = table.encode(cols, filled=filled)
         t = torch.from_numpy(x)
         mean, std = column_stats(t) if standardize and x.shape[1] else (None, None)
-        inputs = [InputSchema("x", table.feature_names, [x.shape[1]], "float32", mean, std)]
-        if codes.shape[1]:
-            names = [c.name for c in table.categorical]
-            inputs.append(InputSchema("codes", names, [len(names)], "int64"))
-        pre = cls("named" if codes.shape[1] else "single", inputs, table)
+        pre = cls.for_table(table, mean, std)
         return pre, pre._model_inputs(t, codes, cols.source)
+
+    @classmethod
+    def for_table(cls, table: TableSchema, mean: list[float] | None = None,
+                  std: list[float] | None = None) -> Preprocessor:
+        """The preprocessor of a fitted ``table`` whose numeric features ``x`` have the
+        standardisation statistics ``mean`` and ``std`` (None: not standardised); with
+        categorical columns a second input, ``codes`` (named style)."""
+        inputs = [InputSchema("x", table.feature_names, [len(table.feature_names)], "float32", mean, std)]
+        names = [c.name for c in table.categorical]
+        if names:
+            inputs.append(InputSchema("codes", names, [len(names)], "int64"))
+        return cls("named" if names else "single", inputs, table)
+
+    def encoded_inputs(self, x: np.ndarray, codes: np.ndarray, source: str) -> Inputs:
+        """A table already encoded by :meth:`TableSchema.encode` (``x`` float32, ``codes``
+        int64) as model inputs: ``x`` standardised, in the model's style."""
+        return self._model_inputs(torch.from_numpy(x), codes, source)
 
     def transform_table(self, cols: Columns, source: str | None = None,
                         filled: dict[str, int] | None = None, new_levels: bool = False) -> Inputs:

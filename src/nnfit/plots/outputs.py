@@ -55,15 +55,19 @@ def collect(trainer: Any, model: torch.nn.Module, task: Any, val: Any,
         trainer: the trainer (its runtime's device, ``forward`` and evaluation batch size).
         model: the trained model.
         task: the fitted task.
-        val: the validation source, labelled.
+        val: the validation source, labelled. A source too large for memory (a streamed
+            file) bounds the rows read here by a ``plot_rows`` attribute: the first ones.
         keys: the rows' names; dropped when their count is not the rows'.
     """
     source = as_source(val).to(trainer.runtime.device)
-    outs, targets = in_order(trainer, model, source)
+    limit = getattr(source, "plot_rows", None)
+    outs, targets = in_order(trainer, model, source, limit)
     outs = [o.cpu() if isinstance(o, Tensor) else o for o in outs]
     targets = [t.cpu() for t in targets]
     outputs = torch.cat(outs) if isinstance(outs[0], Tensor) else cat_outputs(outs)
     target = torch.cat(targets)
+    if limit is not None:  # the keys of the rows read
+        keys = {k: v[:len(target)] for k, v in (keys or {}).items()}
     keys = {k: v for k, v in (keys or {}).items() if len(v) == len(target)}
     pixels = getattr(source, "pixels", None)
     return ValidationOutputs(task, outputs, target, row_losses(task, outputs, target), keys,
