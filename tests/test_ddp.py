@@ -127,7 +127,9 @@ def test_sigterm_to_one_rank_stops_all_with_one_checkpoint(table: Path) -> None:
     names = sorted(p.name for p in (work / "run" / "checkpoints").iterdir())
     # step 5 (a step checkpoint), then the stop agreed at the next one, step 10: one checkpoint
     assert names == ["step-000000005", "step-000000010"], names
-    assert "stopped by SIGTERM" in done.stderr and "resume with" in done.stderr
+    assert "stopped by SIGTERM" in done.stderr
+    assert "resume with: torchrun --nproc-per-node 2 -m nnfit train --resume run" in done.stderr
+    assert "[rank 1]" not in done.stderr  # rank 0 says it for all
     assert not (work / "run" / "model.safetensors").exists()
 
 
@@ -177,3 +179,41 @@ def test_batchnorm_is_synced_for_training_and_given_back() -> None:
     assert synced[2].running_mean is outer.running_mean and synced[2].weight is outer.weight
     plain_batchnorm(model)
     assert model[1][0] is inner and model[2] is outer
+
+
+def test_commands_of_rank_0_alone_finish_under_torchrun(table: Path) -> None:
+    work = table.parent
+    assert _one(work, "train", table, "--target", "y", "--epochs", "1", "--out", "run", *FAST) == 0
+    done = _torchrun(work, "predict", "run", table.name, "--out", "p.csv", timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len((work / "p.csv").read_text().splitlines()) == 302
+    done = _torchrun(work, "inspect", "run", timeout=120)
+    assert done.returncode == 0 and "total params: 4739" in done.stdout.lower(), done.stderr[-3000:]
+
+
+def test_a_streamed_file_trains_on_two_processes_as_on_one(table: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    work = table.parent
+    pq.write_table(pacsv.read_csv(table), work / "d.parquet", row_group_size=50)
+    args = ["train", "d.parquet", "--target", "y", "--epochs", "2", "--batch-size", "20", "--stream",
+            "--shuffle-buffer", "60", *[a for a in FAST if a != "--quiet"]]
+    assert _one(work, *args, "--out", "one") == 0
+    done = _torchrun(work, *args, "--out", "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _weights(work / "one"), _weights(work / "two")
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+    assert done.stderr.count("streaming d.parquet") == 1, done.stderr  # said by rank 0 alone
+    assert pa is not None
+
+
+def test_a_multi_process_checkpoint_inside_an_epoch_must_hold_every_ranks_count() -> None:
+    from nnfit.io.validate import _ranks
+
+    inside = {"batch": 3, "world_size": 2}
+    assert _ranks(inside) == ("rank_loss_n", "missing (a checkpoint of 2 processes inside an epoch holds it)")
+    assert _ranks({**inside, "rank_loss_n": [1, 2]})[0] == "rank_loss_n"
+    assert _ranks({**inside, "batch": 0, "rank_loss_n": [1]})[0] == "rank_loss_n"  # epoch ends hold none
+    assert _ranks({**inside, "rank_loss_n": [16]}) is None and _ranks({"batch": 3}) is None

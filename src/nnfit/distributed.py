@@ -115,6 +115,12 @@ class Sharded:
         self.source, self.rank, self.world = source, rank, world
         self.weight, self.rows = 1.0, 0
 
+    def __getattr__(self, name: str) -> Any:
+        """What else the source offers (a stream's ``plot_rows``, ``fingerprint``...)."""
+        if name == "source":  # not set yet (copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
     @property
     def length(self) -> int | None:
         """The global number of samples (what a one-process run counts)."""
@@ -147,6 +153,19 @@ class Sharded:
                 lo, hi = 0, 1
             take = slice(lo, hi)
             yield _map(inputs, lambda t, rows=take: t[rows]), None if target is None else target[take]
+
+
+def unwrapped(source: Any) -> Any:
+    """The source a :class:`Sharded` holds (``source`` itself otherwise): what the run's data
+    fingerprint was taken of."""
+    return source.source if isinstance(source, Sharded) else source
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether a collective failed because another rank's process is gone."""
+    text = str(error)
+    return any(s in text for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                                   "NCCL communicator was aborted", "Socket Timeout"))
 
 
 def shard(source: Any, runtime: Runtime) -> Any:

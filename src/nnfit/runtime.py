@@ -180,11 +180,22 @@ def join_process_group(backend: str, device: torch.device) -> None:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    # While joining, C++ waits for the other ranks and a Python signal handler cannot run: the
+    # default actions let torchrun's SIGTERM (another rank failed) or a Ctrl-C end the wait.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    main_thread = threading.current_thread() is threading.main_thread()
     try:
+        if main_thread:
+            for s in handlers:
+                signal.signal(s, signal.SIG_DFL)
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     except (ValueError, RuntimeError) as e:  # e.g. MASTER_ADDR missing: not started by torchrun
         raise ConfigError(f"cannot join the process group ({backend}): {str(e).splitlines()[0]}; "
                           "start several processes with torchrun --nproc-per-node N") from None
+    finally:
+        if main_thread:
+            for s, h in handlers.items():
+                signal.signal(s, h if h is not None else signal.SIG_DFL)
     atexit.register(_leave_process_group)
 
 
@@ -223,6 +234,12 @@ def make_runtime(device: str | torch.device = "auto", seed: int | None = 0,
     backend = _backend(dist_backend, dev)  # checked in one process too: nccl needs CUDA anyway
     if world > 1:
         join_process_group(backend, dev)
+        if rank > 0:  # rank 0 says what the data and settings call for: once, not once per rank
+            import warnings
+
+            from .errors import NnfitWarning
+
+            warnings.filterwarnings("ignore", category=NnfitWarning)
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seed must be an integer, got {seed!r}")

@@ -216,6 +216,11 @@ class Trainer:
                     self._run_epoch(train, val, monitor, checkpoint_fn)
         except TrainingError as e:  # a guard or the checkpoint check: say what is left on disk
             raise TrainingError(self._with_left(str(e))) from None
+        except RuntimeError as e:  # under torchrun: another rank died (killed, out of memory)
+            if not (rt.distributed and distributed.lost_peer(e)):
+                raise
+            raise TrainingError(self._with_left("another process of this torchrun run ended (the "
+                                                "connection to it was lost)")) from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
@@ -260,7 +265,7 @@ class Trainer:
         self._checkpoint_fn, self._signal, self._agreed = checkpoint_fn, 0, 0
         self._left = "no checkpoint was written yet"
         if resume is not None:
-            restore_state(self, *resume, monitor=monitor, data=(train, val))
+            restore_state(self, *resume, monitor=monitor, data=(distributed.unwrapped(train), val))
             if self.runtime.distributed:  # each rank's own generators and running loss
                 distributed.restore_rank_states(self, *resume[:2])
             self._left = f"the checkpoint resumed from (step {self.state.step}) is untouched"
@@ -325,14 +330,15 @@ class Trainer:
         st, name = self.state, signal.Signals(self._stop_signal()).name
         at = f"in epoch {st.epoch + 1} after batch {st.batch}" if st.batch else f"after epoch {st.epoch}"
         raise Stopped(f"stopped by {name} {at} (step {st.step}); checkpoint {written} committed",
-                      self._signal)
+                      self._stop_signal())
 
     def _stop_unsaved(self) -> None:
         """Stop inside an epoch of a stream without a checkpoint: one of unknown length
         resumes at epoch ends only (it cannot be replayed to a batch inside an epoch)."""
         st, name = self.state, signal.Signals(self._stop_signal()).name
         raise Stopped(f"stopped by {name} in epoch {st.epoch + 1} after batch {st.batch} (step {st.step}); "
-                      f"training data of unknown length resumes from epoch ends: {self._left}", self._signal)
+                      f"training data of unknown length resumes from epoch ends: {self._left}",
+                      self._stop_signal())
 
     def _note_saved(self, written: Any) -> None:
         """Remember the newest checkpoint committed (``checkpoint_fn``'s return value)."""

@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                               "(nnfit train takes torchrun --nproc-per-node N)")
         if _RANK and args.command not in RANKED:  # under torchrun: rank 0 runs it alone
             return 0
+        if args.command not in RANKED and _torchrun_world() > 1:  # ... as one process, in no group
+            os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")
         if _RANK:  # rank 0 prints the results and progress; the others say only what fails
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
+            sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
         module = importlib.import_module(f".{COMMANDS[args.command]}", __name__)
 
         _imports_done()
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             return status
     except Stopped as e:  # a graceful stop by SIGINT/SIGTERM, checkpoint committed
         release_warnings()
-        _say(f"nnfit: {e}")
+        if not _RANK:  # rank 0 says it for all
+            _say(f"nnfit: {e}")
         return e.exit_code
     except NnfitError as e:
         # Bad input: its one line is the answer; warnings about the same input are dropped
@@ -114,7 +117,10 @@ def _say(line: str) -> None:
     torchrun a rank other than 0 names itself, and says nothing but errors and stops."""
     if _RANK and "warning:" in line[:16]:
         return
-    print(("" if not _RANK else f"[rank {_RANK}] ") + printable(line), file=sys.stderr)
+    if _RANK:  # its stderr is closed for everything else (nnfit's notes, warnings, progress)
+        print(f"[rank {_RANK}] {printable(line)}", file=sys.__stderr__)
+    else:
+        print(printable(line), file=sys.stderr)
 
 
 def _torchrun_rank() -> int:

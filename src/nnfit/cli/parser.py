@@ -4,6 +4,7 @@ stays cheap, so ``--help`` and a usage error answer before torch loads)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..errors import printable
 
@@ -14,7 +15,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"nnfit: error: {printable(message)} (see {self.prog} --help)\n")
+        # under torchrun every rank parses the same arguments: rank 0 says what is wrong
+        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else "0"
+        line = f"nnfit: error: {printable(message)} (see {self.prog} --help)\n"
+        self.exit(2, line if rank in ("", "0") else None)
 
 
 def _add_train_flags(p: argparse.ArgumentParser, *, run: bool = True) -> None:

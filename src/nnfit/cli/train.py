@@ -217,7 +217,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite, force_resume=args.force_resume,
                           callbacks=[_InputsChecked()], report=False)  # written below, with the test metrics
         except Stopped as e:
-            raise Stopped(f"{e}; resume with: nnfit train --resume {out}", e.exit_code - 128) from None
+            world = launched_rank()[1]
+            how = f"torchrun --nproc-per-node {world} -m nnfit train" if world > 1 else "nnfit train"
+            raise Stopped(f"{e}; resume with: {how} --resume {out}", e.exit_code - 128) from None
         with local_only():  # the test split and the report: rank 0 alone under torchrun
             val = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else None
             test = write_test(out, learner, cfg, cols, test_cols, n_test, target)

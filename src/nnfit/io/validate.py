@@ -442,6 +442,8 @@ def _ranks(d: dict) -> tuple[str, str] | None:
     epoch (between epochs there is no running loss)."""
     world, counts = d.get("world_size", 1), d.get("rank_loss_n")
     if counts is None:
+        if world > 1 and d["batch"]:
+            return "rank_loss_n", f"missing (a checkpoint of {world} processes inside an epoch holds it)"
         return None
     if not d["batch"] or len(counts) != world - 1:
         return "rank_loss_n", f"{len(counts)} counts for world_size {world} at batch {d['batch']}"
