@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-PEERS = ["nnfit", "minimal_loop", "dataloader_loop", "lightning", "skorch", "keras", "torchvision"]
+PEERS = ["nnfit", "step_ceiling", "minimal_loop", "dataloader_loop", "lightning", "skorch", "keras",
+         "torchvision"]
 # Contenders that need a package beyond nnfit's own dependencies: the module each imports.
 PEER_MODULES = {"lightning": "lightning", "skorch": "skorch", "keras": "keras", "torchvision": "torchvision"}
 # torchvision is a peer of the image-folder suite only (ImageFolder + DataLoader, images.py).
@@ -97,6 +98,13 @@ def median_row(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in ok) for k in ok[0] if isinstance(ok[0][k], (int, float))}
 
 
+def paired_ratios(ours: list[dict], theirs: list[dict]) -> list[float]:
+    """nnfit's samples/s over a contender's, repetition by repetition: each pair ran back to
+    back, so a load that comes and goes disturbs both of a pair, not one side of a median."""
+    return [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(ours, theirs, strict=False)
+            if a.get("samples_per_s") and b.get("samples_per_s")]
+
+
 def not_installed(contenders: list[str]) -> dict[str, str]:
     """The contenders whose framework this interpreter cannot import, with the reason."""
     return {c: "not installed" for c in contenders
@@ -123,9 +131,12 @@ def training_suite(args: argparse.Namespace) -> dict:
                 print(f"{wname} rep {rep + 1} {c}: {shown}", flush=True)
         med = {c: median_row(r) for c, r in runs.items()}
         base = med.get("nnfit", {}).get("samples_per_s")
-        for m in med.values():
+        for c, m in med.items():
             if base and m.get("samples_per_s"):
                 m["nnfit_speedup"] = base / m["samples_per_s"]
+            paired = paired_ratios(runs.get("nnfit", []), runs[c])
+            if paired:
+                m["nnfit_speedup_paired"] = statistics.median(paired)
         out[wname] = {"spec": spec, "median": med, "runs": runs}
     return out
 
@@ -304,6 +315,24 @@ def _workload(s: dict) -> str:
     return f"{s['rows']:,} rows x {s['features']} features"
 
 
+def _ceiling_note(med: dict) -> list[str]:
+    """nnfit's ratios to the step-only ceiling and the minimal loop, and what the ceiling is;
+    nothing for a workload without a ceiling row."""
+    ceiling = med.get("step_ceiling", {})
+    if "nnfit_speedup" not in ceiling:
+        return []
+    ratios = {c: med[c] for c in ("step_ceiling", "minimal_loop") if "nnfit_speedup" in med.get(c, {})}
+    names = {"step_ceiling": "the step-only ceiling", "minimal_loop": "the minimal loop"}
+    said = " and ".join(f"{m['nnfit_speedup']:.2f}x {names[c]}" for c, m in ratios.items())
+    paired = ", ".join(f"{m['nnfit_speedup_paired']:.2f}x" for m in ratios.values()
+                       if "nnfit_speedup_paired" in m)
+    return [f"nnfit: {said} (ratio of the medians" + (f"; median of the per-repetition ratios: {paired}"
+            if paired else "") + "). `step_ceiling`: nnfit's own training step (the same model, fused "
+            f"Adam stepped as nnfit steps it, {ceiling.get('threads', 0):.0f} CPU thread(s), as nnfit "
+            "picks) on one fixed batch: no data order, gathering, preparation or checks. Its accuracy "
+            "is that of a model fitted to one batch.", ""]
+
+
 def _images_markdown(results: dict) -> list[str]:
     """The image-folder section: a summary row per workload (steady epochs, ratios, the
     loader's share, accuracy), then each workload's table with its first epochs."""
@@ -390,7 +419,7 @@ def markdown(results: dict) -> str:
             f"{m['samples_per_s']:,.0f}", f"{m.get('nnfit_speedup', 1):.2f}x",
             f"{m['val_acc']:.4f}", f"{m['peak_rss_mb']:.0f}"]
             + ([f"{m['padding_share']:.1%}"] if "padding_share" in m else []))
-        lines.append("")
+        lines += ["", *_ceiling_note(wres["median"])]
     if "images" in results:
         lines += [*_images_markdown(results["images"]), ""]
     if "cli" in results:
@@ -435,7 +464,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", "--repeats", type=int, default=3,
+                    help="interleaved repetitions of every contender; medians are reported (default 3)")
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     ap.add_argument("--contenders", nargs="+", default=PEERS, choices=PEERS)
     ap.add_argument("--image-workloads", nargs="+", default=list(IMAGE_WORKLOADS),

@@ -38,7 +38,7 @@ def test_bench_smoke(tmp_path):
     med = results["training"]["smoke"]["median"]
     peers = {"lightning", "skorch", "keras"}
     missing = {p for p in peers | {"torchvision"} if importlib.util.find_spec(p) is None}
-    assert set(med) == {"nnfit", "minimal_loop", "dataloader_loop"} | (peers - missing)
+    assert set(med) == {"nnfit", "step_ceiling", "minimal_loop", "dataloader_loop"} | (peers - missing)
     assert results["skipped"] == {p: "not installed" for p in missing}
     for name in missing:
         assert f"{name} (not installed)" in p.stdout
@@ -51,6 +51,7 @@ def test_bench_smoke(tmp_path):
     assert ingest["nnfit_ingest"]["tensor_mb"] == pytest.approx(ingest["pandas_ingest"]["tensor_mb"])
     md = (tmp_path / "smoke-cpu.md").read_text()
     assert "| nnfit |" in md and results["load_1min"]["max"] >= 0
+    assert med["step_ceiling"]["threads"] == 1 and "x the step-only ceiling" in md
     _check_model_rows(results, md)
 
 
@@ -137,6 +138,61 @@ def test_held_out_digits_come_from_other_source_digits():
         assert not any((t == s).all() for t in test for s in train[:50])  # no digit in both
 
 
+def test_the_step_ceiling_takes_nnfits_steps_with_nnfits_threads(monkeypatch):
+    """The ceiling row runs as many steps of the same sizes as nnfit, on the threads nnfit
+    picks, on one fixed batch."""
+    contenders = _load("contenders")
+    spec = dict(rows=300, features=8, classes=3, batch=64, epochs=2, device="cpu")
+    xtr, ytr, xva, yva = contenders.make_data(spec["rows"], spec["features"], spec["classes"])
+    built: dict[str, list[list]] = {"nnfit": [], "step_ceiling": []}  # each model's steps
+    build = contenders.build_model
+
+    def watched(into: list):
+        def make(s):
+            model, seen = build(s), []
+            model.register_forward_pre_hook(lambda m, args: seen.append(
+                (len(args[0]), args[0].data_ptr(), torch.get_num_threads())) if m.training else None)
+            into.append(seen)
+            return model
+        return make
+
+    torch.set_num_threads(2)  # nnfit and the ceiling both drop to 1 for this small step
+    for name, run in (("nnfit", contenders.run_nnfit), ("step_ceiling", contenders.run_ceiling)):
+        monkeypatch.setattr(contenders, "build_model", watched(built[name]))
+        seconds, acc, *more = run(spec, xtr, ytr, xva, yva)
+        assert seconds > 0 and 0 <= acc <= 1
+    assert more == [{"threads": 1}] and torch.get_num_threads() == 2
+    assert [len(b) for b in built["nnfit"]] == [2, 10]  # the warm-up fit (2 batches), then the run
+    steps = {name: models[-1] for name, models in built.items()}
+    sizes = [n for n, _, _ in steps["nnfit"]]
+    assert sizes == [64] * 4 + [14] + [64] * 4 + [14]  # 270 training rows, 2 epochs
+    assert [n for n, _, _ in steps["step_ceiling"]] == sizes
+    assert {t for *_, t in steps["nnfit"]} == {t for *_, t in steps["step_ceiling"]} == {1}
+    assert len({p for _, p, _ in steps["step_ceiling"]}) == 1  # one batch, never moved
+
+
+def test_the_markdown_states_the_ceiling_ratios():
+    bench = _load("bench")
+    row = {"samples_per_s": 1000.0, "val_acc": 0.5, "peak_rss_mb": 300.0}
+    spec = dict(rows=100, features=32, classes=10, batch=1024, epochs=2)
+    runs = {"nnfit": [{"samples_per_s": 900.0}, {"samples_per_s": 1100.0}],
+            "step_ceiling": [{"samples_per_s": 1000.0}, {"samples_per_s": 1000.0}]}
+    assert bench.paired_ratios(runs["nnfit"], runs["step_ceiling"]) == [0.9, 1.1]
+    assert bench.paired_ratios(runs["nnfit"], [{"error": "x"}, {"samples_per_s": 1000.0}]) == [1.1]
+    med = {"nnfit": {**row, "samples_per_s": 920.0},
+           "step_ceiling": {**row, "nnfit_speedup": 0.92, "nnfit_speedup_paired": 0.93, "threads": 2.0},
+           "minimal_loop": {**row, "nnfit_speedup": 1.04, "nnfit_speedup_paired": 1.05}}
+    md = bench.markdown({"device": "cpu", "machine": "m", "reps": 5,
+                         "training": {"mlp-b1024": {"spec": spec, "median": med}}})
+    assert ("nnfit: 0.92x the step-only ceiling and 1.04x the minimal loop (ratio of the medians; median "
+            "of the per-repetition ratios: 0.93x, 1.05x)") in md
+    assert "2 CPU thread(s), as nnfit picks) on one fixed batch" in md
+    assert "| step_ceiling | 1,000 | 0.92x | 0.5000 | 300 |" in md
+    del med["step_ceiling"]
+    assert "step-only" not in bench.markdown({"device": "cpu", "machine": "m", "reps": 5,
+                                              "training": {"mlp-b1024": {"spec": spec, "median": med}}})
+
+
 def test_the_markdown_shows_padding_and_the_image_folder():
     bench, images = _load("bench"), _load("images")
     row = {"samples_per_s": 1000.0, "val_acc": 0.5, "peak_rss_mb": 300.0}
@@ -183,3 +239,21 @@ def test_sweep_bench_smoke(tmp_path):
     report = json.loads((tmp_path / "sweep.json").read_text())
     assert [r["members"] for r in report["in_process"]] == [8, 32]
     assert report["processes"]["speedup"] > 0 and "Peak RSS" in (tmp_path / "sweep.md").read_text()
+
+
+@pytest.mark.slow
+def test_stream_bench_smoke(tmp_path):
+    """benchmarks/stream.py runs end to end on a few rows and writes its tables."""
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "stream.py"
+    p = subprocess.run([sys.executable, str(bench), "--rows", "20000", "--group-rows", "2000", "--no-whole",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    report = json.loads((tmp_path / "stream.json").read_text())
+    assert [r["threads"] for r in report["read"]] == [1, 2]
+    for r in report["read"]:  # every training row, shuffled and in order
+        assert r["shuffled"]["rows"] == r["in_order"]["rows"] == r["train_rows"] > 0
+    runs = [(r["rows"], r["stream"]) for r in report["train"]]
+    assert runs == [(20000, True), (40000, True)]
+    assert all(r["peak_rss_mb"] > 0 and 0 <= r["val_accuracy"] <= 1 for r in report["train"])
+    md = (tmp_path / "stream.md").read_text()
+    assert "The 2x file's peak is" in md and "Goals: read >= 2M rows/s" in md

@@ -49,6 +49,7 @@ class FiniteGuard:
 
     def __init__(self, model: nn.Module, per_step: bool) -> None:
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self._params = [p for _, p in self.named]  # the per-step list, without the names
         self.per_step = per_step
         dev = self.named[0][1].device if self.named else torch.device("cpu")
         self._found = torch.zeros(1, device=dev)
@@ -68,7 +69,7 @@ class FiniteGuard:
 
     def check_grads(self, where: Callable[[], str]) -> None:
         """Raise when any gradient is not finite, before the optimizer uses it."""
-        grads = [p.grad for _, p in self.named if p.grad is not None]
+        grads = [g for p in self._params if (g := p.grad) is not None]
         if not grads:
             return
         if self._fused:

@@ -202,6 +202,7 @@ class FusedStepper:
         name = self._KERNELS.get(type(optimizer))
         self._kernel = getattr(torch, name, None) if name else None
         self._lists: tuple[list, list, list, list] | None = None
+        self._one: torch.Tensor | None = None  # CPU counters: what they are incremented by
 
     def _eligible(self) -> bool:
         opt = self.optimizer
@@ -223,6 +224,11 @@ class FusedStepper:
             return  # state not created yet for every parameter: ask again after the next step
         self._lists = (params, [state[p]["exp_avg"] for p in params],
                        [state[p]["exp_avg_sq"] for p in params], [state[p]["step"] for p in params])
+        # foreach_add_(counters, 1) takes a per-tensor slow path on CPU (8 us of a 150 us step
+        # for six counters); a 1.0 tensor with a float alpha takes the fast one (2.8 us), as
+        # torch's own foreach Adam does on CPU. Whole numbers either way: the same bits.
+        if self._lists[3][0].device.type == "cpu":
+            self._one = torch.ones((), dtype=self._lists[3][0].dtype)
 
     def step(self) -> None:
         """One optimizer step (identical to ``optimizer.step()``)."""
@@ -238,7 +244,10 @@ class FusedStepper:
             return
         g = self.optimizer.param_groups[0]
         beta1, beta2 = g["betas"]
-        torch._foreach_add_(steps, 1)
+        if self._one is not None:
+            torch._foreach_add_(steps, self._one, alpha=1.0)
+        else:
+            torch._foreach_add_(steps, 1)
         self._kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=g["lr"],
                      beta1=beta1, beta2=beta2, weight_decay=g["weight_decay"], eps=g["eps"],
                      maximize=False, grad_scale=None, found_inf=None)

@@ -43,8 +43,17 @@ def medians(t: Tensor, features: list[str], source: str) -> list[float]:
             name = features[j + int(np.flatnonzero(~seen)[0])]
             raise DataError(f"{source}: cannot impute column {name!r}: it has no values in the "
                             "training split")
-        out += np.nanmedian(block, axis=0).tolist()
+        out += (_median(block) if not np.isnan(block).any() else
+                np.nanmedian(block, axis=0).tolist())
     return out
+
+
+def _median(block: np.ndarray) -> list[float]:
+    """Column medians of a float64 block without NaN: ``np.median``'s values, from one
+    ``np.partition`` (``np.median``/``nanmedian`` import ``numpy.ma``, ~5 ms a process)."""
+    n, k = len(block), len(block) // 2
+    part = np.partition(block, [k - 1, k] if n % 2 == 0 else [k], axis=0)
+    return (part[k] if n % 2 else (part[k - 1] + part[k]) / 2).tolist()
 
 
 def fill_missing(t: Tensor, fill: list[float]) -> Tensor:

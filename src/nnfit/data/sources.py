@@ -146,11 +146,20 @@ class TensorData:
     def _iterate(self, names: list[str] | None, tensors: list[Tensor], perm: Tensor | None,
                  starts: range, batch_size: int) -> Iterator[Batch]:
         target = self.target
-        for i in starts:
-            rows = slice(i, i + batch_size) if perm is None else perm[i:i + batch_size]
-            xs = [t[rows] for t in tensors]
-            yield (dict(zip(names, xs, strict=True)) if names is not None else tuple(xs),
-                   None if target is None else target[rows])
+        if perm is None:  # in order: every batch is a view, nothing is copied
+            for i in starts:
+                xs = [t[i:i + batch_size] for t in tensors]
+                yield (dict(zip(names, xs, strict=True)) if names is not None else tuple(xs),
+                       None if target is None else target[i:i + batch_size])
+            return
+        every, k = (tensors if target is None else [*tensors, target]), len(tensors)
+        per = _rows_per_gather(every, batch_size)
+        for j in range(starts.start, starts.stop, per):
+            block = [_gather(t, perm[j:min(j + per, starts.stop)]) for t in every]
+            for xs in zip(*[b.split(batch_size) for b in block], strict=True):  # views: one call a tensor
+                inputs = xs if target is None else xs[:k]
+                yield (dict(zip(names, inputs, strict=True)) if names is not None else inputs,
+                       None if target is None else xs[k])
 
 
 def _split_item(item: Any) -> Batch:
@@ -302,6 +311,35 @@ class StreamData:
         for _ in range(start):
             next(it, None)
         return _delivered(it, self.device)
+
+
+# Shuffled rows are gathered this many bytes at a time (whole batches, at least one) and the
+# batches handed out as views of the block: one index_select per tensor per block instead of
+# an indexing call per tensor per batch. MLP 32-128-128-10 on 90,000 rows, 2-core CPU: the
+# gather took ~13 us of a ~165 us step at batch 32 (now ~3 us) and ~50 us of ~1 ms at batch
+# 1024 (now ~10 us). Blocks of 64 KB to 4 MB timed alike; 256 KB stays in a core's L2 cache
+# beside a small model's weights and optimizer state.
+GATHER_BYTES = 1 << 18
+# The CPU allocator aligns every tensor to 64 bytes, and MKL may round differently on data
+# aligned otherwise: a batch is a view only where it starts on such a boundary, as a fresh
+# tensor would, so the numbers stay bit-for-bit those of a per-batch gather.
+ALIGN_BYTES = 64
+
+
+def _rows_per_gather(tensors: list[Tensor], batch_size: int) -> int:
+    """Rows to gather at once: whole batches of ``tensors`` up to :data:`GATHER_BYTES`; one
+    batch where a batch of some tensor is not a whole number of :data:`ALIGN_BYTES`."""
+    sizes = [batch_size * math.prod(t.shape[1:]) * t.element_size() for t in tensors]
+    if any(s % ALIGN_BYTES for s in sizes):
+        return batch_size
+    return max(1, GATHER_BYTES // max(1, sum(sizes))) * batch_size
+
+
+def _gather(t: Tensor, idx: Tensor) -> Tensor:
+    """Rows ``idx`` of ``t`` as a new tensor: ``index_select`` (a row copy, 2-3x faster than
+    indexing) where ``t`` is contiguous; indexing otherwise, which keeps ``t``'s memory
+    format (a channels-last image batch stays channels-last)."""
+    return torch.index_select(t, 0, idx) if t.is_contiguous() else t[idx]
 
 
 def _batch_count(n: int, batch_size: int, drop_single: bool) -> int:
