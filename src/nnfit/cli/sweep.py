@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from ..io.layout import is_empty, new_run_dir
 from ..io.lock import hold_run_dir
 from ..models import CLI_MODELS
 from ..run import RESUMABLE
-from ..sweep import check_sweepable
+from ..sweep import check_sweepable, in_memory
 from ..sweep.jobs import MemberJob
 from ..sweep.members import Member, check_bootstrap, check_kfold, parse_grid, parse_seeds, plan_members
 from . import console, flag_values, release_warnings, split_items
@@ -49,7 +49,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.out and not args.overwrite:
         _check_out(Path(args.out))
     check_sweepable(configs[0].train)  # before any data is read
-    cols, target, task, name = _training_columns(configs[0])
+    # read whole, a directory or a large file too: the members then share the columns in memory
+    cols, target, task, name = _training_columns(replace(configs[0], train=in_memory(configs[0].train)))
     jobs = _jobs(members, configs, cols, target, task)
     if record["base"].get("data") is not None:  # absolute, so --resume works from any directory
         record["base"]["data"] = str(Path(record["base"]["data"]).resolve())

@@ -68,7 +68,8 @@ def read_table(path: str | Path, exclude: str | None = None, *, allow_missing: b
     """Read a CSV/TSV/Parquet file; numeric columns land in one float32 block.
 
     Args:
-        path: the file.
+        path: the file, or a directory of Parquet files
+            (:class:`~nnfit.data.stream_files.TableFiles`).
         exclude: a column kept out of the block with its own type (the target), if present.
         allow_missing: keep missing cells of every column but ``exclude`` (NaN in the block
             and other numbers, None in text, NaT in dates) instead of refusing them.
@@ -95,6 +96,11 @@ def read_table(path: str | Path, exclude: str | None = None, *, allow_missing: b
     p = Path(path)
     suffix = p.suffix.lower()
     general = {"allow_missing": allow_missing, "exclude": exclude}
+    if p.is_dir():  # a directory of Parquet files (Hive partitions too), read as one table
+        from .stream_files import TableFiles, is_parquet_dir
+
+        if is_parquet_dir(p):
+            return TableFiles(p).read_all(exclude, allow_missing)
     if not p.is_file() or p.stat().st_size == 0 or suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
         return read_columns(p, **general)  # its messages for missing, empty and unsupported files
     try:

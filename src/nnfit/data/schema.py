@@ -267,7 +267,7 @@ def warn_filled(source: str, holes: dict[str, int]) -> None:
 def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Sequence[str] = (),
                numeric: Sequence[str] = (), drop: Sequence[str] = (), features: Sequence[str] = (),
                numeric_transform: str = "standard", impute: bool = True,
-               source: str | None = None, target: str | None = None) -> TableSchema:
+               source: str | None = None, target: str | None = None, report: bool = True) -> TableSchema:
     """Give every column of ``cols`` (the training split, target removed) a role and fit it.
 
     Args:
@@ -279,6 +279,9 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
         numeric_transform: "standard" or "quantile".
         impute: fill gaps here and at predict time (else they are refused).
         target: the target's name, refused in the column lists.
+        report: warn about the columns dropped and the stray text read as gaps
+            (:func:`warn_roles`), and refuse a table left without features; False: the
+            caller does, once it has seen more rows (a streamed table's sample).
 
     Raises:
         DataError: an override names a column that does not exist, names one column in two
@@ -297,7 +300,7 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
     rows = np.arange(len(cols)) if rows is None else np.asarray(rows)
     out: list[Column] = []
     ids: list[str] = []
-    strays: list[str] = []
+    strays: dict[str, list[str]] = {}
     for name in names:
         if name in dropped:
             continue
@@ -308,15 +311,29 @@ def fit_schema(cols: Columns, rows: np.ndarray | None = None, *, categorical: Se
             continue
         out.append(_fit_column(cols, name, role, numeric_transform, source, coerce=words is not None))
         if words:
-            strays.append(f"{name} ({', '.join(repr(w) for w in words)} read as missing)")
+            strays[name] = words
+    if report:
+        warn_roles(source, strays, ids)
+        if not out:
+            raise no_features(source, dropped)
+    return TableSchema(out, dropped, numeric_transform, impute)
+
+
+def warn_roles(source: str, strays: dict[str, list[str]], ids: list[str]) -> None:
+    """The warning lines of a fit: the text found in columns of numbers or dates (column ->
+    up to 3 values, read as missing), and the columns dropped for what they hold ("name (why)")."""
     if strays:
-        warn(f"{source}: columns of numbers or dates holding some other text: {'; '.join(strays)}")
+        text = "; ".join(f"{n} ({', '.join(repr(w) for w in words)} read as missing)"
+                         for n, words in strays.items())
+        warn(f"{source}: columns of numbers or dates holding some other text: {text}")
     if ids:
         warn(f"{source}: dropped columns that identify rows or hold no values: {'; '.join(ids)}")
-    if not out:
-        why = "; ".join(f"{n}: {w}" for n, w in dropped.items()) or "the table has no feature columns"
-        raise DataError(f"{source}: no feature columns left to train on ({why})")
-    return TableSchema(out, dropped, numeric_transform, impute)
+
+
+def no_features(source: str, dropped: dict[str, str]) -> DataError:
+    """The error for a table whose every column was dropped (column -> why)."""
+    why = "; ".join(f"{n}: {w}" for n, w in dropped.items()) or "the table has no feature columns"
+    return DataError(f"{source}: no feature columns left to train on ({why})")
 
 
 def _check_named(names: list[str], source: str, target: str | None = None, **lists: Sequence[str]) -> None:

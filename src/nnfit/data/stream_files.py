@@ -3,16 +3,15 @@
 Three kinds of path are streamed:
 
 * a Parquet file: its row groups, as written;
-* a directory of Parquet files (``*.parquet``, ``*.pq``; subdirectories are not read): every
-  file's row groups, the files in name order, all with the same columns;
-* a CSV/TSV file: converted once, with pyarrow's streaming CSV reader, into a Parquet file of
-  row groups of :data:`CSV_ROW_GROUP` rows (fewer for a small file: :func:`group_rows`) in a
-  temporary directory (``nnfit-stream-PID-*`` under the
-  system's temporary directory, ``TMPDIR``), removed when the process ends. It is as large as
-  the data, so it never goes beside the user's files; a run converts again when it resumes
-  (the same file gives the same row groups), and a directory left by a killed process is
-  removed by the next conversion. A cache kept across processes would hold gigabytes nobody
-  asked for.
+* a directory of Parquet files (``*.parquet``, ``*.pq``, below it too; names starting with
+  ``_`` or ``.``, which Spark and Hadoop write beside the data, skipped): every file's row
+  groups, the files in path order, all with the same columns, their types unified as pandas
+  reads them (an integer column that is float in another file is float, one of nulls takes
+  the others' type: ``pyarrow.unify_schemas``, permissive) and each piece cast to them. Hive
+  partition directories (``month=1/``) add their keys as columns, typed as pyarrow's
+  discovery infers them (:meth:`TableFiles._partitions`);
+* a CSV/TSV file: converted once into a Parquet file in a temporary directory
+  (:mod:`.stream_csv`).
 
 Rows are numbered across the files in name order (a CSV: its data rows), as messages and the
 validation keys name them. A row group is converted :data:`PIECE_ROWS` rows at a time, so a
@@ -24,12 +23,7 @@ CSV's, taken while it is converted.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import re
-import shutil
-import tempfile
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,14 +31,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .columns import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, check_flat, check_unique, value_error
+from .columns import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, _one_line, check_flat, check_unique, value_error
 from .read import _Filler, _scan
+from .stream_csv import convert
 
-CSV_ROW_GROUP = 1 << 16  # rows per row group of a CSV's conversion: the unit of shuffling and validation
-MIN_GROUP = 1 << 10  # ... and of a small CSV's, which has fewer rows (see group_rows)
-BLOCK_BYTES = 4 << 20  # CSV text parsed at a time
 PIECE_ROWS = 1 << 16  # rows converted at a time: a larger row group is read in pieces
-TEMP_PREFIX = "nnfit-stream-"
 
 
 class TableFiles:
@@ -55,7 +46,9 @@ class TableFiles:
 
     Attributes:
         source: the path as given, for messages.
-        names, types: the columns and their Arrow types.
+        names, types: the columns and their Arrow types as :meth:`read` gives them (a
+            directory's: unified over its files, then its partition keys).
+        keys: per file, its Hive partition values (column -> value).
         units: ``(file, row group, rows)`` per row group that holds rows, in file order.
         starts: (len(units),) the first row of each unit, counted across the files.
         num_rows: rows in all.
@@ -83,15 +76,14 @@ class TableFiles:
         p = Path(path)
         self._csv_sha256: str | None = None
         self._sha256: str | None = None
+        self.root = p if p.is_dir() else None
         if p.is_dir():
             paths = parquet_files(p)
         else:
             _check_file(p)
             if p.suffix.lower() in CSV_SUFFIXES:
-                temp = _temp_dir()
-                weakref.finalize(self, shutil.rmtree, temp, True)  # at exit too
-                paths = [temp / "data.parquet"]
-                self._csv_sha256 = self._sha256 = convert_csv(p, paths[0])
+                converted, self._csv_sha256 = convert(p, self)
+                self._sha256, paths = self._csv_sha256, [converted]
             else:
                 paths = [p]
         self.paths = paths
@@ -102,6 +94,12 @@ class TableFiles:
             except (pa.ArrowException, OSError) as e:
                 raise DataError(f"{f}: not a readable Parquet file ({_one_line(e)})") from None
         self.names, self.types = self._schema([m.schema.to_arrow_schema() for m in self.metas])
+        self.keys: list[dict[str, Any]] = [{} for _ in paths]  # each file's partition values
+        self._partitioned: set[str] = set()
+        if self.root is not None:
+            self._partitions()
+        self._stored = dict(zip(self.names, self.types, strict=True))  # what a piece is cast to
+        self.types = [_text_type(t) for t in self.types]  # what read() gives: bytes as text
         self.units = [(i, g, m.row_group(g).num_rows) for i, m in enumerate(self.metas)
                       for g in range(m.num_row_groups) if m.row_group(g).num_rows > 0]
         rows = np.array([u[2] for u in self.units], dtype=np.int64)
@@ -111,17 +109,63 @@ class TableFiles:
             raise DataError(f"{self.source}: no data rows")
 
     def _schema(self, schemas: list[Any]) -> tuple[list[str], list[Any]]:
-        """The columns of the first file, checked, and the same in every other file."""
+        """The columns of the first file, checked, and the same in every other file (in any
+        order): the types unified as pandas would read them (an integer column that is float
+        in another file is float; one of nulls only takes the others' type)."""
+        import pyarrow as pa
+
         paths = self.paths
-        names, types = [str(n) for n in schemas[0].names], list(schemas[0].types)
+        names = [str(n) for n in schemas[0].names]
         check_unique(names, self.source)
+        for f, s in zip(paths[1:], schemas[1:], strict=True):
+            if sorted(str(n) for n in s.names) != sorted(names):
+                raise DataError(f"{f}: its columns differ from {self._name(0)}'s ({_columns(s)} against "
+                                f"{_columns(schemas[0])}): a directory's files must hold the same columns")
+        try:
+            unified = pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise DataError(f"{self.source}: its files' columns differ in type ({_one_line(e)}): a "
+                            "directory's files must hold the same columns") from None
+        types = [unified.field(n).type for n in names]
         for n, t in zip(names, types, strict=True):
             check_flat(t, n, self.source)
-        for f, s in zip(paths[1:], schemas[1:], strict=True):
-            if [str(n) for n in s.names] != names or list(s.types) != types:
-                raise DataError(f"{f}: its columns differ from {paths[0].name}'s ({_columns(s)} against "
-                                f"{_columns(schemas[0])}): a directory's files must hold the same columns")
+        # each file's columns of another type than the directory's: cast as they are read
+        self._cast = [{n for n, t in zip(names, types, strict=True) if s.field(n).type != t} for s in schemas]
         return names, types
+
+    def _name(self, i: int) -> str:
+        """File ``i`` as messages name it: its path below the directory."""
+        return self.paths[i].name if self.root is None else self.paths[i].relative_to(self.root).as_posix()
+
+    def _partitions(self) -> None:
+        """Hive partitions (``month=1/part-0.parquet``): each directory level's key a column
+        after the files' own, typed as pyarrow infers it (int32 for integers, else text);
+        its value in every row of the files below."""
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        assert self.root is not None
+        levels = {part.split("=", 1)[0] for f in self.paths for part in f.relative_to(self.root).parts[:-1]
+                  if "=" in part}
+        if not levels:
+            return
+        clash = sorted(levels & set(self.names))
+        if clash:
+            raise DataError(f"{self.source}: column {clash[0]!r} is both in the files and a partition "
+                            f"directory's name ({clash[0]}=...): rename one")
+        hive = ds.HivePartitioning.discover(infer_dictionary=False)
+        try:
+            found = ds.dataset([str(f) for f in self.paths], format="parquet", partitioning=hive,
+                               partition_base_dir=str(self.root))
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{self.source}: cannot read its partition directories ({_one_line(e)})") \
+                from None
+        keys = {fr.path: ds.get_partition_keys(fr.partition_expression) for fr in found.get_fragments()}
+        self.keys = [keys.get(str(f), {}) for f in self.paths]
+        given = {k for d in self.keys for k in d}
+        names = [n for n in found.schema.names if n in given]  # the keys, in the directories' order
+        self._partitioned = set(names)
+        self.names, self.types = self.names + names, self.types + [found.schema.field(n).type for n in names]
 
     @property
     def converted(self) -> bool:
@@ -150,11 +194,17 @@ class TableFiles:
 
         i, g, _ = self.units[unit]
         where = f"{self.paths[i] if self._csv_sha256 is None else self.source}: row group {g}"
-        # No pre-buffering: the row group's pages are read as they are decoded, not all at once.
-        f = pq.ParquetFile(self.paths[i], metadata=self.metas[i], pre_buffer=False, buffer_size=1 << 20)
+        try:  # no pre-buffering: the row group's pages are read as they are decoded, not all at once
+            f = pq.ParquetFile(self.paths[i], metadata=self.metas[i], pre_buffer=False, buffer_size=1 << 20)
+        except (pa.ArrowException, OSError) as e:
+            if self.converted:  # its temporary directory removed while the run went on
+                raise DataError(f"{self.source}: its conversion to Parquet ({self.paths[i]}) cannot be read "
+                                f"({_one_line(e)}); was the temporary directory removed? Run again") from None
+            raise DataError(f"{where}: cannot read it ({_one_line(e)})") from None
+        own = [c for c in columns if c not in self._partitioned]
         try:
-            for batch in f.iter_batches(batch_size=PIECE_ROWS, row_groups=[g], columns=columns):
-                yield _as_text(batch, where)
+            for batch in f.iter_batches(batch_size=PIECE_ROWS, row_groups=[g], columns=own):
+                yield _as_text(self._conform(batch, i, columns), where)
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{where}: cannot read it ({_one_line(e)})") from None
         finally:
@@ -162,6 +212,24 @@ class TableFiles:
             # pyarrow's allocator keeps freed pages for later: given back after each row group,
             # the peak stays put (within 2 MB run to run, not 15) for about a tenth of the rate
             pa.default_memory_pool().release_unused()
+
+    def _conform(self, batch: Any, i: int, columns: list[str]) -> Any:
+        """A piece of file ``i`` with the directory's column types (the file's cast to
+        them) and its partition values, columns in the order asked for."""
+        import pyarrow as pa
+
+        if not self._partitioned and not self._cast[i]:
+            return batch
+        arrays = []
+        for name in columns:
+            t = self._stored[name]
+            if name in self._partitioned:  # one value for the whole file
+                col = pa.array([self.keys[i].get(name)], t).take(np.zeros(batch.num_rows, dtype=np.int32))
+            else:
+                col = batch.column(name)
+                col = col.cast(t) if name in self._cast[i] else col
+            arrays.append(col)
+        return pa.RecordBatch.from_arrays(arrays, names=columns)
 
     def columns(self, batch: Any, names: list[str], first: int) -> Columns:
         """The feature columns ``names`` of one piece (a record batch whose first row is row
@@ -176,15 +244,22 @@ class TableFiles:
         filler.add(_select(batch, names))
         return self._finish(filler, np.arange(first, first + batch.num_rows))
 
-    def gather(self, units: list[int], names: list[str], limit: int) -> Columns:
+    def gather(self, units: list[int], names: list[str], limit: int,
+               pieces: set[tuple[int, int]] | None = None) -> Columns:
         """The first ``limit`` rows of ``units`` (in the order given), columns ``names``, as
         one :class:`Columns` (see :meth:`columns`); each piece is copied in as it is read, so
-        memory holds the result and one piece."""
-        total = min(limit, sum(self.rows(u) for u in units))
+        memory holds the result and one piece. ``pieces``: only these ``(unit, piece)``
+        (:meth:`pieces` numbers a unit's from 0)."""
+        sizes = [(u, j, n) for u in units for j, n in enumerate(self.pieces(u))
+                 if pieces is None or (u, j) in pieces]
+        total = min(limit, sum(n for _, _, n in sizes))
         filler, numbers = self._filler(names, total), []
-        for u in units:
+        for u in dict.fromkeys(u for u, _, _ in sizes):
             first = int(self.starts[u])
-            for batch in self.read(u, names):
+            for j, batch in enumerate(self.read(u, names)):
+                if pieces is not None and (u, j) not in pieces:
+                    first += batch.num_rows
+                    continue
                 take = min(total - filler.row, batch.num_rows)
                 filler.add(_select(batch.slice(0, take), names))
                 numbers.append(np.arange(first, first + take))
@@ -192,6 +267,20 @@ class TableFiles:
                 if filler.row == total:
                     return self._finish(filler, np.concatenate(numbers))
         return self._finish(filler, np.concatenate(numbers))
+
+    def read_all(self, exclude: str | None, allow_missing: bool) -> Columns:
+        """Every row in one :class:`Columns`, as :func:`nnfit.data.read.read_table` reads a
+        Parquet file whole (a directory's for ``--no-stream``, ``evaluate`` and ``predict``).
+
+        Args:
+            exclude: a column kept out of the numeric block (the target).
+            allow_missing: keep gaps instead of refusing them.
+        """
+        filler = _Filler(self.names, self.types, self.num_rows, exclude, allow_missing)
+        for u in range(len(self.units)):
+            for batch in self.read(u, self.names):
+                filler.add(batch)
+        return filler.finish(self.source, lambda row, name: self.value(row, name))
 
     def _filler(self, names: list[str], rows: int) -> _Filler:
         return _Filler(names, [self.types[self.names.index(n)] for n in names], rows, None,
@@ -227,8 +316,8 @@ class TableFiles:
         an edited value: its statistics hold only each chunk's extremes."""
         if self._sha256 is None:
             h = hashlib.sha256()
-            for f in self.paths:
-                h.update(("" if len(self.paths) == 1 else f.name).encode() + b";")
+            for i, f in enumerate(self.paths):
+                h.update(("" if len(self.paths) == 1 else self._name(i)).encode() + b";")
                 h.update(_file_sha256(f).encode())
             self._sha256 = h.hexdigest()
         return self._sha256
@@ -242,26 +331,46 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _walk(d: Path) -> Iterator[Path]:
+    """The files below directory ``d``, in path order, but those (and the directories) whose
+    names start with ``_`` or ``.``: what Spark and Hadoop write beside the data
+    (``_SUCCESS``, ``_temporary/``, ``.crc`` files)."""
+    for top, dirs, names in os.walk(d):
+        dirs[:] = sorted(n for n in dirs if not n.startswith(("_", ".")))
+        for n in sorted(names):
+            if not n.startswith(("_", ".")):
+                yield Path(top) / n
+
+
 def parquet_files(d: Path) -> list[Path]:
-    """The Parquet files of directory ``d``, in name order.
+    """The Parquet files below directory ``d`` (subdirectories too: Hive partitions such as
+    ``month=1/``), in path order.
 
     Raises:
         DataError: none there.
     """
-    files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in PARQUET_SUFFIXES)
+    files = sorted((f for f in _walk(d) if f.suffix.lower() in PARQUET_SUFFIXES),
+                   key=lambda f: f.relative_to(d).parts)
     if not files:
-        raise DataError(f"{d}: no Parquet files (*.parquet) in this directory")
+        raise DataError(f"{d}: no Parquet files (*.parquet) in this directory or below it")
     return files
 
 
 def is_parquet_dir(x: Any) -> bool:
-    """Whether ``x`` is a path to a directory holding Parquet files."""
+    """Whether ``x`` is a path to a directory of Parquet files: the first data file found
+    below it (in path order) is one, not an image."""
+    from .layouts import IMAGE_SUFFIXES
+
     if not isinstance(x, (str, os.PathLike)) or not Path(x).is_dir():
         return False
     try:
-        return any(f.suffix.lower() in PARQUET_SUFFIXES for f in Path(x).iterdir())
+        for f in _walk(Path(x)):
+            suffix = f.suffix.lower()
+            if suffix in PARQUET_SUFFIXES or suffix in IMAGE_SUFFIXES:
+                return suffix in PARQUET_SUFFIXES
     except OSError:
-        return False
+        pass
+    return False
 
 
 def _check_file(p: Path) -> None:
@@ -303,169 +412,14 @@ def _as_text(batch: Any, where: str) -> Any:
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-def _columns(schema: Any) -> str:
-    text = ", ".join(f"{n}: {t}" for n, t in zip(schema.names, schema.types, strict=True))
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _one_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
-# ------------------------------------------------------------------------------ CSV
-def _temp_dir() -> Path:
-    """A new temporary directory for a conversion; those of processes no longer running are
-    removed first (a killed run never cleans up after itself)."""
-    root = Path(tempfile.gettempdir())
-    for old in root.glob(f"{TEMP_PREFIX}*"):
-        pid = old.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
-
-
-class _Hashing(io.RawIOBase):
-    """A binary file read through SHA-256: the conversion hashes what it parses."""
-
-    def __init__(self, f: Any) -> None:
-        super().__init__()
-        self.f, self.sha256 = f, hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.f.readinto(b)
-        self.sha256.update(memoryview(b)[:n])
-        return n
-
-
-class _Widen(Exception):
-    """A column of the CSV needs a wider type than its first block gave it: convert again."""
-
-    def __init__(self, name: str, to: Any) -> None:
-        super().__init__(name)
-        self.name, self.to = name, to
-
-
-def convert_csv(p: Path, out: Path) -> str:
-    """Write CSV/TSV ``p`` as the Parquet file ``out`` in row groups of :func:`group_rows`
-    rows, parsed by pyarrow's streaming reader (types from the first block; a column whose
-    later values need a wider type is converted again with it); returns the SHA-256 of ``p``.
-
-    Raises:
-        DataError: the file does not parse (a ragged row is named by its data row), has
-            duplicate or empty column names, or no data rows.
-    """
-    types: dict[str, Any] = {}
-    for _ in range(64):  # each pass widens one column, and a column widens at most twice
-        try:
-            return _write_parquet(p, out, types)
-        except _Widen as w:
-            types[w.name] = w.to
-    raise DataError(f"{p}: cannot parse: column types keep changing down the file")
-
-
-def _write_parquet(p: Path, out: Path, types: dict[str, Any]) -> str:
-    """One conversion pass with the column ``types`` known so far; returns the SHA-256 of
-    ``p``'s bytes, hashed as they are parsed.
-
-    Raises:
-        _Widen: a column needs a wider type.
-    """
-    import pyarrow as pa
-    from pyarrow import csv
-
-    from .columns import _parse_error
-
-    delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
-    with open(p, "rb") as raw:
-        source = _Hashing(raw)
-        try:
-            reader = csv.open_csv(
-                source, read_options=csv.ReadOptions(block_size=BLOCK_BYTES),
-                parse_options=csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                convert_options=csv.ConvertOptions(strings_can_be_null=True, column_types=types))
-        except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
-            raise _parse_error(p, e, delimiter) from None
-        check_unique([str(n) for n in reader.schema.names], str(p))
-        try:
-            rows = _write_groups(reader, out, reader.schema, p.stat().st_size)
-        except pa.ArrowInvalid as e:
-            widen = _wider(e, reader.schema)
-            if widen is not None:
-                raise _Widen(*widen) from None
-            raise _parse_error(p, e, delimiter) from None
-        except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
-            raise _parse_error(p, e, delimiter) from None
-        while source.readinto(bytearray(1 << 20)):  # whatever the reader left unread, hashed too
-            pass
-    if rows == 0:
-        raise DataError(f"{p}: no data rows")
-    return source.sha256.hexdigest()
-
-
-def _write_groups(reader: Any, out: Path, schema: Any, size: int) -> int:
-    """The reader's batches as Parquet row groups of :func:`group_rows` rows (the last one
-    shorter); returns the rows written. ``size``: the CSV's bytes."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    held: list[Any] = []
-    count = rows = 0
-    group = 0
-    with pq.ParquetWriter(out, schema) as writer:
-        for batch in reader:
-            if not group:  # the first block tells the rows per byte
-                group = group_rows(batch.num_rows * max(1.0, size / BLOCK_BYTES))
-            held.append(batch)
-            count += batch.num_rows
-            if count >= group:
-                table = pa.Table.from_batches(held, schema=schema)
-                whole = count // group * group
-                writer.write_table(table.slice(0, whole), row_group_size=group)
-                held, count, rows = table.slice(whole).to_batches(), count - whole, rows + whole
-        if count:
-            writer.write_table(pa.Table.from_batches(held, schema=schema), row_group_size=group)
-    return rows + count
-
-
-def group_rows(rows: float) -> int:
-    """Rows per row group of a CSV of about ``rows`` rows: :data:`CSV_ROW_GROUP`, or a 32nd
-    of a smaller file's rows (at least :data:`MIN_GROUP`), so that even a small file has
-    row groups to validate on and to shuffle.
-
-    Example:
-        >>> group_rows(10_000_000), group_rows(100_000), group_rows(3_000)
-        (65536, 3125, 1024)
-    """
-    return int(min(CSV_ROW_GROUP, max(MIN_GROUP, rows // 32)))
-
-
-def _wider(e: Exception, schema: Any) -> tuple[str, Any] | None:
-    """The column a conversion error names and the type to read it with next: numbers after
-    integers (or a column empty in the first block), text after anything else."""
+def _text_type(t: Any) -> Any:
+    """The type :func:`_as_text` gives a column of type ``t``."""
     import pyarrow as pa
     import pyarrow.types as pt
 
-    m = re.search(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to ([^:]*): invalid value",
-                  str(e))
-    if m is None or schema is None or int(m.group(1)) >= len(schema.names):
-        return None
-    name, t = schema.names[int(m.group(1))], schema.types[int(m.group(1))]
-    if pt.is_integer(t) or pt.is_null(t):
-        return name, pa.float64()
-    if pt.is_string(t) or pt.is_large_string(t):
-        return None
-    return name, pa.string()
+    return pa.string() if pt.is_binary(t) else pa.large_string() if pt.is_large_binary(t) else t
+
+
+def _columns(schema: Any) -> str:
+    text = ", ".join(f"{n}: {t}" for n, t in zip(schema.names, schema.types, strict=True))
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -6,13 +6,16 @@ its validation split, task and preprocessing without holding it (:func:`prepare_
   file larger than :data:`STREAM_THRESHOLD` bytes, saying so on standard error; ``stream=False``
   (``--no-stream``) reads it whole. The threshold is a size, not a share of this machine's
   memory, so a run resumed on another machine streams (and splits) as it did.
-* **Validation**: whole row groups, drawn by ``seed`` until their rows come closest to
-  ``val_split`` of the rows (at least one; a file of one row group cannot be split).
+* **Validation**: whole row groups, in an order drawn by ``seed``, each taken when it brings
+  the count closer to ``val_split`` of the rows (at least one; a file of one row group cannot
+  be split): row groups of unequal sizes never make validation most of the file when a closer
+  choice exists (:func:`split_units`).
 * **Preprocessing**: the column roles, vocabularies, medians (fills) and quantiles
   (:func:`~nnfit.data.schema.fit_schema`) on a seeded sample of whole training row groups of
   up to :data:`SAMPLE_ROWS` rows, in memory (all the training rows when there are no more: then
   it equals the in-memory fit); the standardisation statistics and the gaps' counts over every
-  training row, in one streaming pass (exact: a mean and a variance merge over pieces).
+  training row, in one streaming pass (exact: a mean and a variance merge over pieces), which
+  also refits what the sample could not see (:mod:`.stream_pass`).
 * **Task**: the classes from every row's target (training and validation: every label has
   an output), a regression target's mean and deviation from the training rows, in the same pass.
 
@@ -32,20 +35,20 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError
-from ..tasks import CustomTask, RegressionTask, Task, make_task, task_from_dict
+from ..tasks import CustomTask, Task, task_from_dict
 from .columns import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, is_frame, names_list
-from .impute import missing_values
 from .preprocess import Preprocessor
-from .schema import TableSchema, fit_schema, warn_filled
-from .stream import PieceEncoder, TableStream, numeric_block, target_values
+from .schema import TableSchema, fit_schema
+from .stream import PieceEncoder, TableStream, target_values
 from .stream_files import TableFiles, is_parquet_dir
+from .stream_pass import fit_pass
+from .values import has_value
 
 if TYPE_CHECKING:
     from .prepare import Prepared
 
 STREAM_THRESHOLD = 1 << 30  # bytes of file from which stream=None streams
 SAMPLE_ROWS = 1 << 18  # rows the column roles and vocabularies are fitted on
-MAX_TRACKED = 100_000  # distinct numeric targets beyond which an "auto" target is a regression's
 
 
 def stream_reason(x: Any, config: TrainConfig, family: str | None = None, *, val: Any = None,
@@ -86,8 +89,9 @@ def stream_reason(x: Any, config: TrainConfig, family: str | None = None, *, val
                         (config.fold is not None, f"fold={config.fold}"),
                         (config.bootstrap is not None, f"bootstrap={config.bootstrap}")):
         if given:
-            raise ConfigError(f"{x}: a streamed file validates on its own row groups (val_split), so "
-                              f"{what} does not apply: drop it, or --no-stream to read the file whole")
+            kind = "directory" if Path(x).is_dir() else "file"
+            raise ConfigError(f"{x}: a streamed {kind} validates on its own row groups (val_split), so "
+                              f"{what} does not apply: drop it, or --no-stream to read the {kind} whole")
     return reason
 
 
@@ -155,20 +159,21 @@ def prepare_stream(x: str | Path, *, target: str | None, task: str | Task = "aut
         if pre.table is None or pre.layout is not None:
             raise ConfigError(f"{files.source}: the run resumed was not trained on a table, and a "
                               "streamed file is one: resume it with --no-stream")
-        fitted, val_targets, sample = task_from_dict(resumed["task"]), None, None
+        fitted, val_targets, sample, refitted = task_from_dict(resumed["task"]), None, None, []
         if cfg.plots:
             val_targets = _targets(files, val, target, _plotted(cfg))
     else:
         cols, sample = _sample(files, train, target, cfg.seed)
-        table = fit_schema(cols, cols.rows, categorical=cfg.categorical, numeric=cfg.numeric, drop=cfg.drop,
-                           features=cfg.features, numeric_transform=cfg.numeric_transform,
-                           impute=cfg.impute, target=target)
+        partial = sum(files.rows(u) for u in train) > SAMPLE_ROWS
+        table, late = _fit_sample(cols, cfg, target, partial)
         del cols
-        pre, fitted, val_targets = _fit(files, table, train, val, target, task, cfg)
+        pre, fitted, val_targets, refitted = fit_pass(
+            files, table, train, val, target, task, cfg, late=late, partial=partial, limit=SAMPLE_ROWS,
+            plotted=_plotted(cfg) if cfg.plots else 0)
     if isinstance(task, CustomTask):
         fitted = task
     if not cfg.quiet:
-        print(_message(files, reason, train, val, sample), file=sys.stderr, flush=True)
+        print(_message(files, reason, train, val, sample, cfg, refitted), file=sys.stderr, flush=True)
     encoder = PieceEncoder(files, pre, fitted, target)
     train_src = TableStream(encoder, train, shuffle_buffer=cfg.shuffle_buffer)
     val_src = TableStream(encoder, val) if val else None
@@ -187,8 +192,10 @@ def _plotted(cfg: TrainConfig) -> int:
 
 
 def split_units(files: TableFiles, cfg: TrainConfig) -> tuple[list[int], list[int]]:
-    """The training and validation row groups (file order): whole row groups drawn by
-    ``cfg.seed`` while they bring the validation rows closer to ``val_split`` of all rows.
+    """The training and validation row groups (file order): the row groups, in an order
+    drawn by ``cfg.seed``, each taken when it brings the validation rows closer to
+    ``val_split`` of all rows (a large one passed over leaves room for smaller ones); when
+    none does, the one whose rows come closest. At least one row group is left to train on.
 
     Raises:
         DataError: one row group only, while ``val_split`` asks for validation rows.
@@ -202,12 +209,14 @@ def split_units(files: TableFiles, cfg: TrainConfig) -> tuple[list[int], list[in
         raise DataError(f"{files.source}: one row group of {files.num_rows} rows, and a stream validates on "
                         f"whole row groups: {fix}, or set val_split 0")
     want, got, val = cfg.val_split * files.num_rows, 0, []
-    for u in np.random.default_rng(cfg.seed).permutation(len(units)).tolist():
+    order = np.random.default_rng(cfg.seed).permutation(len(units)).tolist()
+    for u in order:  # every group is considered: a large one passed over, a smaller may fit
         rows = files.rows(u)
-        if val and (abs(got + rows - want) >= abs(got - want) or len(val) == len(units) - 1):
-            break
-        val.append(u)
-        got += rows
+        if abs(got + rows - want) < abs(got - want) and len(val) < len(units) - 1:
+            val.append(u)
+            got += rows
+    if not val:  # every group alone overshoots twice over: the one closest (the first drawn of equals)
+        val = [min(order, key=lambda u: abs(files.rows(u) - want))]
     return sorted(set(units) - set(val)), sorted(val)
 
 
@@ -226,122 +235,20 @@ def _sample(files: TableFiles, units: list[int], target: str, seed: int | None) 
     return files.gather(sorted(chosen), features, SAMPLE_ROWS), len(chosen)
 
 
-class _Moments:
-    """Per-column mean and population deviation of rows added piece by piece, in float64,
-    merged with Chan's formula (as :func:`~nnfit.data.preprocess.column_stats`, whose result
-    they equal up to rounding); a constant column gets deviation 1."""
-
-    def __init__(self) -> None:
-        self.n, self.mean, self.m2 = 0, None, None
-
-    def add(self, x: torch.Tensor) -> None:
-        if not len(x):
-            return
-        var_b, mean_b = torch.var_mean(x.double(), dim=0, correction=0)
-        nb = len(x)
-        if self.mean is None:
-            self.n, self.mean, self.m2 = nb, mean_b, var_b * nb
-            return
-        delta, total = mean_b - self.mean, self.n + nb
-        self.mean = self.mean + delta * (nb / total)
-        self.m2 = self.m2 + var_b * nb + delta.square() * (self.n * nb / total)
-        self.n = total
-
-    def result(self) -> tuple[list[float], list[float]]:
-        std = (self.m2 / max(self.n, 1)).sqrt()
-        return self.mean.tolist(), torch.where(std > 0, std, torch.ones_like(std)).tolist()
-
-
-class _Targets:
-    """What the task needs from every target value, gathered piece by piece: the distinct
-    values (classes; not kept past :data:`MAX_TRACKED` numbers when they can only make a
-    regression), a representative array, and the training rows' mean and deviation."""
-
-    def __init__(self, track: bool) -> None:
-        self.track, self.distinct, self.first = track, None, None
-        self.moments = _Moments()
-
-    def add(self, y: np.ndarray, train: bool) -> None:
-        if self.first is None:
-            self.first = y
-        if self.track:
-            u = np.unique(y.astype(str) if y.dtype.kind == "O" and _mixed(y) else y)
-            self.distinct = u if self.distinct is None else np.union1d(self.distinct, u)
-            if self.distinct.dtype.kind in "iuf" and len(self.distinct) > MAX_TRACKED:
-                self.track, self.distinct = False, None  # far more than classes: a regression
-        if train and y.dtype.kind in "iufb":
-            self.moments.add(torch.from_numpy(y.astype(np.float64).reshape(len(y), 1)))
-
-    def task(self, name: str, cfg: TrainConfig, source: str) -> Task:
-        """The task fitted on the values seen (see :func:`~nnfit.tasks.make_task`)."""
-        if name == "auto" and self.distinct is None:
-            name = "regression"
-        y = self.distinct if self.distinct is not None else self.first
-        fitted = make_task(name, y, loss=cfg.loss, scale_target=False, source=source)
-        if isinstance(fitted, RegressionTask) and cfg.scale_target:
-            mean, std = self.moments.result()
-            fitted.mean, fitted.std = mean, std
-        return fitted
-
-
-def _mixed(y: np.ndarray) -> bool:
-    """An object array of labels of more than one type (NumPy cannot sort them together)."""
-    return len({type(v) for v in y[:1000]}) > 1
-
-
-def _fit(files: TableFiles, table: TableSchema, train: list[int], val: list[int], target: str,
-         task: str | Task, cfg: TrainConfig) -> tuple[Preprocessor, Task, np.ndarray | None]:
-    """The streaming pass: every row group read once (the features a model uses and the
-    target), for the standardisation (training rows), the gaps (all rows) and the task.
-
-    Returns:
-        the preprocessor, the task (``task`` itself when it is fitted already), and the
-        validation rows' targets as given (for the plots; None without plots).
-
-    Raises:
-        DataError: gaps while the config does not impute (counted over every row), bad
-            target values, a task the targets cannot make.
-    """
-    moments, filled, gaps = _Moments(), {}, {}
-    name = task if isinstance(task, str) else None
-    targets = _Targets(track=name is not None and name != "regression")
-    val_targets: list[np.ndarray] = []
-    used, training = list(table.used), set(train)
-    for u in sorted(train + val):
-        first = int(files.starts[u])
-        for batch in files.read(u, [*used, target]):
-            y = target_values(batch, target, files.source, first)
-            cols = files.columns(batch, used, first)
-            first += batch.num_rows
-            targets.add(y, u in training)
-            if u not in training:
-                if cfg.plots and sum(map(len, val_targets)) < _plotted(cfg):
-                    val_targets.append(y)
-                # validation gaps: filled too (counted in the one warning), or refused
-                _add(filled if cfg.impute else gaps, table.count_missing(cols))
-                continue
-            if not cfg.impute:
-                missing = table.count_missing(cols)
-                if missing:
-                    _add(gaps, missing)
-                    continue
-            fast = numeric_block(table, cols, filled)
-            x, _ = fast if fast is not None else table.encode(cols, filled=filled)
-            if cfg.standardize and x.shape[1]:
-                moments.add(torch.from_numpy(x))
-    if gaps:
-        raise missing_values(files.source, {n: gaps[n] for n in used if n in gaps})
-    if filled:
-        warn_filled(files.source, {n: filled[n] for n in used if n in filled})
-    mean, std = moments.result() if moments.mean is not None else (None, None)
-    fitted = task if name is None else targets.task(name, cfg, f"{files.source}: target column {target!r}")
-    y_val = np.concatenate(val_targets)[:_plotted(cfg)] if val_targets else None
-    return Preprocessor.for_table(table, mean, std), fitted, y_val
-
-
-def _add(into: dict[str, int], counts: dict[str, int]) -> None:
-    for k, v in counts.items():
-        into[k] = into.get(k, 0) + v
+def _fit_sample(cols: Columns, cfg: TrainConfig, target: str, partial: bool) -> tuple[TableSchema, list[str]]:
+    """The column roles fitted on the sample ``cols``: as in memory when it holds every
+    training row (``partial`` False). Otherwise its warnings wait for the streaming pass,
+    which sees every training row (:func:`~nnfit.data.stream_pass.fit_pass`), and so do the
+    columns the sample holds no value of (returned: the pass fits those that hold some)."""
+    late: list[str] = []
+    if partial:
+        kept = [n for n in cols.names if n not in cfg.drop and (not cfg.features or n in cfg.features)]
+        late = [n for n in kept if not has_value(cols, n).any()]
+    table = fit_schema(cols, cols.rows, categorical=cfg.categorical, numeric=cfg.numeric,
+                       drop=[*cfg.drop, *late], features=cfg.features,
+                       numeric_transform=cfg.numeric_transform, impute=cfg.impute, target=target,
+                       report=not partial)
+    return table, late
 
 
 def _targets(files: TableFiles, units: list[int], target: str, limit: int) -> np.ndarray | None:
@@ -357,16 +264,24 @@ def _targets(files: TableFiles, units: list[int], target: str, limit: int) -> np
     return np.concatenate(parts)[:limit] if parts else None
 
 
-def _message(files: TableFiles, reason: str, train: list[int], val: list[int], sample: int | None) -> str:
+def _message(files: TableFiles, reason: str, train: list[int], val: list[int], sample: int | None,
+             cfg: TrainConfig, refitted: list[str]) -> str:
     """The one line that says the file is streamed, why, and how it was fitted."""
     rows = lambda units: sum(files.rows(u) for u in units)  # noqa: E731
-    text = (f"streaming {files.source} ({reason}): {files.num_rows:,} rows in {len(files.units)} row groups, "
+    groups = lambda n: f"{n} row group{'s' * (n != 1)}"  # noqa: E731
+    text = (f"streaming {files.source} ({reason}): {files.num_rows:,} rows in {groups(len(files.units))}, "
             f"{rows(train):,} to train on")
     if val:
-        text += f", {rows(val):,} to validate on ({len(val)} whole row group{'s' * (len(val) > 1)}, by seed)"
+        text += f", {rows(val):,} to validate on ({groups(len(val))}, whole, by seed)"
     if sample is not None:
-        fitted_on = ("all training rows" if rows(train) <= SAMPLE_ROWS else
-                     f"a seeded sample of {SAMPLE_ROWS:,} rows ({sample} row groups)")
-        text += (f"; column roles, vocabularies and medians fitted on {fitted_on}, standardisation on "
-                 "all training rows")
+        stats = ["vocabularies", "medians", *(["quantiles"] if cfg.numeric_transform == "quantile" else [])]
+        what = f"{', '.join(stats[:-1])} and {stats[-1]}"
+        if rows(train) <= SAMPLE_ROWS:
+            text += f"; column roles, {', '.join(stats)} and standardisation fitted on all training rows"
+        else:
+            text += (f"; column roles, {what} fitted on a seeded sample of {SAMPLE_ROWS:,} "
+                     f"rows ({groups(sample)}), standardisation, gaps and levels outside the sample on all "
+                     "training rows")
+        if refitted:
+            text += f" (refitted: {', '.join(refitted)})"
     return text

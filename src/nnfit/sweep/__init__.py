@@ -112,6 +112,14 @@ def check_sweepable(cfg: TrainConfig) -> None:
         raise ConfigError(f"nnfit sweep trains in memory and in fp32: drop {what} (nnfit train takes it)")
 
 
+def in_memory(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` to read a sweep's data with: ``stream=None`` (automatic) made False, so a
+    directory of Parquet files or a file over the streaming threshold is read whole, as
+    ``--no-stream`` reads it (the members train on tensors in memory), never streamed. The
+    members' recorded configs keep the setting as given, as their standalone runs'."""
+    return dataclasses.replace(cfg, stream=False) if cfg.stream is None else cfg
+
+
 def _job(model: Any, member: Member, base: TrainConfig, fit_kwargs: dict[str, Any]) -> MemberJob:
     """The member's standalone run: the shared settings with its own on top."""
     model_keys = {k: v for k, v in member.settings.items() if k in MODEL_KEYS}

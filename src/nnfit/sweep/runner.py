@@ -43,6 +43,7 @@ def build_member(job: MemberJob) -> Built:
     from ..tasks import CustomTask
     from ..tasks.custom import training_task
     from ..trainer import Trainer
+    from . import in_memory
 
     kw = dict(job.fit_kwargs)
     task, _ = _custom_task(kw.get("task", "auto"), job.config, {})
@@ -57,7 +58,7 @@ def build_member(job: MemberJob) -> Built:
     trainer = Trainer(job.config, quiet=True)  # seeds the global RNG, as fit does
     target = column_name(kw.get("target"))
     data = prepare(kw.get("x"), kw.get("y"), target=target, val=kw.get("val"), task=task,
-                   config=job.config, resumed=None, numeric=built_in(model), family=family(model))
+                   config=in_memory(job.config), resumed=None, numeric=built_in(model), family=family(model))
     fitted = data.task
     if isinstance(task, CustomTask):
         fitted = training_task(fitted, task.fn, data.train, data.val)
