@@ -110,6 +110,23 @@ def _one_line(e: Exception) -> str:
     return text[0] if text else type(e).__name__
 
 
+def check_data_file(p: Path) -> None:
+    """``p`` is a file that exists, holds bytes, and is CSV, TSV or Parquet.
+
+    Raises:
+        DataError: naming ``p`` and what it is not.
+    """
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    if not p.is_file():
+        raise DataError(f"{p}: not a file")
+    suffix = p.suffix.lower()
+    if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise DataError(f"{p}: unsupported file type {suffix!r} (use .csv, .tsv or .parquet)")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: file is empty")
+
+
 def read_columns(path: str | Path, *, allow_missing: bool = False, exclude: str | None = None) -> Columns:
     """Read a CSV/TSV or Parquet file into :class:`Columns`, each column with its kind and
     text columns with codes (see :mod:`nnfit.data.kinds`).
@@ -127,15 +144,8 @@ def read_columns(path: str | Path, *, allow_missing: bool = False, exclude: str 
             while ``allow_missing`` (its row named).
     """
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    if not p.is_file():
-        raise DataError(f"{p}: not a file")
+    check_data_file(p)
     suffix = p.suffix.lower()
-    if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
-        raise DataError(f"{p}: unsupported file type {suffix!r} (use .csv, .tsv or .parquet)")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: file is empty")
     import pyarrow as pa
 
     delimiter = "\t" if suffix == ".tsv" else ","

@@ -31,7 +31,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .columns import CSV_SUFFIXES, PARQUET_SUFFIXES, Columns, _one_line, check_flat, check_unique, value_error
+from .columns import (
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
+    Columns,
+    _one_line,
+    check_data_file,
+    check_flat,
+    check_unique,
+    value_error,
+)
 from .read import _Filler, _scan
 from .stream_csv import convert
 
@@ -374,17 +383,8 @@ def is_parquet_dir(x: Any) -> bool:
 
 
 def _check_file(p: Path) -> None:
-    """A file that exists, holds bytes, and is CSV, TSV or Parquet; the same messages as
-    :func:`nnfit.data.columns.read_columns`."""
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    if not p.is_file():
-        raise DataError(f"{p}: not a file")
-    suffix = p.suffix.lower()
-    if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
-        raise DataError(f"{p}: unsupported file type {suffix!r} (use .csv, .tsv or .parquet)")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: file is empty")
+    """A file that exists, holds bytes, and is CSV, TSV or Parquet (as any data file)."""
+    check_data_file(p)
 
 
 def _select(batch: Any, names: list[str]) -> Any:
