@@ -26,6 +26,7 @@ from .kinds import Codes, arrow_column, missing_mask, series_column
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # image files (nnfit.data.layouts)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 
 from ..errors import ConfigError
+from .columns import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 # kind -> the module that implements it (imported on first use: Pillow only for images)
 MODULES = {"image": "images", "sequence": "sequences", "forecast": "forecast"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 IMAGE_MODELS = ("cnn",)
 SEQUENCE_MODELS = ("lstm", "gru")
 

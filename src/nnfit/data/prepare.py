@@ -10,7 +10,6 @@ the same stages by row groups (:mod:`.stream_fit`, :mod:`.stream`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,45 +25,13 @@ from .columns import Columns, column_name, columns_from_frame, is_frame, names_l
 from .impute import missing_values
 from .inputs import RawInputs, check_plain_tensor, raw_inputs
 from .layouts import layout_kind
+from .prepared import Prepared, key_column  # noqa: F401  (re-exported)
 from .preprocess import Preprocessor
 from .read import read_table
 from .schema import fit_schema, warn_filled
 from .sources import DataSource, Inputs, LoaderData, StreamData, TensorData, as_source
 from .split import holdout, holds_out, stratify_labels
 from .stream_fit import prepare_stream, stream_reason
-
-
-@dataclass
-class Prepared:
-    """What training needs from the data: the fitted task and preprocessing and the sources.
-
-    Attributes:
-        task: the task fitted on the training split (or the resumed run's).
-        preprocessor: the fitted preprocessing; None for a Dataset/DataLoader.
-        train, val: the training and validation sources (``val`` may be None).
-        target: the target column of a table, or None.
-        val_keys: what names each validation row in the data the user gave (the plots' worst
-            examples): ``row``, its 0-based position there (a held-out row's position in the
-            training data; a row of ``val``'s own), and ``path`` for image files; a sequence
-            table's id column and a series' time column (:func:`key_column`) name a sequence
-            and a forecast. Empty for a DataLoader;
-            ``target``, the row's target as the user gave it (worst.csv shows it unrounded).
-    """
-
-    task: Task
-    preprocessor: Preprocessor | None
-    train: DataSource
-    val: DataSource | None
-    target: str | None
-    val_keys: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def key_column(name: str | None, default: str) -> str:
-    """The ``val_keys`` name under which a column of the user's (a sequence id, a time) names
-    each validation row: the column's own name, unless that is one of the keys with a meaning
-    of their own (``row``, ``path``, ``target``)."""
-    name = name or default
-    return f"{name}_" if name in ("row", "path", "target", "val_row") else name
 
 
 def prepare(x: Any, y: Any = None, *, target: str | None = None, val: Any = None,

@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import DataError
 from .columns import (
     CSV_SUFFIXES,
+    IMAGE_SUFFIXES,
     PARQUET_SUFFIXES,
     Columns,
     _one_line,
@@ -41,7 +42,7 @@ from .columns import (
     check_unique,
     value_error,
 )
-from .read import _Filler, _scan
+from .fill import _Filler, _scan
 from .stream_csv import convert
 
 PIECE_ROWS = 1 << 16  # rows converted at a time: a larger row group is read in pieces
@@ -368,8 +369,6 @@ def parquet_files(d: Path) -> list[Path]:
 def is_parquet_dir(x: Any) -> bool:
     """Whether ``x`` is a path to a directory of Parquet files: the first data file found
     below it (in path order) is one, not an image."""
-    from .layouts import IMAGE_SUFFIXES
-
     if not isinstance(x, (str, os.PathLike)) or not Path(x).is_dir():
         return False
     try:

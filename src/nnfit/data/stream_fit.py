@@ -45,7 +45,7 @@ from .stream_pass import fit_pass
 from .values import has_value
 
 if TYPE_CHECKING:
-    from .prepare import Prepared
+    from .prepared import Prepared
 
 STREAM_THRESHOLD = 1 << 30  # bytes of file from which stream=None streams
 SAMPLE_ROWS = 1 << 18  # rows the column roles and vocabularies are fitted on
@@ -142,7 +142,7 @@ def prepare_stream(x: str | Path, *, target: str | None, task: str | Task = "aut
             too few row groups to hold validation out.
         ConfigError: a resumed run that was not trained on a table.
     """
-    from .prepare import Prepared
+    from .prepared import Prepared
 
     cfg = config or TrainConfig()
     files = TableFiles(x)
