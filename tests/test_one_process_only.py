@@ -32,3 +32,13 @@ def test_sweep_and_lr_find_refuse_torchrun(capsys, monkeypatch, command) -> None
     line = one_error(capsys, command, "--quiet")
     assert line == (f"nnfit: error: nnfit {command} runs in one process: start it without torchrun "
                     "(nnfit train takes torchrun --nproc-per-node N)")
+
+
+def test_a_target_beyond_float32_is_refused_before_training(tmp_path, capsys) -> None:
+    """A regression target whose spread float32 cannot hold would write a model that cannot be
+    loaded again (found by the fuzz test: a label of -1e39 among zeros)."""
+    data = tmp_path / "d.csv"
+    data.write_text("f0,label\n0,-1e39\n" + "0,0\n" * 6 + "0,1\n")
+    line = one_error(capsys, "train", data, "--target", "label", "--epochs", "1", "--quiet",
+                     "--out", tmp_path / "run")
+    assert "beyond what float32 holds" in line and not (tmp_path / "run").exists()

@@ -45,9 +45,13 @@ class RegressionTask:
     def fit_scaling(self, y: np.ndarray) -> None:
         """Take the target mean and standard deviation from the training split."""
         y = y.reshape(len(y), -1).astype(np.float64)
-        std = y.std(axis=0)
-        self.mean = y.mean(axis=0).tolist()
-        self.std = np.where(std > 0, std, 1.0).tolist()
+        std, mean, f32 = y.std(axis=0), y.mean(axis=0), np.finfo(np.float32)
+        # saved with the model and checked against float32's range when it is loaded again
+        if not (np.isfinite(std).all() and np.abs(mean).max() <= f32.max and std.max() <= f32.max):
+            raise DataError(f"the target's values reach {np.abs(y).max():.3g}, beyond what float32 holds "
+                            f"({f32.max:.3g}) around their mean: rescale the target")
+        self.mean = mean.tolist()
+        self.std = np.where(std >= f32.tiny, std, 1.0).tolist()  # (nearly) constant: unscaled
         self._scale = None
 
     def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
