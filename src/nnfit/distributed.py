@@ -37,6 +37,7 @@ from torch.utils import _pytree as pytree
 from .data.buckets import metric_batches
 from .data.sources import Batch, Inputs, _map, first_input
 from .errors import CheckpointError, ConfigError
+from .guards import all_finite, check_finite_outputs
 from .io.resume import RANK_RNG
 from .runtime import Runtime
 
@@ -288,6 +289,24 @@ def evaluate_sharded(trainer: Trainer, model: torch.nn.Module, source: Any, task
     outs = [c.to(leaf.dtype).reshape(offset, *leaf.shape[1:]) for c, leaf in zip(cols, leaves, strict=False)]
     target = cols[-1].to(tgt0.dtype).reshape(offset, *tgt0.shape[1:])
     return pytree.tree_unflatten(outs, spec), target, sizes
+
+
+def evaluate_together(trainer: Trainer, model: torch.nn.Module, source: Any, task: Task,
+                      finite_outputs: str | None) -> dict[str, Any]:
+    """:meth:`Trainer.evaluate` by all ranks of a torchrun run: each runs the model on its share of
+    the batches, one all-reduce gives every rank every output, and the loss and metrics
+    are then summed batch by batch as one process sums them."""
+    outputs, target, sizes = evaluate_sharded(trainer, model, source, task, trainer.config.eval_batch_size)
+    metrics = task.make_metrics()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=trainer.runtime.device)
+    for out, tgt in batch_slices(outputs, target, sizes):
+        loss_sum += task.loss(out, tgt).double() * len(tgt)
+        metrics.update(*task.metric_inputs(out, tgt))
+    n = sum(sizes)
+    ok = bool(all_finite(outputs)) if finite_outputs is not None else True  # sync: once
+    if not ok:
+        check_finite_outputs(on_cpu(outputs), finite_outputs)
+    return {"loss": (loss_sum / n).item(), **metrics.compute()}  # sync: once per evaluation
 
 
 def _head(inputs: Inputs) -> Inputs:

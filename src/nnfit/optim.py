@@ -259,3 +259,21 @@ class FusedStepper:
             return
         for p in self._lists[0]:
             p.grad = None
+
+
+def refuse_without_length(c: TrainConfig, schedule: Schedule | None, checkpoints: bool) -> None:
+    """Refuse what needs the number of batches an epoch, for training data of unknown length.
+
+    Raises:
+        ConfigError: a per-step schedule, or ``checkpoint_steps`` with checkpoints written,
+            naming the setting and how to give the count.
+    """
+    give = ("give the number of batches an epoch (a __len__ on the dataset, or "
+            "epoch_batches=N on a LoaderData or StreamData)")
+    if schedule is not None and schedule.interval == "step":
+        raise ConfigError(f"scheduler {c.scheduler!r} plans over the total number of steps, and the "
+                          f"training data's length is unknown: {give}, or use an epoch schedule "
+                          "(step, multistep, exponential, plateau)")
+    if c.checkpoint_steps and checkpoints:
+        raise ConfigError(f"checkpoint_steps {c.checkpoint_steps}: training data of unknown length is "
+                          f"checkpointed at epoch ends only: {give}, or set checkpoint_steps 0")

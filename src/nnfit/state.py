@@ -272,3 +272,43 @@ def early_stop_reason(monitor: str, patience: int, best: float | None, best_epoc
     """Why early stopping ended a fit (``best`` is None when every value so far was NaN)."""
     shown = f"best {best:.4g} at epoch {best_epoch}" if best is not None else "no finite value"
     return f"early stopping: {monitor} did not improve for {patience} epochs ({shown})"
+
+
+def resume_ended(trainer: Trainer, meta: dict[str, Any]) -> None:
+    """Refuse a resume whose ``epochs`` ends where the run already is (or before) while
+    asking for other epochs than the run's: it would train nothing and say "run written".
+    The run's own ``epochs`` on a finished run stays a no-op, as asked.
+
+    Raises:
+        ConfigError: saying how far the run got and which ``epochs`` trains on.
+    """
+    st, planned = trainer.state, meta.get("epochs", trainer.config.epochs)
+    if trainer.config.epochs > st.epoch or trainer.config.epochs == planned:
+        return
+    at = f"{st.batch} batches into epoch {st.epoch + 1}" if st.batch else f"epoch {st.epoch}"
+    finish = f"; {planned} finishes it as planned" if planned > st.epoch else ""
+    raise ConfigError(f"nothing to train: the run got to {at} of {planned}, and epochs "
+                      f"{trainer.config.epochs} goes no further; to train on, resume with epochs "
+                      f"above {st.epoch} (--epochs N, epochs=N in Python){finish}")
+
+def resume_stopped(trainer: Trainer, meta: dict[str, Any], monitor: str) -> None:
+    """Decide again whether a resumed run that had stopped goes on: early stopping under
+    this run's patience (a larger one trains on). Still stopped, a resume given other
+    ``epochs`` would train nothing while asked for more: refused, saying how to go on.
+
+    Raises:
+        ConfigError: the run stays stopped although ``epochs`` changed.
+    """
+    st, c = trainer.state, trainer.config
+    if not st.stop:
+        return
+    if st.stop_reason.startswith("early stopping"):
+        st.stop, st.stop_reason = False, ""
+        trainer._early_stop(monitor)
+    if not st.stop or c.epochs == meta.get("epochs", c.epochs) or c.epochs <= st.epoch:
+        return
+    how = (f"resume with a patience above {st.epoch - st.best_epoch} (--patience N, patience=N in "
+           "Python; 0 turns early stopping off)" if st.stop_reason.startswith("early stopping")
+           else "start a new run")
+    raise ConfigError(f"nothing to train: the run stopped after epoch {st.epoch} ("
+                      f"{st.stop_reason or 'by a callback'}); to train on to epoch {c.epochs}, {how}")

@@ -33,21 +33,36 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from . import distributed, rng
 from .callbacks import Callback, History, ProgressBar
 from .config import TrainConfig, train_config
-from .data import DataSource, Inputs, LoaderData, as_source
+from .data import DataSource, Inputs, as_source
 from .data.buckets import metric_batches
+from .data.sources import epoch_samples
 from .errors import ConfigError, Stopped, TrainingError
 from .graphs import GraphedStep, graphs_wanted
 from .guards import FiniteGuard, all_finite, check_finite_outputs, first_non_finite
-from .optim import FusedStepper, Schedule, build_optimizer, build_schedule, match_state_layout
+from .optim import (
+    FusedStepper,
+    Schedule,
+    build_optimizer,
+    build_schedule,
+    match_state_layout,
+    refuse_without_length,
+)
 from .outputs import cat_outputs
 from .precision import Precision, resolve_precision
 from .runtime import Runtime, catch_signals, cpu_threads, make_runtime, memory_format, step_params
-from .state import FitState, capture_state, early_stop_reason, improves, restore_state
+from .state import (
+    FitState,
+    capture_state,
+    early_stop_reason,
+    improves,
+    restore_state,
+    resume_ended,
+    resume_stopped,
+)
 from .tasks import Task
 
 
@@ -247,7 +262,7 @@ class Trainer:
         self.drop_single = self._drop_single()  # decided once: the model's layers do not change
         self._loader_rngs = getattr(train, "generators", list)()
         self.batches_per_epoch = train.num_batches(c.batch_size, self.drop_single)
-        self.epoch_samples = _epoch_samples(train, c.batch_size, self.drop_single)
+        self.epoch_samples = epoch_samples(train, c.batch_size, self.drop_single)
         if self.batches_per_epoch == 0:
             raise ConfigError("no training batches: the training data is empty")
         # Unknown length: 1 stands in, as only epoch schedules (which ignore it) are allowed then.
@@ -259,7 +274,7 @@ class Trainer:
         # validation data), not from a configured val_ metric that is never logged.
         self.schedule = build_schedule(self.optimizer, replace(c, monitor=monitor), steps_per_epoch)
         if self.batches_per_epoch is None:
-            _refuse_without_length(c, self.schedule, checkpoint_fn is not None)
+            refuse_without_length(c, self.schedule, checkpoint_fn is not None)
         self.state = FitState()
         self.precision = Precision(c.precision, self.runtime.device)  # a fresh scaler each fit
         self._checkpoint_fn, self._signal, self._agreed = checkpoint_fn, 0, 0
@@ -269,8 +284,8 @@ class Trainer:
             if self.runtime.distributed:  # each rank's own generators and running loss
                 distributed.restore_rank_states(self, *resume[:2])
             self._left = f"the checkpoint resumed from (step {self.state.step}) is untouched"
-            self._resume_ended(resume[1])
-            self._resume_stopped(resume[1], monitor)
+            resume_ended(self, resume[1])
+            resume_stopped(self, resume[1], monitor)
         # With a scaler, inf/NaN gradients are skipped steps: no per-step gradient check.
         per_step = not self.runtime.is_cuda and self.precision.scaler is None
         self.guard = FiniteGuard(model, per_step=per_step) if c.check_finite else None
@@ -349,45 +364,6 @@ class Trainer:
         """``message`` plus what is left to resume from, when the fit writes checkpoints."""
         return message if self._checkpoint_fn is None else f"{message}; {self._left}"
 
-    def _resume_ended(self, meta: dict[str, Any]) -> None:
-        """Refuse a resume whose ``epochs`` ends where the run already is (or before) while
-        asking for other epochs than the run's: it would train nothing and say "run written".
-        The run's own ``epochs`` on a finished run stays a no-op, as asked.
-
-        Raises:
-            ConfigError: saying how far the run got and which ``epochs`` trains on.
-        """
-        st, planned = self.state, meta.get("epochs", self.config.epochs)
-        if self.config.epochs > st.epoch or self.config.epochs == planned:
-            return
-        at = f"{st.batch} batches into epoch {st.epoch + 1}" if st.batch else f"epoch {st.epoch}"
-        finish = f"; {planned} finishes it as planned" if planned > st.epoch else ""
-        raise ConfigError(f"nothing to train: the run got to {at} of {planned}, and epochs "
-                          f"{self.config.epochs} goes no further; to train on, resume with epochs "
-                          f"above {st.epoch} (--epochs N, epochs=N in Python){finish}")
-
-    def _resume_stopped(self, meta: dict[str, Any], monitor: str) -> None:
-        """Decide again whether a resumed run that had stopped goes on: early stopping under
-        this run's patience (a larger one trains on). Still stopped, a resume given other
-        ``epochs`` would train nothing while asked for more: refused, saying how to go on.
-
-        Raises:
-            ConfigError: the run stays stopped although ``epochs`` changed.
-        """
-        st, c = self.state, self.config
-        if not st.stop:
-            return
-        if st.stop_reason.startswith("early stopping"):
-            st.stop, st.stop_reason = False, ""
-            self._early_stop(monitor)
-        if not st.stop or c.epochs == meta.get("epochs", c.epochs) or c.epochs <= st.epoch:
-            return
-        how = (f"resume with a patience above {st.epoch - st.best_epoch} (--patience N, patience=N in "
-               "Python; 0 turns early stopping off)" if st.stop_reason.startswith("early stopping")
-               else "start a new run")
-        raise ConfigError(f"nothing to train: the run stopped after epoch {st.epoch} ("
-                          f"{st.stop_reason or 'by a callback'}); to train on to epoch {c.epochs}, {how}")
-
     def _drop_single(self) -> bool:
         # BatchNorm cannot normalise a batch of one sample in training mode.
         return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
@@ -446,23 +422,30 @@ class Trainer:
                 cb.on_train_batch_end(self, i)
             if boundary:
                 st.batch = i + 1
-                due = every and st.step % every == 0 and i + 1 < n_batches
-                stop = self._signal
-                if shard is not None:  # agreed at step checkpoints and every AGREE_STEPS steps only
-                    stop = self._agree_stop() if due or st.step % distributed.AGREE_STEPS == 0 else 0
-                if stop and n_batches is None:
-                    self._stop_unsaved()
-                if stop or due:
-                    written = self._checkpoint_fn(self, False, True)
-                    self._note_saved(written)
-                    if stop:
-                        self._stop_by_signal(written)
+                self._window_end(every, n_batches is not None and i + 1 < n_batches, shard is not None)
         if n_batches is None:
             self._end_stream(i + 1 - start, guard, where)
         st.batch = 0
         if shard is not None:  # the ranks' sums and any signal, in one all-reduce
             return distributed.epoch_loss(self)
         return (self._loss_sum / max(1, self._loss_n)).item()  # sync: once per epoch
+
+    def _window_end(self, every: int, more: bool, sharded: bool) -> None:
+        """After an accumulation window (``more``: batches follow in this epoch): a checkpoint
+        every ``every`` steps, and a stop with one when signalled. Under torchrun the ranks
+        agree on a stop at step checkpoints and every AGREE_STEPS steps: never per step."""
+        st = self.state
+        due = every and st.step % every == 0 and more
+        stop = self._signal
+        if sharded:
+            stop = self._agree_stop() if due or st.step % distributed.AGREE_STEPS == 0 else 0
+        if stop and self.batches_per_epoch is None:
+            self._stop_unsaved()
+        if stop or due:
+            written = self._checkpoint_fn(self, False, True)
+            self._note_saved(written)
+            if stop:
+                self._stop_by_signal(written)
 
     def _end_stream(self, n: int, guard: FiniteGuard | None, where: Any) -> None:
         """The end of an epoch of a stream (``n`` batches): refuse one that yielded nothing,
@@ -562,7 +545,7 @@ class Trainer:
         model.eval()
         if distributed.active(self.runtime):  # the ranks together: every sample once
             try:
-                return self._evaluate_together(model, source, task, finite_outputs)
+                return distributed.evaluate_together(self, model, source, task, finite_outputs)
             finally:
                 model.train(was_training)
         metrics = task.make_metrics()
@@ -584,24 +567,6 @@ class Trainer:
         if not ok:
             check_finite_outputs(self.predict_outputs(model, source), finite_outputs)
         return {"loss": loss, **metrics.compute()}
-
-    def _evaluate_together(self, model: nn.Module, source: Any, task: Task,
-                           finite_outputs: str | None) -> dict[str, Any]:
-        """:meth:`evaluate` by all ranks of a torchrun run: each runs the model on its share of
-        the batches, one all-reduce gives every rank every output, and the loss and metrics
-        are then summed batch by batch as one process sums them."""
-        outputs, target, sizes = distributed.evaluate_sharded(self, model, source, task,
-                                                              self.config.eval_batch_size)
-        metrics = task.make_metrics()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.runtime.device)
-        for out, tgt in distributed.batch_slices(outputs, target, sizes):
-            loss_sum += task.loss(out, tgt).double() * len(tgt)
-            metrics.update(*task.metric_inputs(out, tgt))
-        n = sum(sizes)
-        ok = bool(all_finite(outputs)) if finite_outputs is not None else True  # sync: once
-        if not ok:
-            check_finite_outputs(distributed.on_cpu(outputs), finite_outputs)
-        return {"loss": (loss_sum / n).item(), **metrics.compute()}  # sync: once per evaluation
 
     @torch.inference_mode()
     def predict_outputs(self, model: nn.Module, data: Any) -> Any:
@@ -634,40 +599,3 @@ def _monitored(logs: dict[str, Any], monitor: str) -> Any:
     if monitor not in logs:
         raise ConfigError(f"monitor {monitor!r} is not among the logged values: {', '.join(logs)}")
     return logs[monitor]
-
-
-def _epoch_samples(source: DataSource, batch_size: int, drop_single: bool) -> tuple[int, int] | None:
-    """``(samples per batch, samples per epoch)`` when every batch but the last holds the same
-    number (what a resume checks the running epoch's sample count against); None when a
-    user's loader batches in a way not known here (a batch sampler, a collate function, an
-    iterable dataset)."""
-    if isinstance(source, LoaderData) and isinstance(source.data, DataLoader):
-        loader = source.data
-        default = loader.collate_fn is torch.utils.data.default_collate
-        if loader.batch_size is None or not default or not hasattr(loader.sampler, "__len__"):
-            return None
-        n = len(loader.sampler)
-        return loader.batch_size, n // loader.batch_size * loader.batch_size if loader.drop_last else n
-    n = source.length
-    if n is None:
-        return None
-    return batch_size, n - 1 if drop_single and n > 1 and n % batch_size == 1 else n
-
-
-def _refuse_without_length(c: TrainConfig, schedule: Schedule | None, checkpoints: bool) -> None:
-    """Refuse what needs the number of batches an epoch, for training data of unknown length.
-
-    Raises:
-        ConfigError: a per-step schedule, or ``checkpoint_steps`` with checkpoints written,
-            naming the setting and how to give the count.
-    """
-    give = ("give the number of batches an epoch (a __len__ on the dataset, or "
-            "epoch_batches=N on a LoaderData or StreamData)")
-    if schedule is not None and schedule.interval == "step":
-        raise ConfigError(f"scheduler {c.scheduler!r} plans over the total number of steps, and the "
-                          f"training data's length is unknown: {give}, or use an epoch schedule "
-                          "(step, multistep, exponential, plateau)")
-    if c.checkpoint_steps and checkpoints:
-        raise ConfigError(f"checkpoint_steps {c.checkpoint_steps}: training data of unknown length is "
-                          f"checkpointed at epoch ends only: {give}, or set checkpoint_steps 0")
-

@@ -368,6 +368,24 @@ def _drop_trailing_single(items: Iterator[Any]) -> Iterator[Any]:
         yield held
 
 
+def epoch_samples(source: DataSource, batch_size: int, drop_single: bool) -> tuple[int, int] | None:
+    """``(samples per batch, samples per epoch)`` when every batch but the last holds the same
+    number (what a resume checks the running epoch's sample count against); None when a
+    user's loader batches in a way not known here (a batch sampler, a collate function, an
+    iterable dataset)."""
+    if isinstance(source, LoaderData) and isinstance(source.data, DataLoader):
+        loader = source.data
+        default = loader.collate_fn is torch.utils.data.default_collate
+        if loader.batch_size is None or not default or not hasattr(loader.sampler, "__len__"):
+            return None
+        n = len(loader.sampler)
+        return loader.batch_size, n // loader.batch_size * loader.batch_size if loader.drop_last else n
+    n = source.length
+    if n is None:
+        return None
+    return batch_size, n - 1 if drop_single and n > 1 and n % batch_size == 1 else n
+
+
 def as_source(data: Any, target: Tensor | None = None) -> DataSource:
     """Wrap tensors, a Dataset, a DataLoader, a function returning batches (such as a
     generator function) or an existing source as a DataSource.
