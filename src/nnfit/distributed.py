@@ -9,9 +9,9 @@ trainer wraps the model in ``DistributedDataParallel``. This module holds the re
   contiguous slice of each; :attr:`Sharded.weight` scales the rank's loss so that the
   gradient DDP averages is the gradient of the global batch's mean loss, also when a batch
   does not split evenly.
-* :func:`agree` – one all-reduce of a few numbers: the epoch's loss sums and whether any rank
-  was asked to stop (a signal). The loop calls it at epoch ends and every
-  :data:`AGREE_STEPS` optimizer steps (or at its step checkpoints): never per step.
+* :func:`epoch_loss`, :func:`agree_max` – one all-reduce of a few numbers: the epoch's loss
+  sums and whether any rank was asked to stop (a signal). The loop calls them at epoch ends
+  and every :data:`AGREE_STEPS` optimizer steps (or at its step checkpoints): never per step.
 * :func:`evaluate_sharded` – evaluation that counts every sample once: each rank runs the
   model on every world-size-th batch, one all-reduce gives every rank all outputs, and the
   loss and metrics are computed from them batch by batch as one process would.
@@ -131,9 +131,6 @@ class Sharded:
         """Global batches an epoch: every rank steps at each of them."""
         return self.source.num_batches(batch_size, drop_single)
 
-    def generators(self) -> list[torch.Generator]:
-        return getattr(self.source, "generators", list)()
-
     def to(self, device: torch.device) -> Sharded:
         return Sharded(self.source.to(device), self.rank, self.world)
 
@@ -197,14 +194,6 @@ def plain_batchnorm(model: torch.nn.Module) -> None:
 
 
 # ------------------------------------------------------------------------------ agreeing
-def agree(values: list[float], runtime: Runtime) -> list[float]:
-    """The sums over all ranks of ``values`` (float64), in one all-reduce; every rank calls it
-    at the same point of the loop."""
-    t = _on_wire(torch.tensor(values, dtype=torch.float64), runtime)
-    _dist().all_reduce(t)
-    return t.tolist()  # sync: at agreement points only (epoch ends, every AGREE_STEPS steps)
-
-
 def check_same(value: int, what: str, runtime: Runtime) -> None:
     """Refuse to go on when the ranks do not hold the same ``value`` (e.g. the checkpoint
     step each rank resumed from).
@@ -247,7 +236,7 @@ def on_cpu(outputs: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ evaluation
-def evaluate_sharded(trainer: Trainer, model: torch.nn.Module, source: Any, task: Task,
+def evaluate_sharded(trainer: Trainer, model: torch.nn.Module, source: Any,
                      batch_size: int) -> tuple[Any, Tensor, list[int]]:
     """Every output and target of ``source``, computed by the ranks together and known to all.
 
@@ -296,7 +285,7 @@ def evaluate_together(trainer: Trainer, model: torch.nn.Module, source: Any, tas
     """:meth:`Trainer.evaluate` by all ranks of a torchrun run: each runs the model on its share of
     the batches, one all-reduce gives every rank every output, and the loss and metrics
     are then summed batch by batch as one process sums them."""
-    outputs, target, sizes = evaluate_sharded(trainer, model, source, task, trainer.config.eval_batch_size)
+    outputs, target, sizes = evaluate_sharded(trainer, model, source, trainer.config.eval_batch_size)
     metrics = task.make_metrics()
     loss_sum = torch.zeros((), dtype=torch.float64, device=trainer.runtime.device)
     for out, tgt in batch_slices(outputs, target, sizes):
@@ -422,5 +411,5 @@ def check_world_size(meta: dict[str, Any], runtime: Runtime, force: bool, source
             "dropout and the rest of this epoch are not those of the uninterrupted run")
 
 
-__all__ = ["AGREE_STEPS", "Sharded", "agree", "evaluate_sharded", "gather_rank_states", "local_only",
-           "restore_rank_states", "shard"]
+__all__ = ["AGREE_STEPS", "Sharded", "agree_max", "epoch_loss", "evaluate_sharded", "gather_rank_states",
+           "local_only", "restore_rank_states", "shard"]

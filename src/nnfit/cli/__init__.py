@@ -47,7 +47,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ..errors import ConfigError, NnfitError, NnfitWarning, Stopped, printable  # noqa: E402
-from .parser import EPILOG, build_parser  # noqa: E402,F401  (re-exported)
+from .parser import EPILOG, build_parser, torchrun_env  # noqa: E402,F401  (re-exported)
 
 # The module that runs each subcommand, imported only when that command runs.
 COMMANDS = {"train": "train", "evaluate": "evaluate", "predict": "predict", "inspect": "info",
@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import warnings
 
-        if args.command in ("sweep", "lr-find") and _torchrun_world() > 1:
+        if args.command in ("sweep", "lr-find") and torchrun_env()[1] > 1:
             raise ConfigError(f"nnfit {args.command} runs in one process: start it without torchrun "
                               "(nnfit train takes torchrun --nproc-per-node N)")
         if _RANK and args.command not in RANKED:  # under torchrun: rank 0 runs it alone
             return 0
-        if args.command not in RANKED and _torchrun_world() > 1:  # ... as one process, in no group
+        if args.command not in RANKED and torchrun_env()[1] > 1:  # ... as one process, in no group
             os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0")
         if _RANK:  # rank 0 prints the results and progress; the others say only what fails
             sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
@@ -123,22 +123,10 @@ def _say(line: str) -> None:
         print(printable(line), file=sys.stderr)
 
 
-def _torchrun_rank() -> int:
-    """This process's rank when torchrun started several (0 otherwise); read from torchrun's
-    environment without importing torch, so ``--help`` stays fast."""
-    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
-    return int(rank) if rank.isdigit() and world.isdigit() and int(world) > 1 and len(rank) < 7 else 0
-
-
-def _torchrun_world() -> int:
-    world = os.environ.get("WORLD_SIZE", "1")
-    return int(world) if world.isdigit() and len(world) < 7 else 1
-
-
 # Under torchrun, the commands every rank runs: training and evaluation take all ranks (sweep
 # and lr-find refuse torchrun themselves); any other command is rank 0's alone.
 RANKED = {"train", "evaluate", "sweep", "lr-find"}
-_RANK = _torchrun_rank()
+_RANK = torchrun_env()[0]  # this process's rank when torchrun started several, else 0
 
 
 _HELD: list[list[str]] = []  # warnings not shown yet: [] outside a command, [lines] inside

@@ -16,9 +16,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         # under torchrun every rank parses the same arguments: rank 0 says what is wrong
-        rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else "0"
         line = f"nnfit: error: {printable(message)} (see {self.prog} --help)\n"
-        self.exit(2, line if rank in ("", "0") else None)
+        self.exit(2, line if torchrun_env()[0] == 0 else None)
+
+
+def torchrun_env() -> tuple[int, int]:
+    """``(rank, world size)`` as torchrun's environment gives them (``(0, 1)`` without it, or
+    for values that are not small whole numbers), read without importing torch so that
+    ``--help`` and usage errors stay fast; :func:`nnfit.runtime.launched_rank` checks them."""
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    w = int(world) if world.isdigit() and len(world) < 7 else 1
+    return (int(rank) if rank.isdigit() and len(rank) < 7 and w > 1 else 0), w
 
 
 def _add_train_flags(p: argparse.ArgumentParser, *, run: bool = True) -> None:
